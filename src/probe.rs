@@ -1,0 +1,265 @@
+//! Is a port free? Is something listening? Bind and connect probes on the local host.
+//!
+//! A probe binds the port the way a consumer would, with neither `SO_REUSEADDR` nor
+//! `SO_REUSEPORT` (a probe with either option calls ports free that are taken), on the
+//! dual-stack wildcard `[::]` with `IPV6_V6ONLY` off, so that one bind covers IPv4 and
+//! IPv6 holders on every address; on `0.0.0.0` when the host has no IPv6. std's
+//! `TcpListener::bind` sets `SO_REUSEADDR` on Unix, which is why this uses socket2.
+//!
+//! A probe is a hint: another program may bind the port a microsecond later. The
+//! race-free hand-over is a bound socket ([`bind_listener`], `Registry::allocate_bound`).
+//!
+//! # Platform notes
+//! Linux: a TCP bind without `SO_REUSEADDR` also fails while the port has sockets in
+//! `TIME_WAIT`; the probe then says "in use", which is conservative.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::error::{Error, Result};
+use crate::range::{PortRange, Protocols};
+
+/// Whether this host can open IPv6 sockets (checked once).
+static HAVE_IPV6: LazyLock<bool> =
+    LazyLock::new(|| Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)).is_ok());
+
+/// The wildcard address a probe binds: `[::]` (dual-stack) or `0.0.0.0` without IPv6.
+pub fn wildcard() -> IpAddr {
+    if *HAVE_IPV6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) }
+}
+
+/// A socket for `addr`'s family and `ty`, close-on-exec (socket2 sets `SOCK_CLOEXEC`),
+/// dual-stack when `addr` is the IPv6 wildcard, with no address-reuse options.
+fn new_socket(addr: IpAddr, ty: Type) -> io::Result<Socket> {
+    let (domain, proto) = match (addr, ty) {
+        (IpAddr::V4(_), t) if t == Type::STREAM => (Domain::IPV4, Protocol::TCP),
+        (IpAddr::V4(_), _) => (Domain::IPV4, Protocol::UDP),
+        (IpAddr::V6(_), t) if t == Type::STREAM => (Domain::IPV6, Protocol::TCP),
+        (IpAddr::V6(_), _) => (Domain::IPV6, Protocol::UDP),
+    };
+    let s = Socket::new(domain, ty, Some(proto))?;
+    if let IpAddr::V6(a) = addr {
+        // Dual-stack only on the wildcard; a specific v6 address stays v6.
+        s.set_only_v6(!a.is_unspecified())?;
+    }
+    Ok(s)
+}
+
+/// Bind one socket of type `ty` to `addr:port`; `Ok(false)` when the port is taken.
+fn bind_probe(addr: IpAddr, port: u16, ty: Type) -> Result<bool> {
+    let sock = new_socket(addr, ty).map_err(|e| Error::os("creating a probe socket", e))?;
+    match sock.bind(&SockAddr::from(SocketAddr::new(addr, port))) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok(false),
+        // EACCES: a privileged port we may not bind, so not free for us either.
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => Ok(false),
+        Err(e) => Err(Error::os(format!("probing {addr} port {port}"), e)),
+    }
+}
+
+/// Whether `port` can be bound for every protocol in `protocols` on every address
+/// (the dual-stack wildcard). Port 0 is an invalid argument.
+pub fn is_free(port: u16, protocols: Protocols) -> Result<bool> {
+    is_free_on(wildcard(), port, protocols)
+}
+
+/// Whether `port` can be bound on `addr` for every protocol in `protocols`.
+///
+/// On a specific address this answers "can I bind there", which is weaker than
+/// [`is_free`]: a holder on another address is not seen.
+pub fn is_free_on(addr: IpAddr, port: u16, protocols: Protocols) -> Result<bool> {
+    if port == 0 {
+        return Err(Error::invalid("port 0 is not a port (it asks the kernel to pick one)"));
+    }
+    if protocols.tcp() && !bind_probe(addr, port, Type::STREAM)? {
+        return Ok(false);
+    }
+    if protocols.udp() && !bind_probe(addr, port, Type::DGRAM)? {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The ports of `range` that are in use for any protocol in `protocols`, ascending.
+///
+/// Probes run on all cores; a sweep of `1024-65535` for TCP takes well under a second.
+pub fn scan(range: &PortRange, protocols: Protocols) -> Result<Vec<u16>> {
+    let ports: Vec<u16> = range.iter().collect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8) * 2;
+    let chunk = ports.len().div_ceil(threads).max(1);
+    let results: Vec<Result<Vec<u16>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ports
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut busy = Vec::new();
+                    for &p in part {
+                        if !is_free(p, protocols)? {
+                            busy.push(p);
+                        }
+                    }
+                    Ok(busy)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a scan thread panicked".into()))))
+            .collect()
+    });
+    let mut busy = Vec::new();
+    for r in results {
+        busy.extend(r?);
+    }
+    Ok(busy)
+}
+
+/// Whether a TCP connection to `addr` is accepted within `timeout`.
+pub fn accepts(addr: SocketAddr, timeout: Duration) -> bool {
+    TcpStream::connect_timeout(&addr, timeout.max(Duration::from_millis(1))).is_ok()
+}
+
+/// Poll until something accepts TCP connections on `addr`, or `timeout` passes.
+pub fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if accepts(addr, left.min(Duration::from_millis(500))) {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout(format!(
+                "nothing accepted TCP connections on {addr} within {timeout:?}"
+            )));
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Poll until `port` is free for `protocols`, or `timeout` passes.
+pub fn wait_free(port: u16, protocols: Protocols, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if is_free(port, protocols)? {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout(format!(
+                "port {port} ({protocols}) was still in use after {timeout:?}"
+            )));
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// For each of `addrs`, whether it accepts a TCP connection within `timeout`.
+/// The connects run in parallel, each with its own `timeout`.
+pub fn reachable(addrs: &[SocketAddr], timeout: Duration) -> Vec<bool> {
+    const MAX_THREADS: usize = 64;
+    let mut out = vec![false; addrs.len()];
+    for (addrs, out) in addrs.chunks(MAX_THREADS).zip(out.chunks_mut(MAX_THREADS)) {
+        std::thread::scope(|s| {
+            for (addr, slot) in addrs.iter().zip(out.iter_mut()) {
+                s.spawn(move || *slot = accepts(*addr, timeout));
+            }
+        });
+    }
+    out
+}
+
+/// A TCP socket bound to `addr:port` (dual-stack on the wildcard) and listening, or a
+/// bound UDP socket, with no reuse options: the race-free way to own a port.
+/// Close-on-exec; pass it to a child by the systemd `LISTEN_FDS` convention.
+pub fn bind_socket(addr: IpAddr, port: u16, protocol: Protocols) -> Result<Socket> {
+    let ty = if protocol == Protocols::UDP { Type::DGRAM } else { Type::STREAM };
+    let sock = new_socket(addr, ty).map_err(|e| Error::os("creating a socket", e))?;
+    sock.bind(&SockAddr::from(SocketAddr::new(addr, port))).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EADDRINUSE) {
+            Error::PortInUse { port, holder: "a socket outside portmgr".into() }
+        } else {
+            Error::os(format!("binding {addr} port {port}"), e)
+        }
+    })?;
+    if ty == Type::STREAM {
+        sock.listen(1024).map_err(|e| Error::os(format!("listening on port {port}"), e))?;
+    }
+    Ok(sock)
+}
+
+/// [`bind_socket`] on the wildcard.
+pub fn bind_listener(port: u16, protocol: Protocols) -> Result<Socket> {
+    bind_socket(wildcard(), port, protocol)
+}
+
+/// Let the kernel choose a port (`bind(0)`) for `protocols`; the first protocol is bound
+/// with port 0 and the others probed on the same port. Returns the port.
+pub fn kernel_port(protocols: Protocols) -> Result<u16> {
+    let first = if protocols.tcp() { Type::STREAM } else { Type::DGRAM };
+    for _ in 0..64 {
+        let sock = new_socket(wildcard(), first).map_err(|e| Error::os("creating a socket", e))?;
+        sock.bind(&SockAddr::from(SocketAddr::new(wildcard(), 0)))
+            .map_err(|e| Error::os("binding port 0", e))?;
+        let port = sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .ok_or_else(|| Error::Internal("bind(0) gave no port".into()))?;
+        drop(sock);
+        if protocols == Protocols::BOTH && !is_free(port, Protocols::UDP)? {
+            continue;
+        }
+        return Ok(port);
+    }
+    Err(Error::Exhausted { what: "the kernel gave no port free for both TCP and UDP in 64 tries".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    #[test]
+    fn bound_ports_are_not_free() {
+        let s = bind_listener(0, Protocols::TCP);
+        // bind_listener(0) binds an ephemeral port, fine for a test.
+        let s = s.unwrap();
+        let port = s.local_addr().unwrap().as_socket().unwrap().port();
+        assert!(!is_free(port, Protocols::TCP).unwrap());
+        assert!(!is_free(port, Protocols::BOTH).unwrap());
+        drop(s);
+        assert!(is_free(port, Protocols::TCP).unwrap());
+
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        assert!(!is_free(port, Protocols::UDP).unwrap(), "a v4 loopback holder must be seen by the dual-stack probe");
+        assert!(is_free_on(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), port, Protocols::UDP).unwrap());
+        assert!(is_free(0, Protocols::TCP).is_err());
+    }
+
+    #[test]
+    fn waits_and_reach() {
+        let s = bind_listener(0, Protocols::TCP).unwrap();
+        let port = s.local_addr().unwrap().as_socket().unwrap().port();
+        let a: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(a, Duration::from_secs(2)).unwrap();
+        let closed = kernel_port(Protocols::TCP).unwrap();
+        let b: SocketAddr = format!("127.0.0.1:{closed}").parse().unwrap();
+        assert_eq!(reachable(&[a, b], Duration::from_millis(200)), vec![true, false]);
+        let e = wait_free(port, Protocols::TCP, Duration::from_millis(30)).unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::Timeout);
+        drop(s);
+        wait_free(port, Protocols::TCP, Duration::from_secs(2)).unwrap();
+        assert!(wait_listening(b, Duration::from_millis(30)).is_err());
+    }
+}

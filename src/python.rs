@@ -1,0 +1,1 @@
+//! The pyo3 skin, `portmgr._native` (filled in by the Python work).

@@ -1,0 +1,140 @@
+//! Where the registry lives, and the checks that make the location safe to trust.
+//!
+//! The directory is `PORTMGR_DIR` when set, else `$XDG_RUNTIME_DIR/portmgr`, else
+//! `<temp dir>/portmgr-<uid>`. It is created mode 0700 and, on every open, opened with
+//! `O_NOFOLLOW` and checked through its fd: a directory, owned by the effective uid, not
+//! writable by group or others, not on a network or FUSE file system (where `flock` is
+//! emulated or absent; allow with `PORTMGR_ALLOW_NETWORK_FS=1`). Files inside are opened
+//! relative to that fd with `O_NOFOLLOW | O_CLOEXEC` and checked the same way.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// The registry directory used when none is given (see the module docs).
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PORTMGR_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        let x = PathBuf::from(x);
+        // Only a runtime dir that is really ours: absolute, a directory, owned by us.
+        if x.is_absolute() && owned_by_us(&x) {
+            return x.join("portmgr");
+        }
+    }
+    std::env::temp_dir().join(format!("portmgr-{}", sys::geteuid()))
+}
+
+fn owned_by_us(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == sys::geteuid())
+}
+
+fn insecure(path: &Path, reason: impl Into<String>) -> Error {
+    Error::InsecureDirectory { path: path.to_path_buf(), reason: reason.into() }
+}
+
+/// Create `path` (mode 0700) if it is missing, open it without following links, and
+/// check it. Returns the directory's fd, through which every file is opened.
+pub fn open_secure_dir(path: &Path) -> Result<OwnedFd> {
+    if path.as_os_str().is_empty() {
+        return Err(Error::invalid("the registry directory path is empty"));
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::os(format!("creating {}", parent.display()), e))?;
+        }
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::os(format!("creating the registry directory {}", path.display()), e)),
+    }
+    let is_link = || std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let fd = sys::open_dir_nofollow(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) if is_link() => insecure(
+            path,
+            "it is a symbolic link; portmgr never follows a link for its directory: point PORTMGR_DIR at the real directory",
+        ),
+        Some(libc::ENOTDIR) => insecure(path, "it is not a directory: remove it or choose another PORTMGR_DIR"),
+        _ => Error::os(format!("opening the registry directory {}", path.display()), e),
+    })?;
+    let st = sys::fstat(&fd).map_err(|e| Error::os(format!("fstat of {}", path.display()), e))?;
+    check_owner_mode(path, &st, "directory", true)?;
+    check_fs(path, &fd)?;
+    Ok(fd)
+}
+
+fn check_owner_mode(path: &Path, st: &libc::stat, what: &str, dir: bool) -> Result<()> {
+    let me = sys::geteuid();
+    if st.st_uid != me {
+        return Err(insecure(
+            path,
+            format!(
+                "the {what} is owned by uid {}, not by you (uid {me}): another user could change what portmgr reads; use a directory of your own (unset PORTMGR_DIR or point it elsewhere)",
+                st.st_uid
+            ),
+        ));
+    }
+    if st.st_mode & 0o022 != 0 {
+        let fix = if dir { "chmod 700" } else { "chmod 600" };
+        return Err(insecure(
+            path,
+            format!(
+                "the {what} is writable by group or others (mode {:o}): run `{fix} {}`",
+                st.st_mode & 0o7777,
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_fs(path: &Path, fd: &OwnedFd) -> Result<()> {
+    const NFS: i64 = 0x6969;
+    const SMB: i64 = 0x517B;
+    const CIFS: i64 = 0xFF53_4D42;
+    const SMB2: i64 = 0xFE53_4D42;
+    const FUSE: i64 = 0x6573_5546;
+    const NAMES: [(i64, &str); 5] = [(NFS, "NFS"), (SMB, "SMB"), (CIFS, "CIFS"), (SMB2, "SMB2"), (FUSE, "FUSE")];
+    if std::env::var_os("PORTMGR_ALLOW_NETWORK_FS").is_some_and(|v| v == "1") {
+        return Ok(());
+    }
+    let magic = sys::fs_magic(fd).map_err(|e| Error::os(format!("statfs of {}", path.display()), e))?;
+    if let Some((_, name)) = NAMES.iter().find(|(m, _)| *m == magic) {
+        return Err(insecure(
+            path,
+            format!(
+                "it is on a {name} file system, where file locks are emulated or missing; use a local directory (PORTMGR_DIR), or set PORTMGR_ALLOW_NETWORK_FS=1 if you know its locks work"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Open (creating, mode 0600) the regular file `name` inside the checked directory.
+pub fn open_file(dir: &OwnedFd, dir_path: &Path, name: &str) -> Result<File> {
+    let path = dir_path.join(name);
+    let f = sys::openat_rw_create(dir, name).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => insecure(&path, "it is a symbolic link: remove it (portmgr recreates it)"),
+        Some(libc::EISDIR) => insecure(&path, "it is a directory, not a file: remove it (portmgr recreates it)"),
+        Some(libc::ENXIO) => insecure(&path, "it is a FIFO or socket, not a file: remove it (portmgr recreates it)"),
+        _ => Error::os(format!("opening {}", path.display()), e),
+    })?;
+    let st = sys::fstat(&f).map_err(|e| Error::os(format!("fstat of {}", path.display()), e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(insecure(&path, "it is not a regular file: remove it (portmgr recreates it)"));
+    }
+    if st.st_nlink > 1 {
+        return Err(insecure(&path, "it has other hard links, so its contents are shared with a file elsewhere: remove it (portmgr recreates it)"));
+    }
+    check_owner_mode(&path, &st, "file", false)?;
+    Ok(f)
+}

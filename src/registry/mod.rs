@@ -1,0 +1,1253 @@
+//! The shared registry: one table per user of who holds which port, used by every
+//! process and language on the host, with no daemon.
+//!
+//! # How it works (see DESIGN.md for the measured facts behind it)
+//!
+//! * `registry.db` is a fixed binary table ([`layout`]) mapped `MAP_SHARED` by every user.
+//! * A process that allocates claims one *owner slot* and holds an open-file-description
+//!   lock on that slot's byte for as long as its [`Registry`] handle lives. A record names
+//!   (owner slot, generation); it is alive while that lock is held and the generation
+//!   matches. SIGKILL drops the kernel lock, so a dead process's ports are free at once.
+//!   Kernel locks = live processes, not ports: lock operations stay cheap with 50,000 held.
+//! * A lease with a TTL or a watched process ("detached") lives by those instead of its
+//!   owner: a CLI call can allocate and exit. Expiries use `CLOCK_BOOTTIME`.
+//! * Every change is made under the registry lock (a process mutex + `flock` on
+//!   `registry.lock`, never renamed), with one exception: the allocator marks a record
+//!   *pending* under the lock, probes the port outside it, then stores *held* into the
+//!   record's state byte without the lock. Nobody else writes a pending record of a live
+//!   owner, so that store races with nothing.
+//! * After a reboot (boot id changed) every record is dead and the table is cleared. A
+//!   file with a bad header is moved aside and reported, or refused while live owners are
+//!   attached; it is never treated as empty in place.
+
+pub(crate) mod layout;
+pub use layout::NAME_MAX;
+
+mod dir;
+mod lock;
+mod request;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::{Duration, Instant};
+
+use memmap2::MmapRaw;
+use parking_lot::Mutex;
+use socket2::Socket;
+
+pub use dir::default_dir;
+pub use request::{MAX_COUNT, Request, validate_name};
+
+use crate::error::{Error, Result};
+use crate::probe;
+use crate::range::{PortRange, Protocols};
+use crate::strategy::{self, Strategy};
+use crate::sys::{self, ProcState};
+use layout::*;
+
+/// How long a registry call waits for the lock by default.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a cached "owner is alive" answer is trusted (a dead answer is final).
+const LIVE_CACHE: Duration = Duration::from_millis(20);
+
+/// A handle on one registry directory. Cheap to clone; all clones share one owner slot.
+/// `Send + Sync`: use it from any thread.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    timeout_ms: AtomicU64,
+    pool: OnceLock<PortRange>,
+    state: Mutex<State>,
+}
+
+struct State {
+    fork_gen: u64,
+    files: Option<Files>,
+    owner: Option<OwnerId>,
+    live_cache: HashMap<(u32, u64), (bool, Instant)>,
+    notices: Vec<String>,
+}
+
+struct Files {
+    /// Kept open: the directory the files were checked through.
+    _dirfd: OwnedFd,
+    lock: File,
+    db: File,
+    map: Arc<Map>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OwnerId {
+    slot: u32,
+    generation: u64,
+}
+
+/// The mapped registry file.
+struct Map {
+    raw: MmapRaw,
+}
+
+impl Map {
+    fn new(db: &File) -> Result<Map> {
+        let raw = MmapRaw::map_raw(db).map_err(|e| Error::os("mapping the registry file", e))?;
+        if raw.len() < FILE_SIZE {
+            return Err(Error::Internal("registry mapping shorter than its layout".into()));
+        }
+        Ok(Map { raw })
+    }
+    fn at<T>(&self, off: usize) -> &T {
+        debug_assert!(off + size_of::<T>() <= FILE_SIZE && off % align_of::<T>() == 0);
+        // SAFETY: the mapping is FILE_SIZE bytes long (checked in `new`), page-aligned, and
+        // lives as long as `self`; every offset used is inside it and aligned for `T`
+        // (layout's constants and asserts); `T` is made only of atomics, valid for any
+        // bit pattern and safe to share with other threads and processes.
+        unsafe { &*(self.raw.as_ptr().add(off) as *const T) }
+    }
+    fn header(&self) -> &Header {
+        self.at(0)
+    }
+    fn owner(&self, slot: u32) -> &Owner {
+        self.at(OWNERS_OFF + slot as usize % OWNER_SLOTS * OWNER_SIZE)
+    }
+    fn record(&self, port: u16) -> &Record {
+        self.at(RECORDS_OFF + usize::from(port) * RECORD_SIZE)
+    }
+    fn word(&self, port: u16) -> (&std::sync::atomic::AtomicU64, u64) {
+        (self.at(BITMAP_OFF + usize::from(port) / 64 * 8), 1u64 << (port % 64))
+    }
+    fn is_marked(&self, port: u16) -> bool {
+        let (w, bit) = self.word(port);
+        w.load(Acquire) & bit != 0
+    }
+    fn mark(&self, port: u16) {
+        let (w, bit) = self.word(port);
+        w.fetch_or(bit, AcqRel);
+    }
+    fn unmark(&self, port: u16) {
+        let (w, bit) = self.word(port);
+        w.fetch_and(!bit, AcqRel);
+    }
+    /// The ports whose bit is set, ascending.
+    fn marked(&self) -> Vec<u16> {
+        let mut out = Vec::new();
+        for i in 0..PORTS / 64 {
+            let mut w = self.at::<std::sync::atomic::AtomicU64>(BITMAP_OFF + i * 8).load(Acquire);
+            while w != 0 {
+                let b = w.trailing_zeros();
+                out.push((i * 64) as u16 + b as u16);
+                w &= w - 1;
+            }
+        }
+        out
+    }
+}
+
+/// One port of a lease, as the views show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseInfo {
+    /// The port.
+    pub port: u16,
+    /// `"tcp"`, `"udp"` or `"both"`.
+    pub protocols: String,
+    /// The service name, if any.
+    pub name: Option<String>,
+    /// The lease this port belongs to (shared by the ports of one multi-port lease).
+    pub lease_id: u64,
+    /// The process that allocated it.
+    pub owner_pid: u32,
+    /// When it was allocated, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// When its TTL ends, milliseconds since the Unix epoch; `None` without a TTL.
+    pub expires_ms: Option<u64>,
+    /// The watched process, if any.
+    pub watch_pid: Option<u32>,
+    /// Kept or detached: any process of the user may release it.
+    pub detached: bool,
+    /// Handed out as a bound socket.
+    pub bound: bool,
+    /// `"held"`, `"pending"` (being probed), `"expired"` or `"owner gone"`.
+    pub state: String,
+}
+
+/// Registry figures, as `stats()` gives them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Stats {
+    /// The default pool, `"A-B"`.
+    pub pool: String,
+    /// Usable ports in the default pool.
+    pub pool_size: usize,
+    /// Live ports in the registry, all ranges.
+    pub held: usize,
+    /// Live ports inside the default pool.
+    pub held_in_pool: usize,
+    /// `pool_size - held_in_pool`.
+    pub free: usize,
+    /// `held_in_pool / pool_size`, 0 to 1.
+    pub utilization: f64,
+    /// Processes attached as owners right now.
+    pub owners: usize,
+    /// Ports handed out, ever (since the file was created).
+    pub allocations: u64,
+    /// Ports released by a call, ever.
+    pub releases: u64,
+    /// Ports reclaimed from dead owners or expired leases, ever.
+    pub reclaimed: u64,
+}
+
+/// A socket handed out by [`Registry::allocate_bound`]: bound (TCP: listening).
+#[derive(Debug)]
+pub struct BoundSocket {
+    /// Its port.
+    pub port: u16,
+    /// TCP or UDP.
+    pub protocol: Protocols,
+    /// The socket, close-on-exec.
+    pub socket: Socket,
+}
+
+/// Registries whose leases were kept: held open until the process exits, so the owner
+/// lock (and with it every kept lease) lives as long as the process.
+static KEPT: LazyLock<Mutex<Vec<Registry>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+
+impl Registry {
+    /// Open (creating it if needed) the registry in `dir`. The directory is created mode
+    /// 0700 and checked on every open; see [`default_dir`] for the default location.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Registry> {
+        lock::install_fork_handlers();
+        let dir = dir.as_ref();
+        let dir = if dir.is_absolute() {
+            dir.to_path_buf()
+        } else {
+            std::env::current_dir().map_err(|e| Error::os("reading the current directory", e))?.join(dir)
+        };
+        let reg = Registry {
+            inner: Arc::new(Inner {
+                dir,
+                timeout_ms: AtomicU64::new(DEFAULT_LOCK_TIMEOUT.as_millis() as u64),
+                pool: OnceLock::new(),
+                state: Mutex::new(State {
+                    fork_gen: lock::fork_generation(),
+                    files: None,
+                    owner: None,
+                    live_cache: HashMap::new(),
+                    notices: Vec::new(),
+                }),
+            }),
+        };
+        // Open and validate now, so a bad location is reported by `open`.
+        reg.with_lock(false, |_| Ok(()))?;
+        Ok(reg)
+    }
+
+    /// Open the registry at [`default_dir`] (`PORTMGR_DIR` honoured).
+    pub fn open_default() -> Result<Registry> {
+        Registry::open(default_dir())
+    }
+
+    /// The registry's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// How long calls wait for the registry lock before a timeout error (default 10 s).
+    pub fn set_lock_timeout(&self, timeout: Duration) {
+        self.inner.timeout_ms.store(timeout.as_millis().max(1) as u64, Relaxed);
+    }
+
+    /// Things the registry did on its own that a person should know of (a damaged file
+    /// moved aside, a table cleared after a reboot). Each is also printed to stderr once.
+    pub fn notices(&self) -> Vec<String> {
+        self.inner.state.lock().notices.clone()
+    }
+
+    /// The default pool this registry draws from when a request names no range.
+    pub fn default_pool(&self) -> Result<PortRange> {
+        if let Some(p) = self.inner.pool.get() {
+            return Ok(p.clone());
+        }
+        let p = PortRange::default_pool()?;
+        Ok(self.inner.pool.get_or_init(|| p).clone())
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.timeout_ms.load(Relaxed))
+    }
+
+    /// Run `f` with the registry lock held. `need_owner`: claim this handle's owner slot
+    /// first (allocations need one; views do not).
+    fn with_lock<R>(&self, need_owner: bool, f: impl FnOnce(&mut Ctx<'_>) -> Result<R>) -> Result<R> {
+        let deadline = Instant::now() + self.timeout();
+        let _process = lock::lock_process(deadline)?;
+        let mut guard = self.inner.state.lock();
+        let st = &mut *guard;
+        if st.fork_gen != lock::fork_generation() {
+            // A forked child: close (never unlock) what the parent opened; the parent's
+            // locks live on in the parent. This process gets its own owner slot.
+            st.files = None;
+            st.owner = None;
+            st.live_cache.clear();
+            st.fork_gen = lock::fork_generation();
+        }
+        for _ in 0..3 {
+            if st.files.is_none() {
+                st.owner = None;
+                st.live_cache.clear();
+                st.files = Some(Files::open(&self.inner.dir, deadline, &mut st.notices)?);
+            }
+            let files = st.files.as_ref().ok_or_else(|| Error::Internal("registry files missing".into()))?;
+            let _flock = lock::lock_file(&files.lock, &self.inner.dir.join("registry.lock"), deadline)?;
+            if files.map.header().magic.load(Acquire) != MAGIC {
+                // Moved aside by another process (it was damaged): open the new one.
+                drop(_flock);
+                st.files = None;
+                continue;
+            }
+            if need_owner && st.owner.is_none() {
+                st.owner = Some(claim_owner(files)?);
+                failpoint("owner-claimed");
+            }
+            let mut ctx = Ctx {
+                map: &files.map,
+                db: &files.db,
+                me: st.owner,
+                cache: &mut st.live_cache,
+                now_boot: sys::boottime_ms(),
+                pidns: *PIDNS,
+            };
+            return f(&mut ctx);
+        }
+        Err(Error::RegistryCorrupt {
+            path: self.inner.dir.join("registry.db"),
+            reason: "it was replaced three times while this call tried to use it; another process keeps finding it damaged".into(),
+        })
+    }
+
+    /// Run `f` under the registry lock (process mutex + `flock`), for layers above the
+    /// table that keep side files in the registry directory (see `mapping`).
+    pub fn locked<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        self.with_lock(false, |_| f())
+    }
+
+    /// Allocate ports as `req` asks. The lease releases them when dropped, unless kept.
+    pub fn allocate(&self, req: &Request) -> Result<Lease> {
+        let addr = req.probe_addr;
+        let protocols = req.protocols;
+        let (lease, _) = self.allocate_with(req, &mut |p| {
+            let free = match addr {
+                Some(a) => probe::is_free_on(a, p, protocols)?,
+                None => probe::is_free(p, protocols)?,
+            };
+            Ok(free.then_some(()))
+        })?;
+        Ok(lease)
+    }
+
+    /// Allocate ports and hand them over bound: a TCP socket listening on each port (and a
+    /// UDP socket bound to it, for UDP or both). The only race-free hand-over: no other
+    /// program can take the port between the allocation and your use of it.
+    pub fn allocate_bound(&self, req: &Request) -> Result<(Lease, Vec<BoundSocket>)> {
+        let addr = req.probe_addr.unwrap_or_else(probe::wildcard);
+        let protocols = req.protocols;
+        let (lease, socks) = self.allocate_with(req, &mut |p| {
+            let mut out = Vec::new();
+            for proto in [Protocols::TCP, Protocols::UDP] {
+                if protocols.bits() & proto.bits() == 0 {
+                    continue;
+                }
+                match probe::bind_socket(addr, p, proto) {
+                    Ok(socket) => out.push(BoundSocket { port: p, protocol: proto, socket }),
+                    Err(Error::PortInUse { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(Some(out))
+        })?;
+        let ports = lease.ports.clone();
+        self.with_lock(true, |ctx| {
+            for p in &ports {
+                let r = ctx.map.record(*p);
+                if r.lease_id.load(Relaxed) == lease.lease_id {
+                    r.flags.fetch_or(FLAG_BOUND, Relaxed);
+                }
+            }
+            Ok(())
+        })?;
+        Ok((lease, socks.into_iter().flatten().collect()))
+    }
+
+    /// Return the live lease named `req`'s name if there is one (as a [`LeaseInfo`] list),
+    /// else allocate. A lease held by this registry handle is returned as it is.
+    pub fn get_or_allocate(&self, req: &Request) -> Result<std::result::Result<Lease, Vec<LeaseInfo>>> {
+        let name = req.name.as_deref().ok_or_else(|| Error::invalid("get_or_allocate needs a name"))?;
+        match self.allocate(req) {
+            Ok(l) => Ok(Ok(l)),
+            Err(Error::NameInUse { .. }) => Ok(Err(self.get_by_name(name)?)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The allocation loop: pick and mark pending under the lock, `claim` (probe or bind)
+    /// outside it, roll back what was busy, confirm the rest.
+    fn allocate_with<T>(
+        &self,
+        req: &Request,
+        claim: &mut dyn FnMut(u16) -> Result<Option<T>>,
+    ) -> Result<(Lease, Vec<T>)> {
+        req.validate()?;
+        let range = match &req.range {
+            Some(r) => r.clone(),
+            None => self.default_pool()?,
+        };
+        let watch = match req.watch_pid {
+            None => None,
+            Some(pid) => match sys::proc_state(pid) {
+                ProcState::Alive(start) => Some((pid, start)),
+                ProcState::Unknown => Some((pid, 0)),
+                ProcState::Dead => {
+                    return Err(Error::invalid(format!("process {pid} does not exist, so it cannot be watched")));
+                }
+            },
+        };
+        let mut plan = Plan { req, range: &range, lease_id: 0, watch };
+        let mut got: Vec<(u16, T)> = Vec::with_capacity(req.count);
+        let mut skip: HashSet<u16> = HashSet::new();
+        let mut first = true;
+        loop {
+            let want = req.count - got.len();
+            let picked = self.with_lock(true, |ctx| {
+                if plan.lease_id == 0 {
+                    plan.lease_id = ctx.map.header().next_lease_id.fetch_add(1, AcqRel) + 1;
+                }
+                ctx.pick(&plan, want, &skip, first)
+            });
+            let lease_id = plan.lease_id;
+            let picked = match picked {
+                Ok(p) => p,
+                Err(e) => {
+                    self.rollback(lease_id, got.iter().map(|g| g.0))?;
+                    return Err(e);
+                }
+            };
+            failpoint("picked");
+            let preferred_round = first && req.preferred.is_some();
+            first = false;
+            if picked.len() < want {
+                let mut all: Vec<u16> = got.iter().map(|g| g.0).collect();
+                all.extend(&picked);
+                self.rollback(lease_id, all)?;
+                return Err(Error::Exhausted { what: exhausted_msg(req, &range, skip.len()) });
+            }
+            let mut busy = Vec::new();
+            let mut fresh = Vec::new();
+            for &p in &picked {
+                match claim(p) {
+                    Ok(Some(t)) => fresh.push((p, t)),
+                    Ok(None) => busy.push(p),
+                    Err(e) => {
+                        let mut all: Vec<u16> = got.iter().map(|g| g.0).collect();
+                        all.extend(&picked);
+                        self.rollback(lease_id, all)?;
+                        return Err(e);
+                    }
+                }
+            }
+            if !busy.is_empty() {
+                skip.extend(&busy);
+                // A contiguous block is all or nothing: give back the whole block.
+                let back: Vec<u16> = if req.contiguous { picked.clone() } else { busy.clone() };
+                if req.contiguous {
+                    fresh.clear();
+                }
+                self.rollback(lease_id, back)?;
+                if preferred_round && req.required {
+                    self.rollback(lease_id, got.iter().map(|g| g.0))?;
+                    return Err(Error::PortInUse { port: busy[0], holder: "a socket outside portmgr".into() });
+                }
+            }
+            got.extend(fresh);
+            if got.len() == req.count {
+                break;
+            }
+        }
+        let lease_id = plan.lease_id;
+        // Confirm: pending -> held, without the lock (see the module docs).
+        failpoint("before-confirm");
+        let (ports, items): (Vec<u16>, Vec<T>) = got.into_iter().unzip();
+        let map = self.map()?;
+        for &p in &ports {
+            map.record(p).state.store(HELD, Release);
+        }
+        map.header().allocations.fetch_add(ports.len() as u64, AcqRel);
+        let owner = self.inner.state.lock().owner.ok_or_else(|| Error::Internal("owner slot lost".into()))?;
+        let mut ports_sorted = ports;
+        if req.contiguous {
+            ports_sorted.sort_unstable();
+        }
+        Ok((
+            Lease {
+                registry: self.clone(),
+                ports: ports_sorted,
+                name: req.name.clone(),
+                lease_id,
+                owner,
+                fork_gen: lock::fork_generation(),
+                active: true,
+            },
+            items,
+        ))
+    }
+
+    fn map(&self) -> Result<Arc<Map>> {
+        let st = self.inner.state.lock();
+        st.files.as_ref().map(|f| Arc::clone(&f.map)).ok_or_else(|| Error::Internal("registry not open".into()))
+    }
+
+    fn rollback(&self, lease_id: u64, ports: impl IntoIterator<Item = u16>) -> Result<()> {
+        let ports: Vec<u16> = ports.into_iter().collect();
+        if ports.is_empty() {
+            return Ok(());
+        }
+        self.with_lock(true, |ctx| {
+            for p in ports {
+                let r = ctx.map.record(p);
+                if r.lease_id.load(Relaxed) == lease_id && r.state.load(Acquire) != FREE {
+                    let held = r.state.load(Acquire) == HELD;
+                    r.clear();
+                    ctx.map.unmark(p);
+                    if held {
+                        ctx.map.header().releases.fetch_add(1, AcqRel);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Release the lease holding `port` (all its ports). Allowed when this registry handle
+    /// holds it, when it was kept or detached (TTL, watched process), or when its owner is
+    /// gone; otherwise [`Error::NotOwner`]. Returns the ports freed.
+    pub fn release_port(&self, port: u16) -> Result<Vec<u16>> {
+        self.release_where(&format!("port {port}"), |map, p| p == port && map.record(p).state.load(Acquire) != FREE)
+    }
+
+    /// Release the live lease named `name` (as [`Registry::release_port`]).
+    pub fn release_name(&self, name: &str) -> Result<Vec<u16>> {
+        self.release_where(&format!("service {name:?}"), |map, p| map.record(p).name_is(name))
+    }
+
+    fn release_where(&self, what: &str, matches: impl Fn(&Map, u16) -> bool) -> Result<Vec<u16>> {
+        self.with_lock(false, |ctx| {
+            let hit = ctx.map.marked().into_iter().find(|&p| matches(ctx.map, p) && ctx.live(ctx.map.record(p)));
+            let Some(port) = hit else {
+                return Err(Error::NotFound(format!("no live lease holds {what}")));
+            };
+            let r = ctx.map.record(port);
+            let mine = ctx.me == Some(OwnerId { slot: r.owner_slot.load(Relaxed), generation: r.owner_gen.load(Relaxed) });
+            let detached = r.flags.load(Relaxed) & FLAG_DETACHED != 0;
+            if !mine && !detached && ctx.owner_alive(r.owner_slot.load(Relaxed), r.owner_gen.load(Relaxed)) {
+                return Err(Error::NotOwner { what: what.to_string(), pid: r.owner_pid.load(Relaxed) });
+            }
+            let id = r.lease_id.load(Relaxed);
+            Ok(ctx.clear_lease(id, None))
+        })
+    }
+
+    /// Extend the TTL of the lease holding `port` to `ttl` from now (its own TTL when
+    /// `None`). The heartbeat of a detached lease.
+    pub fn renew_port(&self, port: u16, ttl: Option<Duration>) -> Result<()> {
+        self.renew_where(&format!("port {port}"), ttl, |map, p| p == port && map.record(p).state.load(Acquire) != FREE)
+    }
+
+    /// Extend the TTL of the lease named `name` (as [`Registry::renew_port`]).
+    pub fn renew_name(&self, name: &str, ttl: Option<Duration>) -> Result<()> {
+        self.renew_where(&format!("service {name:?}"), ttl, |map, p| map.record(p).name_is(name))
+    }
+
+    fn renew_where(&self, what: &str, ttl: Option<Duration>, matches: impl Fn(&Map, u16) -> bool) -> Result<()> {
+        self.with_lock(false, |ctx| {
+            let hit = ctx.map.marked().into_iter().find(|&p| matches(ctx.map, p) && ctx.live(ctx.map.record(p)));
+            let Some(port) = hit else {
+                return Err(Error::NotFound(format!("no live lease holds {what}")));
+            };
+            ctx.renew_lease(ctx.map.record(port).lease_id.load(Relaxed), ttl)
+        })
+    }
+
+    /// Every live port, ascending.
+    pub fn list(&self) -> Result<Vec<LeaseInfo>> {
+        self.with_lock(false, |ctx| {
+            let mut out = Vec::new();
+            for p in ctx.map.marked() {
+                if ctx.live(ctx.map.record(p)) {
+                    out.push(ctx.info(p));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The live ports named `name` (empty when none).
+    pub fn get_by_name(&self, name: &str) -> Result<Vec<LeaseInfo>> {
+        Ok(self.list()?.into_iter().filter(|i| i.name.as_deref() == Some(name)).collect())
+    }
+
+    /// The live lease of `port`, if any.
+    pub fn get_by_port(&self, port: u16) -> Result<Option<LeaseInfo>> {
+        self.with_lock(false, |ctx| {
+            let r = ctx.map.record(port);
+            Ok((ctx.map.is_marked(port) && ctx.live(r)).then(|| ctx.info(port)))
+        })
+    }
+
+    /// Drop every dead or expired record; returns what was freed (with its last state).
+    pub fn gc(&self) -> Result<Vec<LeaseInfo>> {
+        self.with_lock(false, |ctx| {
+            let mut freed = Vec::new();
+            for p in ctx.map.marked() {
+                let r = ctx.map.record(p);
+                if r.state.load(Acquire) == FREE {
+                    ctx.map.unmark(p);
+                } else if !ctx.live(r) {
+                    freed.push(ctx.info(p));
+                    ctx.reclaim(p);
+                }
+            }
+            Ok(freed)
+        })
+    }
+
+    /// Pool size, held, free, utilization, live owners and the lifetime counters.
+    pub fn stats(&self) -> Result<Stats> {
+        let pool = self.default_pool()?;
+        self.with_lock(false, |ctx| {
+            let live: Vec<u16> = ctx.map.marked().into_iter().filter(|&p| ctx.live(ctx.map.record(p))).collect();
+            let held_in_pool = live.iter().filter(|&&p| pool.contains(p)).count();
+            let mut owners = 0;
+            for slot in 0..OWNER_SLOTS as u32 {
+                let g = ctx.map.owner(slot).generation.load(Acquire);
+                if g != 0 && ctx.owner_alive(slot, g) {
+                    owners += 1;
+                }
+            }
+            let h = ctx.map.header();
+            Ok(Stats {
+                pool: format!("{}-{}", pool.start(), pool.end()),
+                pool_size: pool.len(),
+                held: live.len(),
+                held_in_pool,
+                free: pool.len().saturating_sub(held_in_pool),
+                utilization: held_in_pool as f64 / pool.len().max(1) as f64,
+                owners,
+                allocations: h.allocations.load(Acquire),
+                releases: h.releases.load(Acquire),
+                reclaimed: h.reclaimed.load(Acquire),
+            })
+        })
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("dir", &self.inner.dir).finish()
+    }
+}
+
+static PIDNS: LazyLock<u64> = LazyLock::new(sys::pidns_inode);
+
+fn exhausted_msg(req: &Request, range: &PortRange, busy: usize) -> String {
+    let what = if req.contiguous && req.count > 1 {
+        format!("no block of {} consecutive free ports", req.count)
+    } else if req.count > 1 {
+        format!("fewer than {} free ports", req.count)
+    } else {
+        "no free port".to_string()
+    };
+    let src = if req.range.is_some() { "the requested range" } else { "the default pool" };
+    format!(
+        "{what} in {src} {range} ({busy} found bound by other programs, the rest held in the registry); release ports (`portmgr gc`, `portmgr list`), or ask for a larger range"
+    )
+}
+
+impl Files {
+    /// Open the directory and files, creating and initialising the table if new, and
+    /// checking it otherwise. Holds the file lock while it does so.
+    fn open(dir: &Path, deadline: Instant, notices: &mut Vec<String>) -> Result<Files> {
+        let dirfd = dir::open_secure_dir(dir)?;
+        let lock = dir::open_file(&dirfd, dir, "registry.lock")?;
+        let _flock = lock::lock_file(&lock, &dir.join("registry.lock"), deadline)?;
+        let db_path = dir.join("registry.db");
+        for _ in 0..2 {
+            let db = dir::open_file(&dirfd, dir, "registry.db")?;
+            let len = db.metadata().map_err(|e| Error::os(format!("fstat of {}", db_path.display()), e))?.len();
+            let problem = if len == 0 {
+                db.set_len(FILE_SIZE as u64).map_err(|e| Error::os(format!("sizing {}", db_path.display()), e))?;
+                let map = Map::new(&db)?;
+                init_header(map.header());
+                failpoint("initialised");
+                None
+            } else if len != FILE_SIZE as u64 {
+                Some(format!("its size is {len} bytes, not {FILE_SIZE} (truncated or not a portmgr registry)"))
+            } else {
+                check_header(&Map::new(&db)?)
+            };
+            match problem {
+                None => {
+                    let map = Map::new(&db)?;
+                    check_boot(&map, notices);
+                    drop(_flock);
+                    return Ok(Files { _dirfd: dirfd, lock, db, map: Arc::new(map) });
+                }
+                Some(reason) => {
+                    if sys::ofd_is_locked(&db, 0, 0).unwrap_or(true) {
+                        return Err(Error::RegistryCorrupt {
+                            path: db_path,
+                            reason: format!(
+                                "{reason}; processes using portmgr are attached to it, so it is not replaced under them: stop them (see `fuser {}`), then try again",
+                                dir.join("registry.db").display()
+                            ),
+                        });
+                    }
+                    let aside = format!("registry.db.damaged-{}", sys::wall_ms());
+                    // Processes that mapped it before it was damaged see the magic gone
+                    // and reopen the new file.
+                    let _ = db.write_at(&[0u8; 8], 0);
+                    sys::renameat(&dirfd, "registry.db", &aside)
+                        .map_err(|e| Error::os(format!("moving {} aside", db_path.display()), e))?;
+                    let msg = format!(
+                        "portmgr: registry file {} was unusable ({reason}); moved it aside to {} and started a new one",
+                        db_path.display(),
+                        dir.join(&aside).display()
+                    );
+                    eprintln!("{msg}");
+                    notices.push(msg);
+                }
+            }
+        }
+        Err(Error::RegistryCorrupt { path: db_path, reason: "it could not be recreated".into() })
+    }
+}
+
+fn init_header(h: &Header) {
+    let boot = sys::boot_id();
+    h.version.store(VERSION, Relaxed);
+    h.header_size.store(HEADER_SIZE as u32, Relaxed);
+    h.owner_slots.store(OWNER_SLOTS as u32, Relaxed);
+    h.owner_size.store(OWNER_SIZE as u32, Relaxed);
+    h.record_size.store(RECORD_SIZE as u32, Relaxed);
+    h.ports.store(PORTS as u32, Relaxed);
+    h.boot_id[0].store(u64::from_ne_bytes(boot[..8].try_into().unwrap_or_default()), Relaxed);
+    h.boot_id[1].store(u64::from_ne_bytes(boot[8..].try_into().unwrap_or_default()), Relaxed);
+    h.created_ms.store(sys::wall_ms(), Relaxed);
+    // The magic last: a writer killed before this leaves a file that is refused, not trusted.
+    h.magic.store(MAGIC, Release);
+}
+
+fn check_header(map: &Map) -> Option<String> {
+    let h = map.header();
+    if h.magic.load(Acquire) != MAGIC {
+        return Some("its header has no portmgr magic number".into());
+    }
+    let v = h.version.load(Relaxed);
+    if v != VERSION {
+        return Some(format!("it is layout version {v}, this portmgr reads version {VERSION}"));
+    }
+    let sizes = [
+        (h.header_size.load(Relaxed), HEADER_SIZE),
+        (h.owner_slots.load(Relaxed), OWNER_SLOTS),
+        (h.owner_size.load(Relaxed), OWNER_SIZE),
+        (h.record_size.load(Relaxed), RECORD_SIZE),
+        (h.ports.load(Relaxed), PORTS),
+    ];
+    if sizes.iter().any(|(a, b)| *a as usize != *b) {
+        return Some("its layout sizes do not match this version".into());
+    }
+    None
+}
+
+/// After a reboot no owner and no watched process of the old boot can be alive: clear
+/// every record and owner slot.
+fn check_boot(map: &Map, notices: &mut Vec<String>) {
+    let boot = sys::boot_id();
+    if boot == [0u8; 16] {
+        return;
+    }
+    let h = map.header();
+    let now = [
+        u64::from_ne_bytes(boot[..8].try_into().unwrap_or_default()),
+        u64::from_ne_bytes(boot[8..].try_into().unwrap_or_default()),
+    ];
+    if h.boot_id[0].load(Relaxed) == now[0] && h.boot_id[1].load(Relaxed) == now[1] {
+        return;
+    }
+    let mut cleared = 0u64;
+    for p in map.marked() {
+        if map.record(p).state.load(Acquire) == HELD {
+            cleared += 1;
+        }
+        map.record(p).clear();
+        map.unmark(p);
+    }
+    for slot in 0..OWNER_SLOTS as u32 {
+        let o = map.owner(slot);
+        o.pid.store(0, Relaxed);
+        o.start_time.store(0, Relaxed);
+    }
+    h.reclaimed.fetch_add(cleared, AcqRel);
+    h.boot_id[0].store(now[0], Relaxed);
+    h.boot_id[1].store(now[1], Relaxed);
+    notices.push(format!("portmgr: the host rebooted since the registry was last used; {cleared} ports of the old boot were freed"));
+}
+
+/// Claim a free owner slot: the first one whose lock byte nobody holds.
+fn claim_owner(files: &Files) -> Result<OwnerId> {
+    let pid = sys::getpid();
+    let start = pid as usize % OWNER_SLOTS;
+    for i in 0..OWNER_SLOTS {
+        let slot = ((start + i) % OWNER_SLOTS) as u32;
+        let off = (OWNERS_OFF + slot as usize * OWNER_SIZE) as u64;
+        if sys::ofd_try_lock(&files.db, off, 1).map_err(|e| Error::os("locking an owner slot", e))? {
+            let o = files.map.owner(slot);
+            let generation = o.generation.load(Acquire).wrapping_add(1).max(1);
+            o.pid.store(pid, Relaxed);
+            o.start_time.store(match sys::proc_state(pid) {
+                ProcState::Alive(s) => s,
+                _ => 0,
+            }, Relaxed);
+            o.pidns.store(*PIDNS, Relaxed);
+            o.created_ms.store(sys::wall_ms(), Relaxed);
+            o.generation.store(generation, Release);
+            return Ok(OwnerId { slot, generation });
+        }
+    }
+    Err(Error::Exhausted { what: format!("all {OWNER_SLOTS} owner slots are taken by live processes") })
+}
+
+/// What an allocation asks for, fixed for all its rounds.
+struct Plan<'a> {
+    req: &'a Request,
+    range: &'a PortRange,
+    lease_id: u64,
+    watch: Option<(u32, u64)>,
+}
+
+/// The view of the table while the lock is held.
+struct Ctx<'a> {
+    map: &'a Map,
+    db: &'a File,
+    me: Option<OwnerId>,
+    cache: &'a mut HashMap<(u32, u64), (bool, Instant)>,
+    now_boot: u64,
+    pidns: u64,
+}
+
+impl Ctx<'_> {
+    fn owner_alive(&mut self, slot: u32, generation: u64) -> bool {
+        if self.me == Some(OwnerId { slot, generation }) {
+            return true;
+        }
+        if self.map.owner(slot).generation.load(Acquire) != generation {
+            return false;
+        }
+        if let Some(&(alive, at)) = self.cache.get(&(slot, generation)) {
+            if !alive || at.elapsed() < LIVE_CACHE {
+                return alive;
+            }
+        }
+        let off = (OWNERS_OFF + slot as usize % OWNER_SLOTS * OWNER_SIZE) as u64;
+        // An error cannot tell us it is dead: keep the port (conservative).
+        let alive = sys::ofd_is_locked(self.db, off, 1).unwrap_or(true);
+        self.cache.insert((slot, generation), (alive, Instant::now()));
+        alive
+    }
+
+    /// Whether a record (not FREE) still holds its port.
+    fn live(&mut self, r: &Record) -> bool {
+        let state = r.state.load(Acquire);
+        if state == FREE {
+            return false;
+        }
+        let owner_alive = |ctx: &mut Self| ctx.owner_alive(r.owner_slot.load(Relaxed), r.owner_gen.load(Relaxed));
+        if state == PENDING {
+            return owner_alive(self);
+        }
+        let expires = r.expires_boot_ms.load(Relaxed);
+        if expires != 0 && self.now_boot >= expires {
+            return false;
+        }
+        let watch = r.watch_pid.load(Relaxed);
+        if watch != 0 {
+            let start = r.watch_start.load(Relaxed);
+            if start == 0 || r.watch_pidns.load(Relaxed) != self.pidns {
+                // Cannot be checked from here: the TTL (if any) decides; without one, keep.
+                return true;
+            }
+            return match sys::proc_state(watch) {
+                ProcState::Alive(s) => s == start,
+                ProcState::Dead => false,
+                ProcState::Unknown => true,
+            };
+        }
+        if expires != 0 {
+            return true;
+        }
+        owner_alive(self)
+    }
+
+    /// Whether `port` is held; a dead record found on the way is reclaimed.
+    fn taken(&mut self, port: u16) -> bool {
+        if !self.map.is_marked(port) {
+            return false;
+        }
+        let r = self.map.record(port);
+        if self.live(r) {
+            return true;
+        }
+        self.reclaim(port);
+        false
+    }
+
+    fn reclaim(&mut self, port: u16) {
+        let r = self.map.record(port);
+        if r.state.load(Acquire) == HELD {
+            self.map.header().reclaimed.fetch_add(1, AcqRel);
+        }
+        r.clear();
+        failpoint("reclaim-cleared");
+        self.map.unmark(port);
+    }
+
+    fn info(&mut self, port: u16) -> LeaseInfo {
+        let r = self.map.record(port);
+        let state = r.state.load(Acquire);
+        let expires = r.expires_boot_ms.load(Relaxed);
+        let live = self.live(r);
+        let flags = r.flags.load(Relaxed);
+        let name = r.name();
+        LeaseInfo {
+            port,
+            protocols: Protocols::from_bits(u32::from(r.protocols.load(Relaxed))).unwrap_or_default().as_str().into(),
+            name: (!name.is_empty()).then_some(name),
+            lease_id: r.lease_id.load(Relaxed),
+            owner_pid: r.owner_pid.load(Relaxed),
+            created_ms: r.created_ms.load(Relaxed),
+            expires_ms: (expires != 0)
+                .then(|| (sys::wall_ms() as i64 + expires as i64 - self.now_boot as i64).max(0) as u64),
+            watch_pid: Some(r.watch_pid.load(Relaxed)).filter(|&w| w != 0),
+            detached: flags & FLAG_DETACHED != 0,
+            bound: flags & FLAG_BOUND != 0,
+            state: match (live, state) {
+                (true, PENDING) => "pending",
+                (true, _) => "held",
+                (false, _) if expires != 0 && self.now_boot >= expires => "expired",
+                (false, _) => "owner gone",
+            }
+            .into(),
+        }
+    }
+
+    /// Free every port of lease `id` (only if `owner` holds it, when given); returns them.
+    fn clear_lease(&mut self, id: u64, owner: Option<OwnerId>) -> Vec<u16> {
+        let mut freed = Vec::new();
+        for p in self.map.marked() {
+            let r = self.map.record(p);
+            let owned = owner.is_none_or(|o| {
+                r.owner_slot.load(Relaxed) == o.slot && r.owner_gen.load(Relaxed) == o.generation
+            });
+            if owned && r.lease_id.load(Relaxed) == id && r.state.load(Acquire) != FREE {
+                let held = r.state.load(Acquire) == HELD;
+                r.clear();
+                failpoint("release-cleared");
+                self.map.unmark(p);
+                if held {
+                    self.map.header().releases.fetch_add(1, AcqRel);
+                }
+                freed.push(p);
+            }
+        }
+        freed
+    }
+
+    fn renew_lease(&mut self, id: u64, ttl: Option<Duration>) -> Result<()> {
+        for p in self.map.marked() {
+            let r = self.map.record(p);
+            if r.lease_id.load(Relaxed) != id || r.state.load(Acquire) == FREE {
+                continue;
+            }
+            let ms = match ttl {
+                Some(t) => t.as_millis().max(1) as u64,
+                None => r.ttl_ms.load(Relaxed),
+            };
+            if ms == 0 {
+                return Err(Error::invalid(format!(
+                    "port {p} has no TTL to renew; give one (e.g. --ttl 5m)"
+                )));
+            }
+            r.ttl_ms.store(ms, Relaxed);
+            r.flags.fetch_or(FLAG_DETACHED, Relaxed);
+            r.expires_boot_ms.store(self.now_boot + ms, Release);
+        }
+        Ok(())
+    }
+
+    fn name_holder(&mut self, name: &str) -> Option<Vec<u16>> {
+        let mut ports = Vec::new();
+        for p in self.map.marked() {
+            let r = self.map.record(p);
+            if r.name_is(name) && self.live(r) {
+                ports.push(p);
+            }
+        }
+        (!ports.is_empty()).then_some(ports)
+    }
+
+    fn describe_holder(&mut self, port: u16) -> String {
+        let r = self.map.record(port);
+        let name = r.name();
+        let pid = r.owner_pid.load(Relaxed);
+        if name.is_empty() { format!("a portmgr lease of process {pid}") } else { format!("portmgr service {name:?} of process {pid}") }
+    }
+
+    /// Choose `want` ports for the plan (not in `skip`, not held) and mark them pending.
+    fn pick(&mut self, plan: &Plan<'_>, want: usize, skip: &HashSet<u16>, first: bool) -> Result<Vec<u16>> {
+        let req = plan.req;
+        let me = self.me.ok_or_else(|| Error::Internal("no owner slot".into()))?;
+        if first {
+            if let Some(name) = &req.name {
+                if let Some(ports) = self.name_holder(name) {
+                    return Err(Error::NameInUse { name: name.clone(), ports });
+                }
+            }
+        }
+        let mut out: Vec<u16> = Vec::with_capacity(want);
+        if first && let Some(pref) = req.preferred {
+            let n = if req.contiguous { want } else { 1 };
+            let block: Vec<u16> = (0..n).filter_map(|i| u16::try_from(usize::from(pref) + i).ok()).collect();
+            let mut held_by = None;
+            if block.len() == n {
+                for &p in &block {
+                    if self.taken(p) {
+                        held_by = Some(p);
+                        break;
+                    }
+                }
+            } else {
+                held_by = Some(pref);
+            }
+            match held_by {
+                None => out = block,
+                Some(p) if req.required => {
+                    let holder = if block.len() == n { self.describe_holder(p) } else { "the end of the port space".into() };
+                    return Err(Error::PortInUse { port: p, holder });
+                }
+                Some(_) => {}
+            }
+        }
+        if out.is_empty() {
+            let key = req.name.as_deref();
+            if req.strategy == Strategy::Kernel {
+                for _ in 0..64 {
+                    let p = probe::kernel_port(req.protocols)?;
+                    if (req.range.is_none() || plan.range.contains(p)) && !skip.contains(&p) && !self.taken(p) {
+                        out.push(p);
+                        break;
+                    }
+                }
+            } else if req.contiguous && want > 1 {
+                'bases: for base in strategy::candidates(&req.strategy, plan.range, key) {
+                    let Some(last) = base.checked_add(want as u16 - 1) else { continue };
+                    if last > plan.range.end() {
+                        continue;
+                    }
+                    for p in base..=last {
+                        if !plan.range.contains(p) || skip.contains(&p) || self.taken(p) {
+                            continue 'bases;
+                        }
+                    }
+                    out.extend(base..=last);
+                    break;
+                }
+            } else {
+                // Random: a first pass over unmarked ports only (no record reads); dead
+                // records are reclaimed in the second pass, when the first comes up short.
+                let fast = req.strategy == Strategy::Random;
+                for pass in 0..if fast { 2 } else { 1 } {
+                    for p in strategy::candidates(&req.strategy, plan.range, key) {
+                        if skip.contains(&p) || out.contains(&p) {
+                            continue;
+                        }
+                        let held = if fast && pass == 0 { self.map.is_marked(p) } else { self.taken(p) };
+                        if !held {
+                            out.push(p);
+                            if out.len() == want {
+                                break;
+                            }
+                        }
+                    }
+                    if out.len() == want {
+                        break;
+                    }
+                }
+            }
+        }
+        if out.len() < want {
+            return Ok(Vec::new());
+        }
+        for &p in &out {
+            self.mark_pending(p, plan, me);
+        }
+        Ok(out)
+    }
+
+    fn mark_pending(&self, port: u16, plan: &Plan<'_>, me: OwnerId) {
+        let req = plan.req;
+        let r = self.map.record(port);
+        r.protocols.store(req.protocols.bits(), Relaxed);
+        let detached = req.ttl.is_some() || req.watch_pid.is_some();
+        r.flags.store(if detached { FLAG_DETACHED } else { 0 }, Relaxed);
+        r.owner_slot.store(me.slot, Relaxed);
+        r.owner_gen.store(me.generation, Relaxed);
+        r.lease_id.store(plan.lease_id, Relaxed);
+        r.created_ms.store(sys::wall_ms(), Relaxed);
+        let ttl = req.ttl.map_or(0, |t| t.as_millis().max(1) as u64);
+        r.ttl_ms.store(ttl, Relaxed);
+        r.expires_boot_ms.store(if ttl == 0 { 0 } else { self.now_boot + ttl }, Relaxed);
+        let (wpid, wstart) = plan.watch.unwrap_or((0, 0));
+        r.watch_pid.store(wpid, Relaxed);
+        r.watch_start.store(wstart, Relaxed);
+        r.watch_pidns.store(self.pidns, Relaxed);
+        r.owner_pid.store(sys::getpid(), Relaxed);
+        r.set_name(req.name.as_deref().unwrap_or(""));
+        failpoint("pending-fields");
+        r.state.store(PENDING, Release);
+        failpoint("pending-state");
+        self.map.mark(port);
+    }
+}
+
+/// A held set of ports. Dropping it releases them, unless it was [kept](Lease::keep).
+///
+/// In a forked child, a lease inherited from the parent belongs to the parent:
+/// releasing or dropping it there does nothing.
+pub struct Lease {
+    registry: Registry,
+    ports: Vec<u16>,
+    name: Option<String>,
+    lease_id: u64,
+    owner: OwnerId,
+    fork_gen: u64,
+    active: bool,
+}
+
+impl Lease {
+    /// The (first) port.
+    pub fn port(&self) -> u16 {
+        self.ports[0]
+    }
+    /// All ports, ascending for a contiguous block.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+    /// The service name, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    /// The lease id (shared by all its ports in the views).
+    pub fn id(&self) -> u64 {
+        self.lease_id
+    }
+    /// Whether `release` (or `keep`) was called.
+    pub fn is_released(&self) -> bool {
+        !self.active
+    }
+
+    fn mine(&self) -> bool {
+        self.fork_gen == lock::fork_generation()
+    }
+
+    /// Release the ports now. Idempotent: later calls do nothing and succeed.
+    pub fn release(&mut self) -> Result<()> {
+        if !self.active {
+            return Ok(());
+        }
+        self.active = false;
+        if !self.mine() {
+            return Ok(());
+        }
+        let (id, owner) = (self.lease_id, self.owner);
+        self.registry.with_lock(false, |ctx| {
+            ctx.clear_lease(id, Some(owner));
+            Ok(())
+        })
+    }
+
+    /// Set the lease's TTL to `ttl` from now; it then lives by its TTL (renew it before it
+    /// ends), no longer by this process.
+    pub fn renew(&self, ttl: Duration) -> Result<()> {
+        let id = self.lease_id;
+        self.registry.with_lock(false, |ctx| ctx.renew_lease(id, Some(ttl)))
+    }
+
+    /// Stop managing the lease from this handle: it is not released on drop, stays held
+    /// until this process exits (or its TTL / watched process ends), and any process of
+    /// the user may release it (`portmgr release`). Returns the ports.
+    pub fn keep(mut self) -> Result<Vec<u16>> {
+        self.active = false;
+        let id = self.lease_id;
+        self.registry.with_lock(false, |ctx| {
+            for p in ctx.map.marked() {
+                let r = ctx.map.record(p);
+                if r.lease_id.load(Relaxed) == id {
+                    r.flags.fetch_or(FLAG_DETACHED, Relaxed);
+                }
+            }
+            Ok(())
+        })?;
+        let mut kept = KEPT.lock();
+        if !kept.iter().any(|r| Arc::ptr_eq(&r.inner, &self.registry.inner)) {
+            kept.push(self.registry.clone());
+        }
+        Ok(std::mem::take(&mut self.ports))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let _ = self.release();
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("ports", &self.ports).field("name", &self.name).field("id", &self.lease_id).finish()
+    }
+}
+
+/// A crash point for the reliability suite: with the `failpoints` feature, the process
+/// kills itself with SIGKILL when `PORTMGR_FAILPOINT` names this point. Free otherwise.
+#[inline]
+fn failpoint(_name: &str) {
+    #[cfg(feature = "failpoints")]
+    {
+        static WANT: LazyLock<Option<String>> = LazyLock::new(|| std::env::var("PORTMGR_FAILPOINT").ok());
+        if WANT.as_deref() == Some(_name) {
+            // SAFETY: raise(3) with a valid signal number has no memory-safety preconditions.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Registry>();
+    is::<Lease>();
+}

@@ -1,0 +1,333 @@
+//! The shared registry, used from one process: allocation, names, leases, views,
+//! lifetimes, bound sockets, directory checks and damaged files.
+
+mod common;
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use portmgr::{ErrorCode, Protocols, Registry, Request, Strategy, probe};
+
+#[test]
+fn threads_get_distinct_ports_that_bind() {
+    let (_d, reg) = temp_registry();
+    let reg = Arc::new(reg);
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let reg = Arc::clone(&reg);
+            std::thread::spawn(move || {
+                (0..100).map(|_| reg.allocate(&req_in(42000, 2000)).unwrap()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let leases: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let ports: Vec<u16> = leases.iter().map(|l| l.port()).collect();
+    assert_distinct(&ports);
+    assert!(ports.iter().all(|p| (42000..44000).contains(p)));
+    // Every port handed out can really be bound.
+    for p in &ports {
+        probe::bind_listener(*p, Protocols::TCP).unwrap();
+    }
+    assert_eq!(reg.list().unwrap().len(), 800);
+    let s = reg.stats().unwrap();
+    assert_eq!(s.held, 800);
+    assert_eq!(s.allocations - s.releases - s.reclaimed, 800);
+    drop(leases);
+    assert!(reg.list().unwrap().is_empty());
+    let s = reg.stats().unwrap();
+    assert_eq!(s.releases, 800);
+}
+
+#[test]
+fn release_is_idempotent_and_frees() {
+    let (_d, reg) = temp_registry();
+    let req = req_in(44100, 1).strategy(Strategy::Sequential);
+    let mut a = reg.allocate(&req).unwrap();
+    assert_eq!(a.port(), 44100);
+    let e = reg.allocate(&req).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Exhausted);
+    assert!(e.to_string().contains("44100-44100"), "{e}");
+    a.release().unwrap();
+    a.release().unwrap();
+    assert!(a.is_released());
+    let b = reg.allocate(&req).unwrap();
+    assert_eq!(b.port(), 44100);
+}
+
+#[test]
+fn sequential_takes_lowest_and_skips_bound_ports() {
+    let (_d, reg) = temp_registry();
+    let busy = probe::bind_listener(44201, Protocols::TCP).unwrap();
+    let req = req_in(44200, 5).strategy(Strategy::Sequential);
+    let a = reg.allocate(&req).unwrap();
+    let b = reg.allocate(&req).unwrap();
+    assert_eq!((a.port(), b.port()), (44200, 44202));
+    drop(busy);
+}
+
+#[test]
+fn names_are_unique_and_viewable() {
+    let (_d, reg) = temp_registry();
+    let db = reg.allocate(&req_in(44300, 50).name("db")).unwrap();
+    let e = reg.allocate(&req_in(44300, 50).name("db")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InUse);
+    assert!(e.to_string().contains("get_or_allocate"), "{e}");
+    let found = reg.get_by_name("db").unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].port, db.port());
+    assert_eq!(found[0].owner_pid, std::process::id());
+    assert_eq!(found[0].state, "held");
+    assert_eq!(reg.get_by_port(db.port()).unwrap().unwrap().name.as_deref(), Some("db"));
+    match reg.get_or_allocate(&req_in(44300, 50).name("db")).unwrap() {
+        Err(existing) => assert_eq!(existing[0].port, db.port()),
+        Ok(_) => panic!("get_or_allocate allocated a second lease for a live name"),
+    }
+    let fresh = reg.get_or_allocate(&req_in(44300, 50).name("cache")).unwrap().unwrap();
+    assert_ne!(fresh.port(), db.port());
+    assert_eq!(reg.release_name("db").unwrap(), vec![db.port()]);
+    assert!(reg.get_by_name("db").unwrap().is_empty());
+    assert_eq!(reg.release_name("db").unwrap_err().code(), ErrorCode::NotFound);
+    let long = "x".repeat(57);
+    assert_eq!(reg.allocate(&Request::new().name(long)).unwrap_err().code(), ErrorCode::InvalidArgument);
+}
+
+#[test]
+fn preferred_and_required() {
+    let (_d, reg) = temp_registry();
+    let a = reg.allocate(&req_in(44400, 20).preferred(44410, false)).unwrap();
+    assert_eq!(a.port(), 44410);
+    let b = reg.allocate(&req_in(44400, 20).preferred(44410, false)).unwrap();
+    assert_ne!(b.port(), 44410);
+    let e = reg.allocate(&req_in(44400, 20).preferred(44410, true)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InUse);
+    assert!(e.to_string().contains("44410"), "{e}");
+    // Bound by a program outside portmgr: required fails, preferred falls back.
+    let s = probe::bind_listener(44415, Protocols::TCP).unwrap();
+    let e = reg.allocate(&req_in(44400, 20).preferred(44415, true)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InUse, "{e}");
+    let c = reg.allocate(&req_in(44400, 20).preferred(44415, false)).unwrap();
+    assert_ne!(c.port(), 44415);
+    drop(s);
+    assert_eq!(reg.get_by_port(44415).unwrap(), None, "a failed preferred port must not stay held");
+}
+
+#[test]
+fn blocks_are_all_or_nothing() {
+    let (_d, reg) = temp_registry();
+    let blk = reg.allocate(&req_in(44500, 10).count(4).contiguous(true)).unwrap();
+    let p = blk.ports();
+    assert_eq!(p.len(), 4);
+    assert!(p.windows(2).all(|w| w[1] == w[0] + 1), "{p:?}");
+    let many = reg.allocate(&req_in(44500, 10).count(6)).unwrap();
+    assert_eq!(many.ports().len(), 6);
+    // Nothing is left: a block of 2 fails and leaves no pending records behind.
+    let e = reg.allocate(&req_in(44500, 10).count(2)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Exhausted);
+    assert_eq!(reg.list().unwrap().len(), 10);
+    drop(many);
+    let e = reg.allocate(&req_in(44500, 10).count(7)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Exhausted);
+    assert_eq!(reg.list().unwrap().len(), 4, "a failed block must roll back every port");
+    // A contiguous block skips around a port bound outside portmgr.
+    drop(blk);
+    let s = probe::bind_listener(44502, Protocols::TCP).unwrap();
+    let blk = reg.allocate(&req_in(44500, 10).count(5).contiguous(true).strategy(Strategy::Sequential)).unwrap();
+    assert_eq!(blk.ports(), &[44503, 44504, 44505, 44506, 44507]);
+    drop(s);
+}
+
+#[test]
+fn ttl_expires_and_renews() {
+    let (_d, reg) = temp_registry();
+    let req = req_in(44600, 1).ttl(Duration::from_millis(300));
+    let lease = reg.allocate(&req).unwrap();
+    let port = lease.keep().unwrap()[0];
+    let info = reg.get_by_port(port).unwrap().unwrap();
+    assert!(info.detached && info.expires_ms.is_some());
+    reg.renew_port(port, Some(Duration::from_millis(900))).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(reg.get_by_port(port).unwrap().is_some(), "renewed lease expired early");
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(reg.get_by_port(port).unwrap().is_none());
+    let freed = reg.gc().unwrap();
+    assert_eq!(freed.len(), 1);
+    assert_eq!(freed[0].state, "expired");
+    assert_eq!(reg.allocate(&req).unwrap().port(), port);
+}
+
+#[test]
+fn watched_process_lease_ends_with_the_process() {
+    let (_d, reg) = temp_registry();
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let lease = reg.allocate(&req_in(44700, 1).watch_pid(child.id())).unwrap();
+    let port = lease.keep().unwrap()[0];
+    assert_eq!(reg.get_by_port(port).unwrap().unwrap().watch_pid, Some(child.id()));
+    assert_eq!(reg.allocate(&req_in(44700, 1)).unwrap_err().code(), ErrorCode::Exhausted);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(reg.get_by_port(port).unwrap().is_none());
+    assert_eq!(reg.allocate(&req_in(44700, 1)).unwrap().port(), port);
+    let e = reg.allocate(&req_in(44700, 1).watch_pid(child.id())).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+}
+
+#[test]
+fn detached_leases_are_releasable_by_others_live_ones_are_not() {
+    let d = tempfile::tempdir().unwrap();
+    let a = Registry::open(d.path()).unwrap();
+    let b = Registry::open(d.path()).unwrap(); // a second owner, as another process would be
+    let held = a.allocate(&req_in(44800, 10)).unwrap();
+    let e = b.release_port(held.port()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotOwner);
+    assert!(e.to_string().contains(&std::process::id().to_string()), "{e}");
+    let kept = a.allocate(&req_in(44800, 10).ttl(Duration::from_secs(60))).unwrap();
+    let kp = kept.port();
+    drop(kept); // a TTL lease still releases on drop while its handle manages it
+    assert!(a.get_by_port(kp).unwrap().is_none());
+    let kept = a.allocate(&req_in(44800, 10).ttl(Duration::from_secs(60))).unwrap().keep().unwrap();
+    assert_eq!(b.release_port(kept[0]).unwrap(), kept);
+    assert_eq!(b.release_port(4).unwrap_err().code(), ErrorCode::NotFound);
+}
+
+#[test]
+fn bound_sockets_are_held_and_listening() {
+    let (_d, reg) = temp_registry();
+    let (lease, socks) = reg.allocate_bound(&req_in(44900, 20).protocols(Protocols::BOTH)).unwrap();
+    assert_eq!(socks.len(), 2);
+    assert!(socks.iter().all(|s| s.port == lease.port()));
+    let addr = format!("127.0.0.1:{}", lease.port()).parse().unwrap();
+    assert!(probe::accepts(addr, Duration::from_secs(1)));
+    assert!(reg.get_by_port(lease.port()).unwrap().unwrap().bound);
+    assert!(!probe::is_free(lease.port(), Protocols::UDP).unwrap());
+}
+
+#[test]
+fn kernel_and_hash_strategies() {
+    let (_d, reg) = temp_registry();
+    let k = reg.allocate(&Request::new().strategy(Strategy::Kernel)).unwrap();
+    let (lo, hi) = portmgr::range::ephemeral_range();
+    assert!((lo..=hi).contains(&k.port()), "kernel port {} outside {lo}-{hi}", k.port());
+    let r = range(45000, 1000);
+    let h = reg.allocate(&Request::new().range(r.clone()).name("postgres").strategy(Strategy::Hash(None))).unwrap();
+    assert_eq!(h.port(), portmgr::strategy::hash_start(&r, "postgres"));
+}
+
+#[test]
+fn insecure_directories_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let real = d.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = d.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let e = Registry::open(&link).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InsecureDirectory);
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+
+    let open = d.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = Registry::open(&open).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InsecureDirectory);
+    assert!(e.to_string().contains("chmod 700"), "{e}");
+
+    // A symlink planted in place of the registry file.
+    let ok = d.path().join("ok");
+    std::fs::create_dir(&ok).unwrap();
+    std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(d.path().join("elsewhere"), ok.join("registry.db")).unwrap();
+    let e = Registry::open(&ok).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InsecureDirectory);
+    assert!(!d.path().join("elsewhere").exists(), "followed a planted symlink");
+
+    if portmgr_is_root() {
+        let foreign = d.path().join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        let e = Registry::open(&foreign).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InsecureDirectory);
+        assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+    }
+}
+
+fn portmgr_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+#[test]
+fn damaged_file_is_moved_aside_never_reset_under_live_owners() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("reg");
+    let held_port;
+    {
+        let reg = Registry::open(&dir).unwrap();
+        held_port = reg.allocate(&req_in(45100, 10)).unwrap().keep().unwrap()[0];
+        // While `reg` (a live owner) is attached, a damaged file is refused, not reset.
+        let db = dir.join("registry.db");
+        let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.set_len(4096).unwrap();
+        drop(f);
+        let e = Registry::open(&dir).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::RegistryCorrupt, "{e}");
+        assert!(e.to_string().contains("attached"), "{e}");
+        let _ = held_port;
+    }
+    // KEPT keeps the first handle's owner alive for the whole test process, so use a
+    // fresh directory for the no-owner case.
+    for (i, damage) in ["truncate", "magic", "version", "empty-garbage"].iter().enumerate() {
+        let dir = d.path().join(format!("r{i}"));
+        drop(Registry::open(&dir).unwrap());
+        let db = dir.join("registry.db");
+        let mut bytes = std::fs::read(&db).unwrap();
+        match *damage {
+            "truncate" => bytes.truncate(1000),
+            "magic" => bytes[0] ^= 0xff,
+            "version" => bytes[8] = 99,
+            _ => bytes = vec![0x5a; 300],
+        }
+        std::fs::write(&db, &bytes).unwrap();
+        let reg = Registry::open(&dir).unwrap();
+        let notes = reg.notices();
+        assert_eq!(notes.len(), 1, "{damage}: {notes:?}");
+        assert!(notes[0].contains("moved it aside"), "{damage}: {notes:?}");
+        let aside: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("registry.db.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{damage}");
+        reg.allocate(&req_in(45200, 10)).unwrap();
+    }
+}
+
+#[test]
+fn lock_wait_times_out_naming_the_holder() {
+    let (d, reg) = temp_registry();
+    let lockfile = d.path().join("reg").join("registry.lock");
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lockfile)
+        .args(["-c", "echo locked; sleep 20"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    reg.set_lock_timeout(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    let e = reg.allocate(&req_in(45300, 10)).unwrap_err();
+    let waited = t.elapsed();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+    // The holder is the `flock` process or the shell it started (it inherits the lock).
+    let msg = e.to_string();
+    assert!(msg.contains("process "), "{msg}");
+    assert!(waited < Duration::from_millis(300 * 11 / 10 + 50), "waited {waited:?}");
+    let _ = HashSet::<u16>::new();
+}
