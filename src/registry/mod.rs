@@ -52,8 +52,6 @@ use layout::*;
 
 /// How long a registry call waits for the lock by default.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a cached "owner is alive" answer is trusted (a dead answer is final).
-const LIVE_CACHE: Duration = Duration::from_millis(20);
 
 /// A handle on one registry directory. Cheap to clone; all clones share one owner slot.
 /// `Send + Sync`: use it from any thread.
@@ -73,7 +71,10 @@ struct State {
     fork_gen: u64,
     files: Option<Files>,
     owner: Option<OwnerId>,
-    live_cache: HashMap<(u32, u64), (bool, Instant)>,
+    /// Owner liveness answers: "dead" is final (a generation never comes back to life);
+    /// "alive" is trusted only within one locked call, so a SIGKILLed owner's ports are
+    /// free for the very next call.
+    live_cache: HashMap<(u32, u64), bool>,
     notices: Vec<String>,
 }
 
@@ -314,6 +315,10 @@ impl Registry {
             if need_owner && st.owner.is_none() {
                 st.owner = Some(claim_owner(files)?);
                 failpoint("owner-claimed");
+            }
+            st.live_cache.retain(|_, alive| !*alive);
+            if st.live_cache.len() > OWNER_SLOTS {
+                st.live_cache.clear();
             }
             let mut ctx = Ctx {
                 map: &files.map,
@@ -844,7 +849,7 @@ struct Ctx<'a> {
     map: &'a Map,
     db: &'a File,
     me: Option<OwnerId>,
-    cache: &'a mut HashMap<(u32, u64), (bool, Instant)>,
+    cache: &'a mut HashMap<(u32, u64), bool>,
     now_boot: u64,
     pidns: u64,
 }
@@ -857,15 +862,13 @@ impl Ctx<'_> {
         if self.map.owner(slot).generation.load(Acquire) != generation {
             return false;
         }
-        if let Some(&(alive, at)) = self.cache.get(&(slot, generation)) {
-            if !alive || at.elapsed() < LIVE_CACHE {
-                return alive;
-            }
+        if let Some(&alive) = self.cache.get(&(slot, generation)) {
+            return alive;
         }
         let off = (OWNERS_OFF + slot as usize % OWNER_SLOTS * OWNER_SIZE) as u64;
         // An error cannot tell us it is dead: keep the port (conservative).
         let alive = sys::ofd_is_locked(self.db, off, 1).unwrap_or(true);
-        self.cache.insert((slot, generation), (alive, Instant::now()));
+        self.cache.insert((slot, generation), alive);
         alive
     }
 
