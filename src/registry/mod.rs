@@ -562,7 +562,7 @@ impl Registry {
                 return Err(Error::NotOwner { what: what.to_string(), pid: r.owner_pid.load(Relaxed) });
             }
             let id = r.lease_id.load(Relaxed);
-            Ok(ctx.clear_lease(id, None))
+            Ok(ctx.clear_lease(id, None, None))
         })
     }
 
@@ -583,7 +583,7 @@ impl Registry {
             let Some(port) = hit else {
                 return Err(Error::NotFound(format!("no live lease holds {what}")));
             };
-            ctx.renew_lease(ctx.map.record(port).lease_id.load(Relaxed), ttl)
+            ctx.renew_lease(ctx.map.record(port).lease_id.load(Relaxed), ttl, None)
         })
     }
 
@@ -957,10 +957,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// The ports to visit for lease `id`: its known ports, or every marked port.
+    fn lease_ports(&self, known: Option<&[u16]>) -> Vec<u16> {
+        known.map_or_else(|| self.map.marked(), <[u16]>::to_vec)
+    }
+
     /// Free every port of lease `id` (only if `owner` holds it, when given); returns them.
-    fn clear_lease(&mut self, id: u64, owner: Option<OwnerId>) -> Vec<u16> {
+    /// `known`: the lease's ports when the caller knows them (saves a bitmap sweep).
+    fn clear_lease(&mut self, id: u64, owner: Option<OwnerId>, known: Option<&[u16]>) -> Vec<u16> {
         let mut freed = Vec::new();
-        for p in self.map.marked() {
+        for p in self.lease_ports(known) {
             let r = self.map.record(p);
             let owned = owner.is_none_or(|o| {
                 r.owner_slot.load(Relaxed) == o.slot && r.owner_gen.load(Relaxed) == o.generation
@@ -979,8 +985,8 @@ impl Ctx<'_> {
         freed
     }
 
-    fn renew_lease(&mut self, id: u64, ttl: Option<Duration>) -> Result<()> {
-        for p in self.map.marked() {
+    fn renew_lease(&mut self, id: u64, ttl: Option<Duration>, known: Option<&[u16]>) -> Result<()> {
+        for p in self.lease_ports(known) {
             let r = self.map.record(p);
             if r.lease_id.load(Relaxed) != id || r.state.load(Acquire) == FREE {
                 continue;
@@ -1185,9 +1191,9 @@ impl Lease {
         if !self.mine() {
             return Ok(());
         }
-        let (id, owner) = (self.lease_id, self.owner);
+        let (id, owner, ports) = (self.lease_id, self.owner, &self.ports);
         self.registry.with_lock(false, |ctx| {
-            ctx.clear_lease(id, Some(owner));
+            ctx.clear_lease(id, Some(owner), Some(ports));
             Ok(())
         })
     }
@@ -1195,8 +1201,8 @@ impl Lease {
     /// Set the lease's TTL to `ttl` from now; it then lives by its TTL (renew it before it
     /// ends), no longer by this process.
     pub fn renew(&self, ttl: Duration) -> Result<()> {
-        let id = self.lease_id;
-        self.registry.with_lock(false, |ctx| ctx.renew_lease(id, Some(ttl)))
+        let (id, ports) = (self.lease_id, &self.ports);
+        self.registry.with_lock(false, |ctx| ctx.renew_lease(id, Some(ttl), Some(ports)))
     }
 
     /// Stop managing the lease from this handle: it is not released on drop, stays held
@@ -1204,9 +1210,9 @@ impl Lease {
     /// the user may release it (`portmgr release`). Returns the ports.
     pub fn keep(mut self) -> Result<Vec<u16>> {
         self.active = false;
-        let id = self.lease_id;
+        let (id, ports) = (self.lease_id, &self.ports);
         self.registry.with_lock(false, |ctx| {
-            for p in ctx.map.marked() {
+            for &p in ports {
                 let r = ctx.map.record(p);
                 if r.lease_id.load(Relaxed) == id {
                     r.flags.fetch_or(FLAG_DETACHED, Relaxed);
