@@ -42,5 +42,10 @@ pub use registry::{BoundSocket, Lease, LeaseInfo, Registry, Request, Stats, defa
 pub use reservation::Reservation;
 pub use strategy::Strategy;
 
+/// The README's Rust examples, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The library's version (`CARGO_PKG_VERSION`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
