@@ -86,13 +86,19 @@ pub fn is_free_on(addr: IpAddr, port: u16, protocols: Protocols) -> Result<bool>
 
 /// The ports of `range` that are in use for any protocol in `protocols`, ascending.
 ///
-/// Probes run on all cores; a sweep of `1024-65535` for TCP takes well under a second.
+/// Every socket of this network namespace that holds a port is listed in
+/// `/proc/net/{tcp,tcp6,udp,udp6}`, so only the ports listed there are bind-probed to
+/// confirm them: a sweep of `1024-65535` takes milliseconds. Without those files, every
+/// port is probed, on several threads.
 pub fn scan(range: &PortRange, protocols: Protocols) -> Result<Vec<u16>> {
-    let ports: Vec<u16> = range.iter().collect();
+    let candidates: Vec<u16> = match proc_net_ports(protocols) {
+        Some(listed) => listed.into_iter().filter(|p| range.contains(*p)).collect(),
+        None => range.iter().collect(),
+    };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8) * 2;
-    let chunk = ports.len().div_ceil(threads).max(1);
+    let chunk = candidates.len().div_ceil(threads).max(64);
     let results: Vec<Result<Vec<u16>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = ports
+        let handles: Vec<_> = candidates
             .chunks(chunk)
             .map(|part| {
                 s.spawn(move || {
@@ -115,7 +121,39 @@ pub fn scan(range: &PortRange, protocols: Protocols) -> Result<Vec<u16>> {
     for r in results {
         busy.extend(r?);
     }
+    busy.sort_unstable();
     Ok(busy)
+}
+
+/// The local ports of every socket in `/proc/net/{tcp,tcp6,udp,udp6}` for `protocols`,
+/// sorted and deduplicated; `None` when a table cannot be read.
+fn proc_net_ports(protocols: Protocols) -> Option<Vec<u16>> {
+    let mut tables = Vec::new();
+    if protocols.tcp() {
+        tables.extend(["tcp", "tcp6"]);
+    }
+    if protocols.udp() {
+        tables.extend(["udp", "udp6"]);
+    }
+    let mut ports = Vec::new();
+    for t in tables {
+        let text = match std::fs::read_to_string(format!("/proc/net/{t}")) {
+            Ok(text) => text,
+            // tcp6/udp6 are absent when IPv6 is off; the v4 tables are required.
+            Err(_) if t.ends_with('6') && !*HAVE_IPV6 => continue,
+            Err(_) => return None,
+        };
+        for line in text.lines().skip(1) {
+            let local = line.split_whitespace().nth(1)?;
+            let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            if port != 0 {
+                ports.push(port);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Some(ports)
 }
 
 /// Whether a TCP connection to `addr` is accepted within `timeout`.
@@ -245,6 +283,20 @@ mod tests {
         assert!(!is_free(port, Protocols::UDP).unwrap(), "a v4 loopback holder must be seen by the dual-stack probe");
         assert!(is_free_on(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), port, Protocols::UDP).unwrap());
         assert!(is_free(0, Protocols::TCP).is_err());
+    }
+
+    #[test]
+    fn scan_finds_bound_ports() {
+        let t = bind_listener(43990, Protocols::TCP).unwrap();
+        let u = std::net::UdpSocket::bind("[::1]:43993").unwrap();
+        // Bound but not listening: listed by the kernel too, and not bindable.
+        let b = new_socket(IpAddr::V4(Ipv4Addr::LOCALHOST), Type::STREAM).unwrap();
+        b.bind(&SockAddr::from(SocketAddr::from((Ipv4Addr::LOCALHOST, 43995)))).unwrap();
+        let r = PortRange::new(43990, 43996).unwrap();
+        assert_eq!(scan(&r, Protocols::TCP).unwrap(), vec![43990, 43995]);
+        assert_eq!(scan(&r, Protocols::UDP).unwrap(), vec![43993]);
+        assert_eq!(scan(&r, Protocols::BOTH).unwrap(), vec![43990, 43993, 43995]);
+        drop((t, u, b));
     }
 
     #[test]
