@@ -630,6 +630,21 @@ impl Registry {
         })
     }
 
+    /// Records no longer live but not yet reclaimed (state `"expired"` or `"owner gone"`),
+    /// left in place: what [`Registry::gc`] would free. For health reports.
+    pub fn stale(&self) -> Result<Vec<LeaseInfo>> {
+        self.with_lock(false, |ctx| {
+            let mut out = Vec::new();
+            for p in ctx.map.marked() {
+                let r = ctx.map.record(p);
+                if r.state.load(Acquire) != FREE && !ctx.live(r) {
+                    out.push(ctx.info(p));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Pool size, held, free, utilization, live owners and the lifetime counters.
     pub fn stats(&self) -> Result<Stats> {
         let pool = self.default_pool()?;
