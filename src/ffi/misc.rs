@@ -1,0 +1,104 @@
+//! Free-standing functions: version, status names, the last error, the bind probe.
+
+use std::ffi::{c_char, c_int};
+
+use super::guard::{
+    copy_out, guard, guard_quiet, last_errno, need, portmgr_status, portmgr_status_code, put, with_last_message,
+};
+use crate::probe;
+use crate::range::Protocols;
+
+/// Protocol bit: TCP. Combine with `|`; used by `portmgr_probe` and
+/// `portmgr_request_set_protocols`.
+pub const PORTMGR_PROTO_TCP: u32 = 1;
+/// Protocol bit: UDP.
+pub const PORTMGR_PROTO_UDP: u32 = 2;
+/// TCP and UDP: the port must be free for both.
+pub const PORTMGR_PROTO_BOTH: u32 = 3;
+
+/// The library's version, e.g. `"0.1.0"`: a static string, never NULL, never to be freed.
+///
+/// Compare with `PORTMGR_VERSION` (the header's version) to detect a header/library
+/// mismatch. Thread-safe; never fails.
+#[unsafe(no_mangle)]
+pub extern "C" fn portmgr_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// A short static description of `status` (`"ok"`, `"in use"`, …); unknown values
+/// give `"unknown status"`. Never NULL, never to be freed. Thread-safe; never fails and
+/// does not touch the last error.
+///
+/// Any value is accepted.
+#[unsafe(no_mangle)]
+pub extern "C" fn portmgr_status_str(status: portmgr_status_code) -> *const c_char {
+    guard_quiet(c"internal error".as_ptr(), || {
+        let s: &'static std::ffi::CStr = match status {
+            0 => c"ok",
+            1 => c"invalid argument",
+            2 => c"ports exhausted",
+            3 => c"in use",
+            4 => c"not found",
+            5 => c"not owner",
+            6 => c"timed out",
+            7 => c"registry corrupt",
+            8 => c"insecure directory",
+            9 => c"operating-system error",
+            10 => c"internal error",
+            _ => c"unknown status",
+        };
+        s.as_ptr()
+    })
+}
+
+/// Copy the calling thread's last error message into `buf`, snprintf-style.
+///
+/// Writes at most `len - 1` bytes and a terminating NUL (nothing when `buf` is NULL or
+/// `len` is 0), and returns the message's full length in bytes without the NUL: 0 when
+/// the thread's most recent portmgr call succeeded. A return value `>= len` means the
+/// message was truncated. Call it with `(NULL, 0)` to learn the size.
+///
+/// The message belongs to the most recent portmgr call on this thread that can fail;
+/// this function does not change it. Thread-safe (each thread has its own).
+///
+/// # Safety
+/// `buf` is NULL or valid for writes of `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn portmgr_last_error_message(buf: *mut c_char, len: usize) -> usize {
+    guard_quiet(0, || {
+        // SAFETY: `buf` is NULL or has room for `len` bytes (this function's contract).
+        with_last_message(|m| unsafe { copy_out(m.as_bytes(), buf, len) })
+    })
+}
+
+/// The errno of the calling thread's last error when its status was `PORTMGR_OS`
+/// (`EACCES`, `EADDRNOTAVAIL`, …), else 0. Thread-safe; does not change the last error.
+#[unsafe(no_mangle)]
+pub extern "C" fn portmgr_last_os_error() -> c_int {
+    guard_quiet(0, last_errno)
+}
+
+/// Probe whether `port` can be bound right now for `protocols`
+/// (`PORTMGR_PROTO_TCP | PORTMGR_PROTO_UDP`) on every address (dual-stack wildcard, no
+/// reuse options). Needs no registry and records nothing.
+///
+/// The answer is a hint only: another program may bind the port a moment later. To own
+/// a port race-free, use `portmgr_allocate_bound`.
+///
+/// On `PORTMGR_OK`, `*out_free` is true when the port is free. Errors:
+/// `PORTMGR_INVALID_ARGUMENT` for port 0, protocols other than 1 to 3, or a NULL
+/// `out_free`; `PORTMGR_OS` when the probe socket cannot be made. Thread-safe.
+///
+/// # Safety
+/// `out_free` is NULL or valid for writing a `bool`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn portmgr_probe(port: u16, protocols: u32, out_free: *mut bool) -> portmgr_status {
+    guard(|| {
+        need(out_free, "out_free")?;
+        let protocols = Protocols::from_bits(protocols)?;
+        let free = probe::is_free(port, protocols)?;
+        // SAFETY: checked non-NULL above; valid for writes by the contract.
+        unsafe { put(out_free, free) };
+        Ok(())
+    })
+}
