@@ -1,0 +1,335 @@
+"""portmgr: network ports that no other process on this host is handed.
+
+Every process that allocates through portmgr — pytest-xdist workers, C and C++ test
+binaries, shell scripts via the ``portmgr`` command — shares one crash-safe registry
+per user, so nobody is handed a port someone else holds, and a process that dies
+(even by SIGKILL) frees its ports at once::
+
+    import portmgr
+
+    lease = portmgr.allocate()                  # one TCP port from the default pool
+    lease.port                                  # int (lease.ports for several)
+    lease.release()                             # idempotent
+    with portmgr.allocate(name="db", proto="udp") as lease:
+        ...                                     # released on exit
+    port = portmgr.free_port()                  # held until portmgr.release(port) or exit
+    portmgr.release(port)
+    sock = portmgr.bound_socket(proto="tcp")    # bound and listening: race-free
+
+A port number (lease, free_port) is recorded in the registry but held by no socket,
+so your server can bind it; another program that does not use portmgr could still
+bind it first. A bound socket is the race-free hand-over.
+
+The default registry lives in ``$PORTMGR_DIR``, else ``$XDG_RUNTIME_DIR/portmgr``,
+else a per-user directory in the temp dir; the default pool is outside the kernel's
+ephemeral range (``$PORTMGR_RANGE`` overrides it).
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import socket
+import sys
+import threading
+from typing import Iterable, Literal, Optional, Union
+
+from . import _native
+from ._native import (
+    Lease,
+    LeaseInfo,
+    Registry,
+    Reservation,
+    Stats,
+    default_dir,
+    default_pool,
+    is_free,
+    reachable,
+    scan,
+    wait_free,
+    wait_listening,
+)
+from .errors import (
+    InsecureDirectory,
+    InternalError,
+    InvalidArgument,
+    LockTimeout,
+    NameInUse,
+    NotFound,
+    NotOwner,
+    PortError,
+    PortInUse,
+    PortOSError,
+    PortsExhausted,
+    PortTimeout,
+    RegistryCorrupt,
+    RegistryError,
+)
+
+__version__: str = _native.__version__
+
+__all__ = [
+    # allocation
+    "allocate",
+    "allocate_bound",
+    "free_port",
+    "release",
+    "release_name",
+    "renew",
+    "bound_socket",
+    "Lease",
+    # registry and its views
+    "Registry",
+    "registry",
+    "leases",
+    "get_by_name",
+    "get_by_port",
+    "stats",
+    "gc",
+    "LeaseInfo",
+    "Stats",
+    "default_dir",
+    "default_pool",
+    # in-process reservation and probes
+    "Reservation",
+    "is_free",
+    "scan",
+    "wait_listening",
+    "wait_free",
+    "reachable",
+    # errors
+    "PortError",
+    "InvalidArgument",
+    "PortsExhausted",
+    "PortInUse",
+    "NameInUse",
+    "NotFound",
+    "NotOwner",
+    "PortTimeout",
+    "LockTimeout",
+    "RegistryError",
+    "RegistryCorrupt",
+    "InsecureDirectory",
+    "PortOSError",
+    "InternalError",
+]
+
+Proto = Literal["tcp", "udp", "both"]
+StrategyName = Literal["sequential", "random", "hash", "kernel"]
+RangeLike = Union[tuple[int, int], str, range]
+
+# The default registry, opened on first use and again when PORTMGR_DIR changes.
+_lock = threading.Lock()
+_default: Optional[Registry] = None
+_default_key: Optional[str] = None
+
+
+def registry() -> Registry:
+    """The shared default :class:`Registry` (``$PORTMGR_DIR`` honoured, also when it
+    changes), opened on first use."""
+    global _default, _default_key
+    key = os.environ.get("PORTMGR_DIR")
+    reg = _default
+    if reg is not None and _default_key == key:
+        return reg
+    with _lock:
+        if _default is None or _default_key != key:
+            _default = Registry()
+            _default_key = key
+        return _default
+
+
+def _after_fork_in_child() -> None:
+    # A lock copied from the parent may be held by a thread the child does not have.
+    global _lock
+    _lock = threading.Lock()
+    _native._after_fork_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def allocate(
+    *,
+    proto: Proto = "tcp",
+    count: int = 1,
+    contiguous: bool = False,
+    range: Optional[RangeLike] = None,
+    strategy: StrategyName = "random",
+    name: Optional[str] = None,
+    preferred: Optional[int] = None,
+    required: bool = False,
+    ttl: Optional[float] = None,
+    watch_pid: Optional[int] = None,
+    host: Optional[str] = None,
+    key: Optional[str] = None,
+) -> Lease:
+    """Allocate ports from the shared registry and return the :class:`Lease`.
+
+    proto:      "tcp", "udp" or "both" (free for both).
+    count:      how many ports, all or nothing; ``contiguous`` makes them consecutive.
+    range:      inclusive ``(start, end)``, ``"start-end"`` or ``range(a, b)``;
+                None = the default pool.
+    strategy:   "random", "sequential" (lowest free), "hash" (stable start from
+                FNV-1a of ``key`` or ``name``) or "kernel" (bind 0).
+    name:       a service name, unique among live leases (NameInUse otherwise).
+    preferred:  try this port first; ``required=True`` fails (PortInUse) if taken.
+    ttl:        seconds the lease lives whether or not this process does (renewable);
+                None = as long as this process.
+    watch_pid:  hold while that process lives.
+    host:       probe this address instead of every address.
+
+    The lease is not released by garbage collection: call ``release()``, use it as a
+    context manager, or let the process exit.
+    """
+    return registry().allocate(
+        proto=proto,
+        count=count,
+        contiguous=contiguous,
+        range=range,
+        strategy=strategy,
+        name=name,
+        preferred=preferred,
+        required=required,
+        ttl=ttl,
+        watch_pid=watch_pid,
+        host=host,
+        key=key,
+    )
+
+
+def allocate_bound(
+    *,
+    proto: Proto = "tcp",
+    count: int = 1,
+    contiguous: bool = False,
+    range: Optional[RangeLike] = None,
+    strategy: StrategyName = "random",
+    name: Optional[str] = None,
+    preferred: Optional[int] = None,
+    required: bool = False,
+    ttl: Optional[float] = None,
+    watch_pid: Optional[int] = None,
+    host: Optional[str] = None,
+    key: Optional[str] = None,
+) -> tuple[Lease, builtins.list[socket.socket]]:
+    """Like :func:`allocate`, and hand the ports over bound: a listening TCP socket
+    and/or a bound UDP socket per port (TCP first). The race-free hand-over."""
+    return registry().allocate_bound(
+        proto=proto,
+        count=count,
+        contiguous=contiguous,
+        range=range,
+        strategy=strategy,
+        name=name,
+        preferred=preferred,
+        required=required,
+        ttl=ttl,
+        watch_pid=watch_pid,
+        host=host,
+        key=key,
+    )
+
+
+def free_port(
+    *,
+    proto: Proto = "tcp",
+    range: Optional[RangeLike] = None,
+    strategy: StrategyName = "random",
+    name: Optional[str] = None,
+    preferred: Optional[int] = None,
+    required: bool = False,
+    ttl: Optional[float] = None,
+    watch_pid: Optional[int] = None,
+    host: Optional[str] = None,
+) -> int:
+    """One port, held in the registry until :func:`release` or until this process exits."""
+    return registry().free_port(
+        proto=proto,
+        range=range,
+        strategy=strategy,
+        name=name,
+        preferred=preferred,
+        required=required,
+        ttl=ttl,
+        watch_pid=watch_pid,
+        host=host,
+    )
+
+
+def release(port: int) -> builtins.list[int]:
+    """Release the lease holding ``port`` (all its ports); returns the ports freed.
+
+    NotFound when no live lease holds it; NotOwner when a live process other than this
+    one holds it (unless that lease was kept or has a TTL).
+    """
+    return registry().release(port)
+
+
+def release_name(name: str) -> builtins.list[int]:
+    """Release the live lease named ``name``; returns the ports freed."""
+    return registry().release_name(name)
+
+
+def renew(port: int, ttl: Optional[float] = None) -> None:
+    """Extend the TTL of the lease holding ``port`` to ``ttl`` seconds from now."""
+    registry().renew(port, ttl)
+
+
+def bound_socket(
+    *,
+    proto: Literal["tcp", "udp"] = "tcp",
+    range: Optional[RangeLike] = None,
+    strategy: StrategyName = "random",
+    name: Optional[str] = None,
+    preferred: Optional[int] = None,
+    required: bool = False,
+    host: Optional[str] = None,
+) -> socket.socket:
+    """A ``socket.socket`` bound (TCP: and listening) on a registry-held port.
+
+    The only race-free hand-over: no other program can take the port. The port stays
+    held in the registry until ``portmgr.release(sock.getsockname()[1])`` or until the
+    process exits.
+    """
+    return registry().bound_socket(
+        proto=proto,
+        range=range,
+        strategy=strategy,
+        name=name,
+        preferred=preferred,
+        required=required,
+        host=host,
+    )
+
+
+def leases() -> builtins.list[LeaseInfo]:
+    """Every live port of the default registry, ascending (``portmgr list``)."""
+    return registry().list()
+
+
+def get_by_name(name: str) -> builtins.list[LeaseInfo]:
+    """The live ports named ``name`` (empty when none)."""
+    return registry().get_by_name(name)
+
+
+def get_by_port(port: int) -> Optional[LeaseInfo]:
+    """The live lease of ``port``, or None."""
+    return registry().get_by_port(port)
+
+
+def stats() -> Stats:
+    """Pool size, held, free, utilization, live owners and lifetime counters."""
+    return registry().stats()
+
+
+def gc() -> builtins.list[LeaseInfo]:
+    """Drop every dead or expired record of the default registry; returns what was freed."""
+    return registry().gc()
+
+
+def _cli(argv: Optional[Iterable[str]] = None) -> int:
+    """Run the ``portmgr`` command line (the Rust code the cargo binary runs)."""
+    args = builtins.list(sys.argv[1:] if argv is None else argv)
+    return _native.cli_main(["portmgr", *args])

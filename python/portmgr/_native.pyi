@@ -1,0 +1,267 @@
+"""The Rust extension behind :mod:`portmgr`. Use the names re-exported by ``portmgr``.
+
+Every call that can block (the registry lock, probes, connects, name resolution)
+releases the GIL. Errors are subclasses of :class:`portmgr.errors.PortError`.
+"""
+
+import builtins
+import os
+import socket
+from typing import Literal, Optional, Union, final
+
+from typing_extensions import Self
+
+__version__: str
+
+_Proto = Literal["tcp", "udp", "both"]
+_StrategyName = Literal["sequential", "random", "hash", "kernel"]
+_RangeLike = Union[tuple[int, int], str, range]
+
+@final
+class Lease:
+    """Ports held in the registry.
+
+    Not released by garbage collection (``portmgr.allocate().port`` is fine): released
+    by :meth:`release`, by leaving its ``with`` block, or when the process exits.
+    """
+
+    @property
+    def port(self) -> int:
+        """The (first) port."""
+    @property
+    def ports(self) -> builtins.list[int]:
+        """All the ports, ascending for a contiguous block."""
+    @property
+    def name(self) -> Optional[str]:
+        """The service name, if any."""
+    @property
+    def id(self) -> int:
+        """The lease id, shared by all its ports in the registry views."""
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` or :meth:`keep` was called."""
+    def release(self) -> None:
+        """Release the ports now. Idempotent. In a forked child a lease inherited from
+        the parent is the parent's: releasing it there does nothing."""
+    def renew(self, ttl: float) -> None:
+        """Give the lease a time to live of ``ttl`` seconds from now; it then lives by
+        its TTL (renew it before it ends), no longer by this process."""
+    def keep(self) -> builtins.list[int]:
+        """Stop managing the lease from this object: held until the process exits (or
+        its TTL or watched process ends); any process of the user may release it."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        *_exc: object,
+    ) -> bool: ...
+    def __int__(self) -> int: ...
+
+@final
+class LeaseInfo:
+    """One live port of the registry, as the views show it."""
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def protocols(self) -> str:
+        """"tcp", "udp" or "both"."""
+    @property
+    def name(self) -> Optional[str]: ...
+    @property
+    def lease_id(self) -> int: ...
+    @property
+    def owner_pid(self) -> int: ...
+    @property
+    def created_ms(self) -> int:
+        """When it was allocated, milliseconds since the Unix epoch."""
+    @property
+    def expires_ms(self) -> Optional[int]:
+        """When its TTL ends, milliseconds since the Unix epoch; None without a TTL."""
+    @property
+    def watch_pid(self) -> Optional[int]: ...
+    @property
+    def detached(self) -> bool:
+        """Kept or detached: any process of the user may release it."""
+    @property
+    def bound(self) -> bool:
+        """Handed out as a bound socket."""
+    @property
+    def state(self) -> str:
+        """"held", "pending", "expired" or "owner gone"."""
+
+@final
+class Stats:
+    """Registry figures."""
+
+    @property
+    def pool(self) -> str: ...
+    @property
+    def pool_size(self) -> int: ...
+    @property
+    def held(self) -> int: ...
+    @property
+    def held_in_pool(self) -> int: ...
+    @property
+    def free(self) -> int: ...
+    @property
+    def utilization(self) -> float: ...
+    @property
+    def owners(self) -> int: ...
+    @property
+    def allocations(self) -> int: ...
+    @property
+    def releases(self) -> int: ...
+    @property
+    def reclaimed(self) -> int: ...
+
+@final
+class Registry:
+    """A handle on one registry directory: ``path`` None means the default one
+    (``$PORTMGR_DIR``, else ``$XDG_RUNTIME_DIR/portmgr``, else a per-user temp dir)."""
+
+    def __new__(cls, path: Optional[Union[str, os.PathLike[str]]] = None, *, lock_timeout: Optional[float] = None) -> Self: ...
+    @property
+    def path(self) -> str:
+        """The registry's directory."""
+    @property
+    def default_pool(self) -> tuple[int, int]:
+        """The pool drawn from when no range is given, inclusive."""
+    def set_lock_timeout(self, seconds: float) -> None:
+        """How long calls wait for the registry lock before LockTimeout."""
+    def allocate(
+        self,
+        *,
+        proto: _Proto = "tcp",
+        count: int = 1,
+        contiguous: bool = False,
+        range: Optional[_RangeLike] = None,
+        strategy: _StrategyName = "random",
+        name: Optional[str] = None,
+        preferred: Optional[int] = None,
+        required: bool = False,
+        ttl: Optional[float] = None,
+        watch_pid: Optional[int] = None,
+        host: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Lease:
+        """Allocate ports; see :func:`portmgr.allocate`."""
+    def allocate_bound(
+        self,
+        *,
+        proto: _Proto = "tcp",
+        count: int = 1,
+        contiguous: bool = False,
+        range: Optional[_RangeLike] = None,
+        strategy: _StrategyName = "random",
+        name: Optional[str] = None,
+        preferred: Optional[int] = None,
+        required: bool = False,
+        ttl: Optional[float] = None,
+        watch_pid: Optional[int] = None,
+        host: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> tuple[Lease, builtins.list[socket.socket]]:
+        """Allocate ports and hand them over bound: a listening TCP socket and/or a
+        bound UDP socket per port (TCP first)."""
+    def free_port(
+        self,
+        *,
+        proto: _Proto = "tcp",
+        range: Optional[_RangeLike] = None,
+        strategy: _StrategyName = "random",
+        name: Optional[str] = None,
+        preferred: Optional[int] = None,
+        required: bool = False,
+        ttl: Optional[float] = None,
+        watch_pid: Optional[int] = None,
+        host: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> int:
+        """One port, held until :meth:`release` or until this process exits."""
+    def bound_socket(
+        self,
+        *,
+        proto: Literal["tcp", "udp"] = "tcp",
+        range: Optional[_RangeLike] = None,
+        strategy: _StrategyName = "random",
+        name: Optional[str] = None,
+        preferred: Optional[int] = None,
+        required: bool = False,
+        ttl: Optional[float] = None,
+        watch_pid: Optional[int] = None,
+        host: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> socket.socket:
+        """A socket bound (TCP: and listening) on a registry-held port, held until
+        :meth:`release` or until this process exits."""
+    def release(self, port: int) -> builtins.list[int]:
+        """Release the lease that holds ``port``; returns the ports freed."""
+    def release_name(self, name: str) -> builtins.list[int]:
+        """Release the live lease named ``name``; returns the ports freed."""
+    def renew(self, port: int, ttl: Optional[float] = None) -> None:
+        """Extend the TTL of the lease holding ``port`` (its own TTL when None)."""
+    def renew_name(self, name: str, ttl: Optional[float] = None) -> None:
+        """Extend the TTL of the lease named ``name``."""
+    def list(self) -> builtins.list[LeaseInfo]:
+        """Every live port, ascending."""
+    def get_by_name(self, name: str) -> builtins.list[LeaseInfo]:
+        """The live ports named ``name`` (empty when none)."""
+    def get_by_port(self, port: int) -> Optional[LeaseInfo]:
+        """The live lease of ``port``, or None."""
+    def gc(self) -> builtins.list[LeaseInfo]:
+        """Drop every dead or expired record; returns what was freed."""
+    def stats(self) -> Stats:
+        """Pool size, held, free, utilization, live owners, lifetime counters."""
+    def notices(self) -> builtins.list[str]:
+        """Things the registry did on its own that a person should know of."""
+
+@final
+class Reservation:
+    """An in-process set of reserved ports over a range (no shared state: another
+    process can be handed the same port; use the registry for that)."""
+
+    def __new__(cls, range: Optional[_RangeLike] = None, *, strategy: _StrategyName = "random") -> Self: ...
+    @property
+    def range(self) -> tuple[int, int]: ...
+    def reserve_port(self) -> int:
+        """One port free for TCP and UDP now, not reserved here; PortsExhausted when none."""
+    def reserve_ports(self, n: int) -> builtins.list[int]:
+        """Up to ``n`` ports; fewer (possibly none) when the range runs out."""
+    def release_port(self, port: int) -> bool: ...
+    def release_ports(self, ports: builtins.list[int]) -> int: ...
+    def clear(self) -> int:
+        """Give every port back; returns how many were reserved."""
+    def is_reserved(self, port: int) -> bool: ...
+    def __contains__(self, port: int) -> bool: ...
+    def __len__(self) -> int: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_exc: object) -> bool: ...
+
+def is_free(port: int, proto: _Proto = "tcp", *, host: Optional[str] = None) -> bool:
+    """Whether ``port`` can be bound for ``proto`` on every address (or on ``host``)."""
+
+def scan(range: _RangeLike, proto: _Proto = "tcp") -> builtins.list[int]:
+    """The ports of ``range`` in use for ``proto``, ascending."""
+
+def wait_listening(port: int, *, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    """Wait until something accepts TCP connections on ``host:port``; PortTimeout after
+    ``timeout`` seconds."""
+
+def wait_free(port: int, proto: _Proto = "tcp", *, timeout: float = 10.0) -> None:
+    """Wait until ``port`` is free for ``proto``; PortTimeout after ``timeout`` seconds."""
+
+def reachable(addrs: builtins.list[tuple[str, int]], *, timeout: float = 1.0) -> builtins.list[bool]:
+    """For each ``(host, port)``, whether it accepts a TCP connection within ``timeout``."""
+
+def default_dir() -> str:
+    """The default registry directory (``PORTMGR_DIR`` honoured)."""
+
+def default_pool() -> tuple[int, int]:
+    """The default pool (``PORTMGR_RANGE`` honoured), inclusive."""
+
+def cli_main(argv: builtins.list[str]) -> int:
+    """Run the ``portmgr`` command line (``argv[0]`` is the program name); returns the
+    exit status."""
+
+def _after_fork_child() -> None: ...
+
