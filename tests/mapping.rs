@@ -1,0 +1,533 @@
+//! The mapping layer: service names, types, metadata, groups, export and import.
+//! Registries live in temp dirs; explicit ranges are in 56000-59999.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+use common::*;
+use portmgr::mapping::*;
+use portmgr::{ErrorCode, PortRange, Protocols, Registry, Request, Strategy, probe};
+
+fn services() -> (tempfile::TempDir, Services) {
+    let (d, reg) = temp_registry();
+    (d, Services::with_types(reg, TypeTable::builtin()))
+}
+
+fn meta(pairs: &[(&str, &str)]) -> Metadata {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// The entry point of child processes; a no-op in a normal test run.
+#[test]
+fn child_role() {
+    let Ok(role) = std::env::var("PORTMGR_TEST_ROLE") else { return };
+    let svc = Services::with_types(Registry::open_default().unwrap(), TypeTable::builtin());
+    let mut words = role.split_whitespace();
+    match words.next().unwrap() {
+        // groups PREFIX N START LEN: wait for a line on stdin, place N groups of the
+        // layout a+0 b+1 c+3 with the sequential strategy, print their ports, READY, then
+        // hold them until stdin closes.
+        "groups" => {
+            let prefix = words.next().unwrap().to_string();
+            let n: usize = words.next().unwrap().parse().unwrap();
+            let start: u16 = words.next().unwrap().parse().unwrap();
+            let len: u16 = words.next().unwrap().parse().unwrap();
+            let layout = GroupLayout::parse("a=0,b=1,c=3").unwrap();
+            let opts = GroupOptions { range: Some(range(start, len)), strategy: Strategy::Sequential, ..GroupOptions::default() };
+            let mut stdin = BufReader::new(std::io::stdin());
+            let mut line = String::new();
+            stdin.read_line(&mut line).unwrap();
+            let mut groups = Vec::new();
+            for i in 0..n {
+                groups.push(svc.allocate_group(&format!("{prefix}{i}"), &layout, &Metadata::new(), &opts).unwrap());
+            }
+            let mut o = std::io::stdout().lock();
+            writeln!(o).unwrap();
+            for g in &groups {
+                for m in &g.members {
+                    writeln!(o, "PORT {}", m.port).unwrap();
+                }
+            }
+            writeln!(o, "READY").unwrap();
+            o.flush().unwrap();
+            drop(o);
+            let _ = stdin.read_line(&mut line);
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn names_are_unique_get_or_allocate_and_metadata() {
+    let (_d, svc) = services();
+    let spec = ServiceSpec::typed("database").meta("owner", "team-a").meta("version", "16");
+    let db = svc.allocate(&req_in(56000, 50).name("db"), &spec).unwrap();
+    // A live name cannot be allocated twice.
+    let e = svc.allocate(&req_in(56000, 50).name("db"), &ServiceSpec::new()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InUse, "{e}");
+    // get_or_allocate returns the existing one, with its type and metadata.
+    let (s, lease) = svc.get_or_allocate(&req_in(56000, 50).name("db"), &ServiceSpec::new()).unwrap();
+    assert!(lease.is_none());
+    assert_eq!(s.port, db.port());
+    assert_eq!(s.service_type.as_deref(), Some("database"));
+    assert_eq!(s.metadata, meta(&[("owner", "team-a"), ("version", "16")]));
+    // ... and allocates a new name.
+    let (s2, lease2) = svc.get_or_allocate(&req_in(56000, 50).name("cache"), &ServiceSpec::typed("cache")).unwrap();
+    let lease2 = lease2.expect("a new name is allocated");
+    assert_eq!(s2.port, lease2.port());
+    assert_ne!(s2.port, db.port());
+    assert_eq!(s2.service_type.as_deref(), Some("cache"));
+    // Look-ups by name, port and type.
+    assert_eq!(svc.by_name("db").unwrap().unwrap().port, db.port());
+    assert_eq!(svc.by_port(lease2.port()).unwrap().unwrap().name.as_deref(), Some("cache"));
+    assert_eq!(svc.by_type("database").unwrap().iter().map(|s| s.port).collect::<Vec<_>>(), vec![db.port()]);
+    assert!(svc.by_type("grpc").unwrap().is_empty());
+    assert_eq!(svc.by_type("nonsense").unwrap_err().code(), ErrorCode::InvalidArgument);
+    // Metadata changes.
+    let s = svc.update_metadata("db", &meta(&[("version", "17"), ("region", "eu")]), &["owner".into()]).unwrap();
+    assert_eq!(s.metadata, meta(&[("region", "eu"), ("version", "17")]));
+    assert_eq!(svc.update_metadata("nobody", &Metadata::new(), &[]).unwrap_err().code(), ErrorCode::NotFound);
+    let bad = meta(&[("k=v", "x")]);
+    assert_eq!(svc.update_metadata("db", &bad, &[]).unwrap_err().code(), ErrorCode::InvalidArgument);
+    // Another handle (another process would see the same) sees the metadata.
+    let other = Services::with_types(Registry::open(svc.registry().dir()).unwrap(), TypeTable::builtin());
+    assert_eq!(other.by_name("db").unwrap().unwrap().metadata["region"], "eu");
+    // Released: gone from the views; a new lease of the same name starts clean.
+    drop(db);
+    assert!(svc.by_name("db").unwrap().is_none());
+    let db2 = svc.allocate(&req_in(56000, 50).name("db"), &ServiceSpec::new()).unwrap();
+    let s = svc.by_name("db").unwrap().unwrap();
+    assert!(s.metadata.is_empty(), "stale metadata leaked to a new lease: {:?}", s.metadata);
+    assert_eq!(s.service_type, None);
+    // The dead lease's entry was dropped from the side file by the next write.
+    svc.update_metadata("db", &meta(&[("x", "1")]), &[]).unwrap();
+    let text = std::fs::read_to_string(svc.registry().dir().join(SERVICES_FILE)).unwrap();
+    assert!(!text.contains("team-a") && !text.contains("\"region\""), "dead entries kept:\n{text}");
+    drop(db2);
+}
+
+#[test]
+fn unnamed_leases_carry_metadata_too() {
+    let (_d, svc) = services();
+    let l = svc.allocate(&req_in(56050, 10).count(2).contiguous(true), &ServiceSpec::new().meta("k", "v")).unwrap();
+    let s = svc.by_port(l.ports()[1]).unwrap().unwrap();
+    assert_eq!(s.ports, l.ports());
+    assert_eq!(s.metadata["k"], "v");
+    assert_eq!(s.name, None);
+    assert!(svc.list_named().unwrap().is_empty());
+}
+
+#[test]
+fn every_builtin_type_has_its_range_and_allocates_from_it() {
+    let expect: &[(&str, Option<(u16, u16)>)] = &[
+        ("rest-api", Some((8080, 8099))),
+        ("grpc", Some((50050, 50099))),
+        ("websocket", Some((8100, 8199))),
+        ("database", Some((5400, 5499))),
+        ("cache", Some((6300, 6399))),
+        ("analytics", Some((8200, 8299))),
+        ("security", Some((8300, 8399))),
+        ("frontend", Some((3000, 3099))),
+        ("custom", None),
+    ];
+    let (_d, svc) = services();
+    let t = svc.types();
+    assert_eq!(t.names().len(), expect.len());
+    let pool = svc.registry().default_pool().unwrap();
+    for &(name, r) in expect {
+        let ty = t.get(name).unwrap_or_else(|| panic!("no built-in type {name}"));
+        assert_eq!(ty.range.as_ref().map(|r| (r.start(), r.end())), r, "range of {name}");
+        // Allocating by type (no explicit range) draws from the type's range.
+        let lease = svc
+            .allocate(&Request::new().name(format!("t-{name}")), &ServiceSpec::typed(name))
+            .unwrap_or_else(|e| panic!("allocating type {name}: {e}"));
+        let want = r.map(|(a, b)| PortRange::new(a, b).unwrap()).unwrap_or_else(|| pool.clone());
+        assert!(want.contains(lease.port()), "type {name} gave port {} outside {want}", lease.port());
+        assert_eq!(svc.by_type(name).unwrap()[0].port, lease.port());
+        assert_eq!(t.range_for(name, svc.registry()).unwrap(), want);
+    }
+    // The serialized view of a type.
+    let v = serde_json::to_value(t.get("grpc").unwrap()).unwrap();
+    assert_eq!(v["range"], "50050-50099");
+    assert_eq!(serde_json::to_value(t.get("custom").unwrap()).unwrap()["range"], "pool");
+}
+
+#[test]
+fn config_file_overrides_and_adds_types_and_groups() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("types.json");
+    std::fs::write(
+        &path,
+        r#"{
+  "types": {
+    "rest-api": { "range": "56100-56109", "description": "ours" },
+    "ml-model": { "range": [56110, 56119] },
+    "scratch": { "range": "pool" }
+  },
+  "groups": {
+    "pair": [ { "name": "web", "offset": 0, "type": "rest-api" }, { "name": "db", "offset": 2 } ]
+  }
+}"#,
+    )
+    .unwrap();
+    let t = TypeTable::load(&path).unwrap();
+    assert_eq!(t.get("rest-api").unwrap().range, Some(range(56100, 10)));
+    assert_eq!(t.get("rest-api").unwrap().description, "ours");
+    assert_eq!(t.get("rest-api").unwrap().source, path.display().to_string());
+    assert_eq!(t.get("ml-model").unwrap().range, Some(range(56110, 10)));
+    assert_eq!(t.get("scratch").unwrap().range, None);
+    // Untouched built-ins stay.
+    assert_eq!(t.get("grpc").unwrap().range, Some(range(50050, 50)));
+    assert_eq!(t.group("pair").unwrap().members.len(), 2);
+    assert!(t.group("stack").is_some());
+    let (_rd, reg) = temp_registry();
+    let svc = Services::with_types(reg, t);
+    for i in 0..10 {
+        let l = svc.allocate(&Request::new().name(format!("api{i}")), &ServiceSpec::typed("rest-api")).unwrap();
+        assert!((56100..=56109).contains(&l.port()), "{}", l.port());
+        l.keep().unwrap();
+    }
+    // The overridden range is full now.
+    let e = svc.allocate(&Request::new(), &ServiceSpec::typed("rest-api")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Exhausted, "{e}");
+    let l = svc.allocate(&Request::new(), &ServiceSpec::typed("ml-model")).unwrap();
+    assert!((56110..=56119).contains(&l.port()));
+    // PORTMGR_TYPES names the file for load_default.
+    // (Only read here; set in a child-free way: the variable is checked by path.)
+    assert_eq!(TypeTable::load(&path).unwrap(), svc.types().clone());
+}
+
+#[test]
+fn broken_config_names_line_and_field() {
+    let check = |text: &str, needles: &[&str]| {
+        let e = TypeTable::from_json_str(text, "types.json").unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        let msg = e.to_string();
+        for n in needles {
+            assert!(msg.contains(n), "error {msg:?} does not mention {n:?}");
+        }
+    };
+    // A misspelt field.
+    check("{\n  \"types\": {\n    \"web\": { \"rnage\": \"56000-56010\" }\n  }\n}", &["types.json", "line 3", "rnage", "range"]);
+    // A bad range value.
+    check("{\n  \"types\": {\n    \"web\": {\n      \"range\": \"9000-80\"\n    }\n  }\n}", &["line 4", "`range`", "9000-80"]);
+    // The wrong JSON type for a field.
+    check("{\"types\": {\n\"web\": {\"range\": 5}}}", &["line 2", "`range`"]);
+    check("{\"types\": {\"web\": {\"range\": \"pool\", \"description\": 7}}}", &["line 1", "`description`"]);
+    // A missing field.
+    check("{\"types\": {\n\"web\": {}\n}}", &["line 2", "missing field `range`"]);
+    // Broken JSON.
+    check("{\n\"types\": {\n\"web\": {\"range\": \"56000-56010\",}\n}}", &["line 3"]);
+    // An unknown top-level key.
+    check("{\"tpyes\": {}}", &["tpyes"]);
+    // Groups: a bad offset, an unknown member type, a bad type name.
+    check("{\"groups\": {\"g\": [\n{\"name\": \"a\", \"offset\": -1}]}}", &["line 2", "`offset`"]);
+    check("{\"groups\": {\"g\": [{\"name\": \"a\", \"offset\": 0, \"type\": \"nosuch\"}]}}", &["group \"g\"", "nosuch"]);
+    check("{\"types\": {\"Web Server\": {\"range\": \"pool\"}}}", &["Web Server"]);
+    // A missing file names the file.
+    let e = TypeTable::load("/nonexistent/portmgr-types.json").unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/portmgr-types.json"), "{e}");
+}
+
+#[test]
+fn groups_are_all_or_nothing() {
+    let (_d, svc) = services();
+    let layout = GroupLayout::parse("a=0,b=+5,c:9/cache").unwrap();
+    assert_eq!(layout.span(), 9);
+    let opts = GroupOptions { range: Some(range(56200, 30)), strategy: Strategy::Sequential, ..GroupOptions::default() };
+    // A socket outside portmgr holds base 56200's member b; a lease holds base 56201's c.
+    let busy = probe::bind_listener(56205, Protocols::TCP).unwrap();
+    let other = svc.allocate(&req_in(56210, 1), &ServiceSpec::new()).unwrap();
+    let g = svc.allocate_group("ci1", &layout, &meta(&[("job", "1")]), &opts).unwrap();
+    assert_eq!(g.base, 56202);
+    assert_eq!(
+        g.members.iter().map(|m| (m.name.as_str(), m.port)).collect::<Vec<_>>(),
+        vec![("ci1.a", 56202), ("ci1.b", 56207), ("ci1.c", 56211)]
+    );
+    // The failed bases left nothing behind.
+    assert_eq!(svc.registry().get_by_port(56200).unwrap(), None);
+    assert_eq!(svc.registry().get_by_port(56201).unwrap(), None);
+    let members = svc.by_group("ci1").unwrap();
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| m.metadata["job"] == "1"));
+    assert_eq!(svc.by_name("ci1.c").unwrap().unwrap().service_type.as_deref(), Some("cache"));
+    assert_eq!(svc.by_name("ci1.b").unwrap().unwrap().member.as_deref(), Some("b"));
+    let info = g.info();
+    assert_eq!(info.members[2].offset, 9);
+    assert_eq!(serde_json::to_value(&info).unwrap()["members"][2]["type"], "cache");
+    // The same group name again: an error, nothing taken.
+    let before = svc.registry().list().unwrap().len();
+    let e = svc.allocate_group("ci1", &layout, &Metadata::new(), &opts).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InUse, "{e}");
+    // A range with no base where all members are free: Exhausted, and no member leaked.
+    let tight = GroupOptions { range: Some(range(56200, 12)), ..opts.clone() };
+    let e = svc.allocate_group("ci2", &layout, &Metadata::new(), &tight).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Exhausted, "{e}");
+    assert_eq!(svc.registry().list().unwrap().len(), before);
+    assert!(svc.by_group("ci2").unwrap().is_empty());
+    // Releasing the group frees every member.
+    drop(busy);
+    drop(other);
+    let kept = g.keep().unwrap();
+    assert_eq!(kept.base, 56202);
+    let mut freed = svc.release_group("ci1").unwrap();
+    freed.sort_unstable();
+    assert_eq!(freed, vec![56202, 56207, 56211]);
+    assert!(svc.by_group("ci1").unwrap().is_empty());
+    // The built-in stack layout from the issue.
+    let stack = svc.types().group("stack").unwrap().clone();
+    assert_eq!(stack.span(), 500);
+    let wide = GroupOptions { range: Some(range(57000, 2000)), ..GroupOptions::default() };
+    let s = svc.allocate_group("dev", &stack, &Metadata::new(), &wide).unwrap();
+    assert_eq!(s.port("redis").unwrap(), s.base + 100);
+    assert_eq!(s.port("auth").unwrap(), s.base + 401);
+    assert!(s.members.iter().all(|m| (57000..59000).contains(&m.port)));
+    // Bad layouts.
+    assert!(GroupLayout::parse("a=0,a=1").is_err());
+    assert!(GroupLayout::parse("a=0,b=0").is_err());
+    assert!(GroupLayout::parse("a").is_err());
+    assert!(GroupLayout::parse("").is_err());
+}
+
+#[test]
+fn two_processes_get_disjoint_groups() {
+    let d = tempfile::tempdir().unwrap();
+    // Both children place 5 groups of 3 ports in the same 80-port range, starting at the
+    // same first base (sequential): they contend for the same bases.
+    let mut kids: Vec<_> =
+        ["x", "y"].iter().map(|p| spawn_role("child_role", d.path(), &format!("groups {p} 5 56300 80"))).collect();
+    for k in &mut kids {
+        writeln!(k.stdin.as_mut().unwrap(), "go").unwrap();
+    }
+    let mut all = Vec::new();
+    for k in &mut kids {
+        let ports = read_ports(k, "READY");
+        assert_eq!(ports.len(), 15);
+        // Each group keeps its layout: a, a+1, a+3.
+        for g in ports.chunks(3) {
+            assert_eq!((g[1] - g[0], g[2] - g[0]), (1, 3), "{g:?}");
+        }
+        all.extend(ports);
+    }
+    assert_distinct(&all);
+    // The parent sees all ten groups, recorded by the children.
+    let svc = Services::with_types(Registry::open(d.path()).unwrap(), TypeTable::builtin());
+    let listed = svc.list().unwrap();
+    assert_eq!(listed.len(), 30);
+    assert_eq!(svc.by_group("x3").unwrap().len(), 3);
+    assert_eq!(svc.by_group("y0").unwrap().len(), 3);
+    for mut k in kids {
+        drop(k.stdin.take());
+        assert!(k.wait().unwrap().success());
+    }
+    assert!(svc.list().unwrap().is_empty());
+}
+
+fn sample(svc: &Services) -> Vec<portmgr::Lease> {
+    vec![
+        svc.allocate(&req_in(56400, 50).name("api"), &ServiceSpec::typed("rest-api").meta("owner", "team-a")).unwrap(),
+        svc.allocate(&req_in(56400, 50).name("clickhouse.http"), &ServiceSpec::typed("analytics")).unwrap(),
+        svc.allocate(&req_in(56400, 50).name("dns").protocols(Protocols::UDP), &ServiceSpec::new()).unwrap(),
+        svc.allocate(&req_in(56400, 50), &ServiceSpec::new()).unwrap(), // unnamed: not exported
+    ]
+}
+
+#[test]
+fn export_formats() {
+    let (_d, svc) = services();
+    let leases = sample(&svc);
+    let (api, ch, dns) = (leases[0].port(), leases[1].port(), leases[2].port());
+    let named = svc.list_named().unwrap();
+    assert_eq!(named.len(), 3);
+
+    // JSON: the documented schema.
+    let json: serde_json::Value = serde_json::from_str(&svc.export(ExportFormat::Json).unwrap()).unwrap();
+    assert_eq!(json["portmgr_export"], 1);
+    let s = json["services"].as_array().unwrap();
+    assert_eq!(s.len(), 3);
+    assert_eq!(s[0]["name"], "api");
+    assert_eq!(s[0]["port"], api);
+    assert_eq!(s[0]["ports"], serde_json::json!([api]));
+    assert_eq!(s[0]["protocols"], "tcp");
+    assert_eq!(s[0]["type"], "rest-api");
+    assert_eq!(s[0]["metadata"]["owner"], "team-a");
+    assert_eq!(s[1]["name"], "clickhouse.http");
+    assert_eq!(s[2]["protocols"], "udp");
+    assert!(s[2]["type"].is_null());
+
+    // .env
+    let env = export_env(&named).unwrap();
+    assert!(env.lines().any(|l| l == format!("API_PORT={api}")), "{env}");
+    assert!(env.lines().any(|l| l == format!("CLICKHOUSE_HTTP_PORT={ch}")), "{env}");
+    assert!(env.lines().any(|l| l == format!("DNS_PORT={dns}")), "{env}");
+    assert!(env.contains(r#"# portmgr {"name":"clickhouse.http","type":"analytics"}"#), "{env}");
+    assert_eq!(env_key("clickhouse.http"), "CLICKHOUSE_HTTP_PORT");
+    assert_eq!(env_key("my-svc 2"), "MY_SVC_2_PORT");
+    assert_eq!(env_key("9lives"), "_9LIVES_PORT");
+    // Two names that map to one variable: an error naming both.
+    let _b = svc.allocate(&req_in(56400, 50).name("click-house.http"), &ServiceSpec::new()).unwrap();
+    let _c = svc.allocate(&req_in(56400, 50).name("clickhouse-http"), &ServiceSpec::new()).unwrap();
+    let e = svc.export(ExportFormat::Env).unwrap_err();
+    assert!(e.to_string().contains("clickhouse-http") && e.to_string().contains("CLICKHOUSE_HTTP_PORT"), "{e}");
+    drop((_b, _c));
+
+    // nginx: one location per HTTP service, health too; UDP skipped with a reason.
+    let ngx = export_nginx(&named);
+    assert!(ngx.contains(&format!("location /api/ {{\n    proxy_pass http://127.0.0.1:{api}/;")), "{ngx}");
+    assert!(ngx.contains(&format!("location = /api/health {{\n    proxy_pass http://127.0.0.1:{api}/health;")), "{ngx}");
+    assert!(ngx.contains("location /clickhouse.http/ {"), "{ngx}");
+    for needle in [
+        "proxy_http_version 1.1;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_read_timeout 300s;",
+        "add_header X-Content-Type-Options \"nosniff\" always;",
+    ] {
+        assert!(ngx.contains(needle), "nginx export lacks {needle:?}");
+    }
+    assert!(!ngx.contains("location /dns/"), "{ngx}");
+    assert!(ngx.contains("# skipped: invalid argument: service \"dns\" is UDP only"), "{ngx}");
+    // Names nginx cannot route safely are refused.
+    let mut weird = named[0].clone();
+    weird.name = Some("../etc".into());
+    assert_eq!(nginx_location(&weird).unwrap_err().code(), ErrorCode::InvalidArgument);
+    weird.name = Some("a b".into());
+    assert!(nginx_location(&weird).is_err());
+    assert_eq!("nginx".parse::<ExportFormat>().unwrap(), ExportFormat::Nginx);
+    assert!("yaml".parse::<ExportFormat>().is_err());
+}
+
+#[test]
+fn nginx_dir_is_replaced_atomically_and_rolled_back_when_the_test_fails() {
+    let (_d, svc) = services();
+    let _leases = sample(&svc);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sites");
+    let named = svc.list_named().unwrap();
+    let done = write_nginx_dir(&dir, &named).unwrap();
+    assert_eq!(done.files, vec!["api.conf".to_string(), "clickhouse.http.conf".to_string()]);
+    assert_eq!(done.skipped.len(), 1);
+    let before = std::fs::read_to_string(dir.join("api.conf")).unwrap();
+    // A failing test command: the old directory comes back, nothing reloaded.
+    let mut deploy = NginxDeploy::new(&dir);
+    deploy.test_command = Some(vec!["sh".into(), "-c".into(), "echo 'emerg: broken' >&2; exit 1".into()]);
+    deploy.reload_command = Some(vec!["sh".into(), "-c".into(), format!("touch {}/reloaded", tmp.path().display())]);
+    let only_api: Vec<Service> = named.iter().filter(|s| s.name.as_deref() == Some("api")).cloned().collect();
+    let e = deploy.apply(&only_api).unwrap_err();
+    assert!(e.to_string().contains("emerg: broken"), "{e}");
+    assert!(dir.join("clickhouse.http.conf").exists(), "the old directory was not restored");
+    assert_eq!(std::fs::read_to_string(dir.join("api.conf")).unwrap(), before);
+    assert!(!tmp.path().join("reloaded").exists());
+    // A passing test: replaced and reloaded; no staging directory left behind.
+    deploy.test_command = Some(vec!["true".into()]);
+    let done = deploy.apply(&only_api).unwrap();
+    assert!(done.tested && done.reloaded);
+    assert!(!dir.join("clickhouse.http.conf").exists());
+    assert!(tmp.path().join("reloaded").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("portmgr-new"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A failing reload also rolls back.
+    deploy.reload_command = Some(vec!["false".into()]);
+    assert!(deploy.apply(&named).is_err());
+    assert!(!dir.join("clickhouse.http.conf").exists());
+    // A directory portmgr did not write is never replaced.
+    let foreign = tmp.path().join("conf.d");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("default.conf"), "x").unwrap();
+    let e = write_nginx_dir(&foreign, &named).unwrap_err();
+    assert!(e.to_string().contains("not written by portmgr"), "{e}");
+    assert!(foreign.join("default.conf").exists());
+}
+
+#[test]
+fn import_asks_for_previous_ports_and_reports_fallbacks() {
+    let (_d, svc) = services();
+    let leases = sample(&svc);
+    let ports: BTreeMap<String, u16> =
+        svc.list_named().unwrap().into_iter().map(|s| (s.name.clone().unwrap(), s.port)).collect();
+    let env = svc.export(ExportFormat::Env).unwrap();
+    let json = svc.export(ExportFormat::Json).unwrap();
+    drop(leases);
+    assert!(svc.list().unwrap().is_empty());
+
+    // api's old port is now taken by someone else; the rest are free.
+    let thief = svc.allocate(&Request::new().range(range(ports["api"], 1)), &ServiceSpec::new()).unwrap();
+    let opts = ImportOptions { range: Some(range(56400, 50)), request: None };
+    let out = svc.import_text(&env, None, &opts).unwrap();
+    assert_eq!(out.services.len(), 3);
+    assert_eq!(out.leases.len(), 3);
+    let by: BTreeMap<&str, &ImportedService> = out.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    assert_eq!(by["api"].status, "moved");
+    assert_eq!(by["api"].previous_port, ports["api"]);
+    let new_api = by["api"].port.unwrap();
+    assert_ne!(new_api, ports["api"]);
+    assert!((56400..56450).contains(&new_api));
+    assert!(by["api"].reason.as_deref().unwrap().contains(&ports["api"].to_string()));
+    assert_eq!(out.moved().len(), 1);
+    for n in ["clickhouse.http", "dns"] {
+        assert_eq!(by[n].status, "same", "{n}: {:?}", by[n]);
+        assert_eq!(by[n].port, Some(ports[n]));
+    }
+    // Names, types, protocols and metadata came back from the .env comments.
+    let api = svc.by_name("api").unwrap().unwrap();
+    assert_eq!(api.service_type.as_deref(), Some("rest-api"));
+    assert_eq!(api.metadata["owner"], "team-a");
+    assert_eq!(svc.by_name("dns").unwrap().unwrap().protocols, "udp");
+    // Importing again: every name is live already.
+    let again = svc.import_text(&json, Some(ImportFormat::Json), &opts).unwrap();
+    assert!(again.services.iter().all(|s| s.status == "existing"), "{:?}", again.services);
+    assert!(again.leases.is_empty());
+    drop(out);
+    drop(thief);
+
+    // JSON import, all ports free again.
+    let out = svc.import_text(&json, None, &opts).unwrap();
+    assert!(out.services.iter().all(|s| s.status == "same"), "{:?}", out.services);
+    assert_eq!(svc.by_name("clickhouse.http").unwrap().unwrap().service_type.as_deref(), Some("analytics"));
+    drop(out);
+
+    // A hand-written .env: names from the keys; other variables ignored.
+    let text = "# my ports\nexport WEB_PORT=56460\nDB_PORT=\"56461\"\nDEBUG=1\n\n";
+    let entries = parse_import(text, None).unwrap();
+    assert_eq!(entries.iter().map(|e| (e.name.as_str(), e.port)).collect::<Vec<_>>(), vec![("web", 56460), ("db", 56461)]);
+    // Errors name the line.
+    let e = parse_import("A_PORT=1\nB_PORT=seventy\n", None).unwrap_err();
+    assert!(e.to_string().contains("line 2"), "{e}");
+    let e = parse_import("{\"portmgr_export\": 1,\n \"services\": [{\"port\": 5}]}", None).unwrap_err();
+    assert!(e.to_string().contains("line 2") && e.to_string().contains("name"), "{e}");
+}
+
+#[test]
+fn side_file_is_never_followed_through_a_symlink_and_survives_damage() {
+    let (_d, svc) = services();
+    let l = svc.allocate(&req_in(56500, 10).name("a"), &ServiceSpec::new().meta("k", "v")).unwrap();
+    let file = svc.registry().dir().join(SERVICES_FILE);
+    // Damaged: views carry on without metadata; the next write moves it aside.
+    std::fs::write(&file, "{ not json").unwrap();
+    assert!(svc.by_name("a").unwrap().unwrap().metadata.is_empty());
+    svc.update_metadata("a", &meta(&[("k2", "v2")]), &[]).unwrap();
+    assert_eq!(svc.by_name("a").unwrap().unwrap().metadata, meta(&[("k2", "v2")]));
+    let aside = std::fs::read_dir(svc.registry().dir())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("services.json.damaged-"))
+        .count();
+    assert_eq!(aside, 1);
+    // A symlink in its place is refused, and its target untouched.
+    let target = tempfile::NamedTempFile::new().unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink(target.path(), &file).unwrap();
+    let e = svc.update_metadata("a", &meta(&[("k3", "v3")]), &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InsecureDirectory, "{e}");
+    assert_eq!(std::fs::read_to_string(target.path()).unwrap(), "");
+    std::fs::remove_file(&file).unwrap();
+    drop(l);
+    let _ = Duration::from_secs(0);
+}
