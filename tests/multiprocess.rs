@@ -48,6 +48,23 @@ fn child_role() {
             let l = reg.allocate(&req_in(start, len).name(name).strategy(Strategy::Hash(None))).unwrap();
             writeln!(out.lock(), "\nPORT {}\nREADY", l.port()).unwrap();
         }
+        // forkhold START LEN: hold a port, fork a child that never touches portmgr and
+        // sleeps, print the port and the child's pid, wait for stdin EOF.
+        "forkhold" => {
+            let start: u16 = words.next().unwrap().parse().unwrap();
+            let len: u16 = words.next().unwrap().parse().unwrap();
+            let l = reg.allocate(&req_in(start, len)).unwrap();
+            // SAFETY: the child only sleeps and _exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                std::thread::sleep(Duration::from_secs(30));
+                // SAFETY: _exit in the forked child.
+                unsafe { libc::_exit(0) };
+            }
+            writeln!(out.lock(), "\nPORT {}\nPID {pid}\nREADY", l.port()).unwrap();
+            let mut s = String::new();
+            let _ = std::io::stdin().read_line(&mut s);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -99,6 +116,32 @@ fn sigkill_frees_a_holders_ports_for_the_next_call() {
     let s = reg.stats().unwrap();
     assert_eq!(s.reclaimed, 5);
     assert_eq!(s.allocations - s.releases - s.reclaimed, 5);
+}
+
+#[test]
+fn a_forked_child_does_not_keep_a_killed_parents_ports() {
+    let d = tempfile::tempdir().unwrap();
+    let mut k = spawn_role(TEST, d.path(), "forkhold 34100 1");
+    let ports = read_ports(&mut k, "READY");
+    assert_eq!(ports, vec![34100]);
+    let reg = Registry::open(d.path()).unwrap();
+    assert_eq!(reg.allocate(&req_in(34100, 1)).unwrap_err().code(), ErrorCode::Exhausted);
+    let grandchild = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|st| st.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)) == Some(&k.id().to_string()))
+        });
+    k.kill().unwrap();
+    k.wait().unwrap();
+    let got = reg.allocate(&req_in(34100, 1));
+    if let Some(g) = grandchild {
+        // SAFETY: signalling the orphaned grandchild we made.
+        unsafe { libc::kill(g, libc::SIGKILL) };
+    }
+    assert!(grandchild.is_some(), "the forked grandchild was not found");
+    assert_eq!(got.unwrap().port(), 34100, "the forked child kept its dead parent's port");
 }
 
 #[test]

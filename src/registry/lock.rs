@@ -36,10 +36,12 @@ extern "C" fn parent() {
     unsafe { PROCESS_LOCK.force_unlock() };
 }
 extern "C" fn child() {
+    FORK_GEN.fetch_add(1, Ordering::AcqRel);
+    // Still holding the process lock taken in `prepare`: close inherited registry fds.
+    super::close_inherited_in_child();
     // SAFETY: `prepare` locked PROCESS_LOCK in the forking thread, which is the child's
     // only thread; nobody else can hold it.
     unsafe { PROCESS_LOCK.force_unlock() };
-    FORK_GEN.fetch_add(1, Ordering::AcqRel);
     crate::strategy::reseed();
 }
 

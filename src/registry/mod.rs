@@ -33,7 +33,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use memmap2::MmapRaw;
@@ -217,7 +217,26 @@ pub struct BoundSocket {
 
 /// Registries whose leases were kept: held open until the process exits, so the owner
 /// lock (and with it every kept lease) lives as long as the process.
-static KEPT: LazyLock<Mutex<Vec<Registry>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+/// Locked only with the process lock held, so never held across a `fork()`.
+static KEPT: Mutex<Vec<Registry>> = Mutex::new(Vec::new());
+
+/// Every registry handle of the process, so that a forked child can close what it
+/// inherited at once. Locked only with the process lock held.
+static HANDLES: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+/// Called in a forked child, single-threaded, with the process lock held (see `lock`):
+/// close (never unlock) every inherited registry fd. Otherwise a child that never
+/// touches portmgr would keep its dead parent's owner lock, and ports, alive.
+pub(crate) fn close_inherited_in_child() {
+    for inner in HANDLES.lock().iter().filter_map(Weak::upgrade) {
+        if let Some(mut st) = inner.state.try_lock() {
+            st.files = None;
+            st.owner = None;
+            st.live_cache.clear();
+            st.fork_gen = lock::fork_generation();
+        }
+    }
+}
 
 impl Registry {
     /// Open (creating it if needed) the registry in `dir`. The directory is created mode
@@ -244,6 +263,12 @@ impl Registry {
                 }),
             }),
         };
+        {
+            let _process = lock::lock_process(Instant::now() + DEFAULT_LOCK_TIMEOUT)?;
+            let mut handles = HANDLES.lock();
+            handles.retain(|w| w.strong_count() > 0);
+            handles.push(Arc::downgrade(&reg.inner));
+        }
         // Open and validate now, so a bad location is reported by `open`.
         reg.with_lock(false, |_| Ok(()))?;
         Ok(reg)
@@ -267,7 +292,10 @@ impl Registry {
     /// Things the registry did on its own that a person should know of (a damaged file
     /// moved aside, a table cleared after a reboot). Each is also printed to stderr once.
     pub fn notices(&self) -> Vec<String> {
-        self.inner.state.lock().notices.clone()
+        match lock::lock_process(Instant::now() + self.timeout()) {
+            Ok(_process) => self.inner.state.lock().notices.clone(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The default pool this registry draws from when a request names no range.
@@ -426,12 +454,16 @@ impl Registry {
         let mut got: Vec<(u16, T)> = Vec::with_capacity(req.count);
         let mut skip: HashSet<u16> = HashSet::new();
         let mut first = true;
+        let mut held_in: Option<(Arc<Map>, OwnerId)> = None;
         loop {
             let want = req.count - got.len();
             let picked = self.with_lock(true, |ctx| {
                 if plan.lease_id == 0 {
                     plan.lease_id = ctx.map.header().next_lease_id.fetch_add(1, AcqRel) + 1;
                 }
+                // The mapping and owner this round marked in: confirmed below without
+                // touching the handle's state (no mutex outside the process lock).
+                held_in = ctx.me.map(|me| (Arc::clone(ctx.map), me));
                 ctx.pick(&plan, want, &skip, first)
             });
             let lease_id = plan.lease_id;
@@ -487,12 +519,11 @@ impl Registry {
         // Confirm: pending -> held, without the lock (see the module docs).
         failpoint("before-confirm");
         let (ports, items): (Vec<u16>, Vec<T>) = got.into_iter().unzip();
-        let map = self.map()?;
+        let (map, owner) = held_in.ok_or_else(|| Error::Internal("no owner slot after picking".into()))?;
         for &p in &ports {
             map.record(p).state.store(HELD, Release);
         }
         map.header().allocations.fetch_add(ports.len() as u64, AcqRel);
-        let owner = self.inner.state.lock().owner.ok_or_else(|| Error::Internal("owner slot lost".into()))?;
         let mut ports_sorted = ports;
         if req.contiguous {
             ports_sorted.sort_unstable();
@@ -509,11 +540,6 @@ impl Registry {
             },
             items,
         ))
-    }
-
-    fn map(&self) -> Result<Arc<Map>> {
-        let st = self.inner.state.lock();
-        st.files.as_ref().map(|f| Arc::clone(&f.map)).ok_or_else(|| Error::Internal("registry not open".into()))
     }
 
     fn rollback(&self, lease_id: u64, ports: impl IntoIterator<Item = u16>) -> Result<()> {
@@ -861,7 +887,7 @@ struct Plan<'a> {
 
 /// The view of the table while the lock is held.
 struct Ctx<'a> {
-    map: &'a Map,
+    map: &'a Arc<Map>,
     db: &'a File,
     me: Option<OwnerId>,
     cache: &'a mut HashMap<(u32, u64), bool>,
@@ -1233,12 +1259,12 @@ impl Lease {
                     r.flags.fetch_or(FLAG_DETACHED, Relaxed);
                 }
             }
+            let mut kept = KEPT.lock();
+            if !kept.iter().any(|r| Arc::ptr_eq(&r.inner, &self.registry.inner)) {
+                kept.push(self.registry.clone());
+            }
             Ok(())
         })?;
-        let mut kept = KEPT.lock();
-        if !kept.iter().any(|r| Arc::ptr_eq(&r.inner, &self.registry.inner)) {
-            kept.push(self.registry.clone());
-        }
         Ok(std::mem::take(&mut self.ports))
     }
 }
