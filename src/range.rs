@@ -108,7 +108,7 @@ impl PortRange {
         self.excluded.extend(ports.into_iter().filter(|p| (self.start..=self.end).contains(p)));
         self.excluded.sort_unstable();
         self.excluded.dedup();
-        if self.len() == 0 {
+        if self.is_empty() {
             return Err(Error::invalid(format!(
                 "range {}-{} has no port left once its {} excluded ports are taken out",
                 self.start,

@@ -46,11 +46,8 @@ pub fn open_secure_dir(path: &Path) -> Result<OwnedFd> {
     if path.as_os_str().is_empty() {
         return Err(Error::invalid("the registry directory path is empty"));
     }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::os(format!("creating {}", parent.display()), e))?;
-        }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::os(format!("creating {}", parent.display()), e))?;
     }
     match std::fs::DirBuilder::new().mode(0o700).create(path) {
         Ok(()) => {}

@@ -116,7 +116,7 @@ pub struct Record {
 const _: () = assert!(size_of::<Header>() <= HEADER_SIZE);
 const _: () = assert!(size_of::<Owner>() == OWNER_SIZE);
 const _: () = assert!(size_of::<Record>() == RECORD_SIZE);
-const _: () = assert!(RECORDS_OFF % 4096 == 0);
+const _: () = assert!(RECORDS_OFF.is_multiple_of(4096));
 
 impl Record {
     /// The stored service name (empty when none).

@@ -106,7 +106,7 @@ impl Map {
         Ok(Map { raw })
     }
     fn at<T>(&self, off: usize) -> &T {
-        debug_assert!(off + size_of::<T>() <= FILE_SIZE && off % align_of::<T>() == 0);
+        debug_assert!(off + size_of::<T>() <= FILE_SIZE && off.is_multiple_of(align_of::<T>()));
         // SAFETY: the mapping is FILE_SIZE bytes long (checked in `new`), page-aligned, and
         // lives as long as `self`; every offset used is inside it and aligned for `T`
         // (layout's constants and asserts); `T` is made only of atomics, valid for any
@@ -1070,12 +1070,11 @@ impl Ctx<'_> {
     fn pick(&mut self, plan: &Plan<'_>, want: usize, skip: &HashSet<u16>, first: bool) -> Result<Vec<u16>> {
         let req = plan.req;
         let me = self.me.ok_or_else(|| Error::Internal("no owner slot".into()))?;
-        if first {
-            if let Some(name) = &req.name {
-                if let Some(ports) = self.name_holder(name) {
-                    return Err(Error::NameInUse { name: name.clone(), ports });
-                }
-            }
+        if first
+            && let Some(name) = &req.name
+            && let Some(ports) = self.name_holder(name)
+        {
+            return Err(Error::NameInUse { name: name.clone(), ports });
         }
         let mut out: Vec<u16> = Vec::with_capacity(want);
         if first && let Some(pref) = req.preferred {
