@@ -36,7 +36,11 @@ fn child_role() {
             let start: u16 = words.next().unwrap().parse().unwrap();
             let len: u16 = words.next().unwrap().parse().unwrap();
             let layout = GroupLayout::parse("a=0,b=1,c=3").unwrap();
-            let opts = GroupOptions { range: Some(range(start, len)), strategy: Strategy::Sequential, ..GroupOptions::default() };
+            let opts = GroupOptions {
+                range: Some(range(start, len)),
+                strategy: Strategy::Sequential,
+                ..GroupOptions::default()
+            };
             let mut stdin = BufReader::new(std::io::stdin());
             let mut line = String::new();
             stdin.read_line(&mut line).unwrap();
@@ -211,9 +215,15 @@ fn broken_config_names_line_and_field() {
         }
     };
     // A misspelt field.
-    check("{\n  \"types\": {\n    \"web\": { \"rnage\": \"56000-56010\" }\n  }\n}", &["types.json", "line 3", "rnage", "range"]);
+    check(
+        "{\n  \"types\": {\n    \"web\": { \"rnage\": \"56000-56010\" }\n  }\n}",
+        &["types.json", "line 3", "rnage", "range"],
+    );
     // A bad range value.
-    check("{\n  \"types\": {\n    \"web\": {\n      \"range\": \"9000-80\"\n    }\n  }\n}", &["line 4", "`range`", "9000-80"]);
+    check(
+        "{\n  \"types\": {\n    \"web\": {\n      \"range\": \"9000-80\"\n    }\n  }\n}",
+        &["line 4", "`range`", "9000-80"],
+    );
     // The wrong JSON type for a field.
     check("{\"types\": {\n\"web\": {\"range\": 5}}}", &["line 2", "`range`"]);
     check("{\"types\": {\"web\": {\"range\": \"pool\", \"description\": 7}}}", &["line 1", "`description`"]);
@@ -225,7 +235,10 @@ fn broken_config_names_line_and_field() {
     check("{\"tpyes\": {}}", &["tpyes"]);
     // Groups: a bad offset, an unknown member type, a bad type name.
     check("{\"groups\": {\"g\": [\n{\"name\": \"a\", \"offset\": -1}]}}", &["line 2", "`offset`"]);
-    check("{\"groups\": {\"g\": [{\"name\": \"a\", \"offset\": 0, \"type\": \"nosuch\"}]}}", &["group \"g\"", "nosuch"]);
+    check(
+        "{\"groups\": {\"g\": [{\"name\": \"a\", \"offset\": 0, \"type\": \"nosuch\"}]}}",
+        &["group \"g\"", "nosuch"],
+    );
     check("{\"types\": {\"Web Server\": {\"range\": \"pool\"}}}", &["Web Server"]);
     // A missing file names the file.
     let e = TypeTable::load("/nonexistent/portmgr-types.json").unwrap_err();
@@ -237,7 +250,8 @@ fn groups_are_all_or_nothing() {
     let (_d, svc) = services();
     let layout = GroupLayout::parse("a=0,b=+5,c:9/cache").unwrap();
     assert_eq!(layout.span(), 9);
-    let opts = GroupOptions { range: Some(range(56200, 30)), strategy: Strategy::Sequential, ..GroupOptions::default() };
+    let opts =
+        GroupOptions { range: Some(range(56200, 30)), strategy: Strategy::Sequential, ..GroupOptions::default() };
     // A socket outside portmgr holds base 56200's member b; a lease holds base 56201's c.
     let busy = probe::bind_listener(56205, Protocols::TCP).unwrap();
     let other = svc.allocate(&req_in(56210, 1), &ServiceSpec::new()).unwrap();
@@ -377,7 +391,10 @@ fn export_formats() {
     // nginx: one location per HTTP service, health too; UDP skipped with a reason.
     let ngx = export_nginx(&named);
     assert!(ngx.contains(&format!("location /api/ {{\n    proxy_pass http://127.0.0.1:{api}/;")), "{ngx}");
-    assert!(ngx.contains(&format!("location = /api/health {{\n    proxy_pass http://127.0.0.1:{api}/health;")), "{ngx}");
+    assert!(
+        ngx.contains(&format!("location = /api/health {{\n    proxy_pass http://127.0.0.1:{api}/health;")),
+        "{ngx}"
+    );
     assert!(ngx.contains("location /clickhouse.http/ {"), "{ngx}");
     for needle in [
         "proxy_http_version 1.1;",
@@ -497,7 +514,10 @@ fn import_asks_for_previous_ports_and_reports_fallbacks() {
     // A hand-written .env: names from the keys; other variables ignored.
     let text = "# my ports\nexport WEB_PORT=56460\nDB_PORT=\"56461\"\nDEBUG=1\n\n";
     let entries = parse_import(text, None).unwrap();
-    assert_eq!(entries.iter().map(|e| (e.name.as_str(), e.port)).collect::<Vec<_>>(), vec![("web", 56460), ("db", 56461)]);
+    assert_eq!(
+        entries.iter().map(|e| (e.name.as_str(), e.port)).collect::<Vec<_>>(),
+        vec![("web", 56460), ("db", 56461)]
+    );
     // Errors name the line.
     let e = parse_import("A_PORT=1\nB_PORT=seventy\n", None).unwrap_err();
     assert!(e.to_string().contains("line 2"), "{e}");

@@ -49,7 +49,10 @@ fn backend(name: &'static str, port: u16) {
                 }
                 let head = String::from_utf8_lossy(&buf).to_lowercase();
                 if head.contains("\r\nupgrade: websocket") {
-                    c.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+                    c.write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                    )
+                    .unwrap();
                     loop {
                         match c.read(&mut b) {
                             Ok(0) | Err(_) => return,
@@ -130,6 +133,7 @@ fn real_nginx_routes_to_allocated_ports() {
 
     let tmp = tempfile::tempdir().unwrap();
     let prefix: PathBuf = tmp.path().to_path_buf();
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     if root {
         // nginx's workers drop to nobody: let them reach the prefix.
@@ -175,7 +179,8 @@ http {{
         "-c".into(),
         conf.display().to_string(),
     ];
-    let with = |extra: &[&str]| -> Vec<String> { base.iter().cloned().chain(extra.iter().map(|s| s.to_string())).collect() };
+    let with =
+        |extra: &[&str]| -> Vec<String> { base.iter().cloned().chain(extra.iter().map(|s| s.to_string())).collect() };
 
     // Export and test; nginx is not running yet, so no reload.
     let deploy = NginxDeploy { dir: services_dir.clone(), test_command: Some(with(&["-t"])), reload_command: None };

@@ -104,7 +104,8 @@ pub fn export_json(services: &[Service]) -> Result<String> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     let doc = JsonExport { portmgr_export: JSON_EXPORT_VERSION, services: out };
-    let mut s = serde_json::to_string_pretty(&doc).map_err(|e| Error::Internal(format!("serializing the export: {e}")))?;
+    let mut s =
+        serde_json::to_string_pretty(&doc).map_err(|e| Error::Internal(format!("serializing the export: {e}")))?;
     s.push('\n');
     Ok(s)
 }

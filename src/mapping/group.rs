@@ -68,9 +68,10 @@ impl GroupLayout {
     pub fn parse(spec: &str) -> Result<GroupLayout> {
         let mut layout = GroupLayout::new();
         for item in spec.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()) {
-            let (name, rest) = item.split_once('=').or_else(|| item.split_once(':')).ok_or_else(|| {
-                Error::invalid(format!("group member {item:?} must be NAME=OFFSET (e.g. redis=100)"))
-            })?;
+            let (name, rest) = item
+                .split_once('=')
+                .or_else(|| item.split_once(':'))
+                .ok_or_else(|| Error::invalid(format!("group member {item:?} must be NAME=OFFSET (e.g. redis=100)")))?;
             let (off, ty) = match rest.split_once('/') {
                 Some((o, t)) => (o, Some(t)),
                 None => (rest, None),
@@ -380,7 +381,7 @@ fn de_member_name<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String
             f.write_str("field `name` to be a member name (A-Z, a-z, 0-9, '_', '-')")
         }
         fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<String, E> {
-            check_member_name(s).map_err(|e| E::custom(format!("field `name`: {e}")))?;
+            check_member_name(s).map_err(|e| E::custom(format!("field `name`: {}", super::types::bare(e))))?;
             Ok(s.to_string())
         }
     }
@@ -395,9 +396,10 @@ fn de_offset<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u16, D::Err
             f.write_str("field `offset` to be a number from 0 to 65534")
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<u16, E> {
-            u16::try_from(v).ok().filter(|&v| v < u16::MAX).ok_or_else(|| {
-                E::custom(format!("field `offset`: {v} is not a number from 0 to 65534"))
-            })
+            u16::try_from(v)
+                .ok()
+                .filter(|&v| v < u16::MAX)
+                .ok_or_else(|| E::custom(format!("field `offset`: {v} is not a number from 0 to 65534")))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<u16, E> {
             Err(E::custom(format!("field `offset`: {v} is not a number from 0 to 65534")))
@@ -414,7 +416,8 @@ fn de_type<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String
             f.write_str("field `type` to be a service type name")
         }
         fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Option<String>, E> {
-            super::types::validate_type_name(s).map_err(|e| E::custom(format!("field `type`: {e}")))?;
+            super::types::validate_type_name(s)
+                .map_err(|e| E::custom(format!("field `type`: {}", super::types::bare(e))))?;
             Ok(Some(s.to_string()))
         }
     }

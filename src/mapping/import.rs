@@ -51,7 +51,8 @@ pub struct ImportEntry {
 /// Parse an import file. `format`: `None` guesses (JSON when the text starts with `{`).
 /// Errors name the line (and, for JSON, the column).
 pub fn parse_import(text: &str, format: Option<ImportFormat>) -> Result<Vec<ImportEntry>> {
-    let format = format.unwrap_or(if text.trim_start().starts_with('{') { ImportFormat::Json } else { ImportFormat::Env });
+    let format =
+        format.unwrap_or(if text.trim_start().starts_with('{') { ImportFormat::Json } else { ImportFormat::Env });
     let entries = match format {
         ImportFormat::Json => parse_json(text)?,
         ImportFormat::Env => parse_env(text)?,

@@ -33,7 +33,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::registry::{Lease, LeaseInfo, Registry, Request};
 
-pub use export::{ExportFormat, JSON_EXPORT_VERSION, env_key, export, export_env, export_json, export_nginx, nginx_location};
+pub use export::{
+    ExportFormat, JSON_EXPORT_VERSION, env_key, export, export_env, export_json, export_nginx, nginx_location,
+};
 pub use group::{
     GROUP_SEPARATOR, GroupInfo, GroupLayout, GroupLease, GroupMember, GroupMemberInfo, GroupMemberLease, GroupOptions,
     member_service_name,
@@ -41,7 +43,7 @@ pub use group::{
 pub use import::{ImportEntry, ImportFormat, ImportOptions, ImportOutcome, ImportedService, parse_import};
 pub use nginx::{NginxApplied, NginxDeploy, nginx_file_name, write_nginx_dir};
 pub use store::SERVICES_FILE;
-pub use types::{BUILTIN_TYPES, ServiceType, TYPES_ENV, TypeTable, validate_type_name};
+pub use types::{BUILTIN_TYPES, BuiltinType, ServiceType, TYPES_ENV, TypeTable, validate_type_name};
 
 /// String key/value metadata of a service (sorted by key).
 pub type Metadata = BTreeMap<String, String>;
@@ -171,10 +173,10 @@ impl Services {
     /// The request `req` with the range of `spec`'s type filled in (when it names none).
     pub fn typed_request(&self, req: &Request, spec: &ServiceSpec) -> Result<Request> {
         let mut req = req.clone();
-        if let Some(t) = &spec.service_type {
-            if req.range.is_none() {
-                req.range = Some(self.types.range_for(t, &self.reg)?);
-            }
+        if let Some(t) = &spec.service_type
+            && req.range.is_none()
+        {
+            req.range = Some(self.types.range_for(t, &self.reg)?);
         }
         Ok(req)
     }

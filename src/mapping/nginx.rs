@@ -64,13 +64,8 @@ impl NginxDeploy {
 
     /// For an nginx run with `-p PREFIX -c CONF`: test and reload with the same options.
     pub fn with_nginx(dir: impl Into<PathBuf>, nginx: &str, prefix: &Path, conf: &Path) -> NginxDeploy {
-        let base = vec![
-            nginx.to_string(),
-            "-p".into(),
-            prefix.display().to_string(),
-            "-c".into(),
-            conf.display().to_string(),
-        ];
+        let base =
+            vec![nginx.to_string(), "-p".into(), prefix.display().to_string(), "-c".into(), conf.display().to_string()];
         let mut test = base.clone();
         test.push("-t".into());
         let mut reload = base;
@@ -200,11 +195,22 @@ fn swap_in(dir: &Path, services: &[Service]) -> Result<(Swap, NginxApplied)> {
     if fs::symlink_metadata(&staging).is_ok() {
         fs::remove_dir_all(&staging).map_err(|e| Error::os(format!("removing the stale {}", staging.display()), e))?;
     }
-    fs::DirBuilder::new().mode(0o755).create(&staging).map_err(|e| Error::os(format!("creating {}", staging.display()), e))?;
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&staging)
+        .map_err(|e| Error::os(format!("creating {}", staging.display()), e))?;
     let built = (|| {
-        let mut applied =
-            NginxApplied { dir: dir.to_path_buf(), files: Vec::new(), skipped: Vec::new(), tested: false, reloaded: false };
-        write_file(&staging.join(MARKER), "This directory is written by portmgr; it is replaced whole on every export.\n")?;
+        let mut applied = NginxApplied {
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+            skipped: Vec::new(),
+            tested: false,
+            reloaded: false,
+        };
+        write_file(
+            &staging.join(MARKER),
+            "This directory is written by portmgr; it is replaced whole on every export.\n",
+        )?;
         let mut named: Vec<&Service> = services.iter().filter(|s| s.name.is_some()).collect();
         named.sort_by(|a, b| a.name.cmp(&b.name));
         for s in named {
@@ -248,7 +254,9 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| Error::os(format!("creating {}", path.display()), e))?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_data()).map_err(|e| Error::os(format!("writing {}", path.display()), e))
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_data())
+        .map_err(|e| Error::os(format!("writing {}", path.display()), e))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -256,7 +264,8 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 fn cpath(p: &Path) -> Result<std::ffi::CString> {
-    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::invalid(format!("{} contains a NUL byte", p.display())))
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(format!("{} contains a NUL byte", p.display())))
 }
 
 /// Swap two directories atomically (`renameat2(RENAME_EXCHANGE)`).
@@ -264,9 +273,7 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
     let (ca, cb) = (cpath(a)?, cpath(b)?);
     // SAFETY: both are valid NUL-terminated strings alive for the call; AT_FDCWD resolves
     // them relative to the working directory as rename(2) would.
-    let r = unsafe {
-        libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE)
-    };
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
     if r == 0 {
         return Ok(());
     }

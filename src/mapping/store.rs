@@ -79,11 +79,7 @@ impl StoreFile {
 }
 
 fn open_nofollow(path: &Path) -> std::io::Result<Option<File>> {
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-    {
+    match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK).open(path) {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -165,7 +161,8 @@ fn now_ms() -> u128 {
 
 /// Write the file atomically: a new temp file (never an existing one), fsync, rename.
 fn write(dir: &Path, file: &StoreFile) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(file).map_err(|e| Error::Internal(format!("serializing services: {e}")))?;
+    let mut text =
+        serde_json::to_string_pretty(file).map_err(|e| Error::Internal(format!("serializing services: {e}")))?;
     text.push('\n');
     let tmp_name = format!(".{SERVICES_FILE}.tmp.{}", std::process::id());
     let tmp = dir.join(&tmp_name);

@@ -41,8 +41,11 @@ use super::group::{GroupLayout, GroupMember};
 /// The environment variable naming a types config file (read by [`TypeTable::load_default`]).
 pub const TYPES_ENV: &str = "PORTMGR_TYPES";
 
-/// The built-in types: name, range (`None` = the default pool), description.
-pub const BUILTIN_TYPES: &[(&str, Option<(u16, u16)>, &str)] = &[
+/// One built-in type: name, range (`None` = the default pool), description.
+pub type BuiltinType = (&'static str, Option<(u16, u16)>, &'static str);
+
+/// The built-in types.
+pub const BUILTIN_TYPES: &[BuiltinType] = &[
     ("rest-api", Some((8080, 8099)), "HTTP/REST APIs"),
     ("grpc", Some((50050, 50099)), "gRPC services"),
     ("websocket", Some((8100, 8199)), "WebSocket servers"),
@@ -108,7 +111,10 @@ impl TypeTable {
             .iter()
             .map(|&(name, range, desc)| {
                 let range = range.map(|(a, b)| PortRange::new(a, b).expect("built-in ranges are valid"));
-                (name.to_string(), ServiceType { name: name.into(), range, description: desc.into(), source: "builtin".into() })
+                (
+                    name.to_string(),
+                    ServiceType { name: name.into(), range, description: desc.into(), source: "builtin".into() },
+                )
             })
             .collect();
         let mut groups = BTreeMap::new();
@@ -122,24 +128,27 @@ impl TypeTable {
         let cfg: ConfigFile = serde_json::from_str(text).map_err(|e| config_error(origin, &e))?;
         let mut t = TypeTable::builtin();
         for (name, def) in cfg.types {
-            validate_type_name(&name).map_err(|e| Error::invalid(format!("{origin}: in \"types\": {e}")))?;
-            let description = def.description.unwrap_or_else(|| {
-                t.types.get(&name).map(|x| x.description.clone()).unwrap_or_default()
-            });
+            validate_type_name(&name)
+                .map_err(|e| Error::invalid(format!("service types config {origin}: in \"types\": {}", bare(e))))?;
+            let description = def
+                .description
+                .unwrap_or_else(|| t.types.get(&name).map(|x| x.description.clone()).unwrap_or_default());
             t.types.insert(name.clone(), ServiceType { name, range: def.range.0, description, source: origin.into() });
         }
         for (name, members) in cfg.groups {
             let layout = GroupLayout { members };
-            layout.validate().map_err(|e| Error::invalid(format!("{origin}: in group {name:?}: {e}")))?;
+            layout.validate().map_err(|e| {
+                Error::invalid(format!("service types config {origin}: in group {name:?}: {}", bare(e)))
+            })?;
             for m in &layout.members {
-                if let Some(ty) = &m.service_type {
-                    if !t.types.contains_key(ty) {
-                        return Err(Error::invalid(format!(
-                            "{origin}: in group {name:?}, member {:?}: unknown type {ty:?} (known: {})",
-                            m.name,
-                            t.names().join(", ")
-                        )));
-                    }
+                if let Some(ty) = &m.service_type
+                    && !t.types.contains_key(ty)
+                {
+                    return Err(Error::invalid(format!(
+                        "service types config {origin}: in group {name:?}, member {:?}: unknown type {ty:?} (known: {})",
+                        m.name,
+                        t.names().join(", ")
+                    )));
                 }
             }
             t.groups.insert(name, layout);
@@ -220,6 +229,14 @@ impl TypeTable {
     }
 }
 
+/// An error's message without its kind prefix (for nesting inside another message).
+pub(crate) fn bare(e: Error) -> String {
+    match e {
+        Error::InvalidArgument(m) => m,
+        other => other.to_string(),
+    }
+}
+
 /// "file: line L, column C: message" from a serde_json error.
 fn config_error(origin: &str, e: &serde_json::Error) -> Error {
     let msg = e.to_string();
@@ -228,11 +245,7 @@ fn config_error(origin: &str, e: &serde_json::Error) -> Error {
         Some(i) => msg[..i].to_string(),
         None => msg,
     };
-    Error::invalid(format!(
-        "service types config {origin}: line {}, column {}: {msg}",
-        e.line(),
-        e.column()
-    ))
+    Error::invalid(format!("service types config {origin}: line {}, column {}: {msg}", e.line(), e.column()))
 }
 
 #[derive(Deserialize)]
@@ -267,15 +280,23 @@ impl<'de> Deserialize<'de> for RangeField {
                 if s.trim() == "pool" {
                     return Ok(RangeField(None));
                 }
-                s.parse::<PortRange>().map(|r| RangeField(Some(r))).map_err(|e| E::custom(format!("field `range`: {e}")))
+                s.parse::<PortRange>()
+                    .map(|r| RangeField(Some(r)))
+                    .map_err(|e| E::custom(format!("field `range`: {}", bare(e))))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<RangeField, A::Error> {
-                let a: u16 = seq.next_element()?.ok_or_else(|| de::Error::custom("field `range`: [START, END] needs two ports"))?;
-                let b: u16 = seq.next_element()?.ok_or_else(|| de::Error::custom("field `range`: [START, END] needs two ports"))?;
+                let a: u16 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("field `range`: [START, END] needs two ports"))?;
+                let b: u16 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("field `range`: [START, END] needs two ports"))?;
                 if seq.next_element::<de::IgnoredAny>()?.is_some() {
                     return Err(de::Error::custom("field `range`: [START, END] has exactly two ports"));
                 }
-                PortRange::new(a, b).map(|r| RangeField(Some(r))).map_err(|e| de::Error::custom(format!("field `range`: {e}")))
+                PortRange::new(a, b)
+                    .map(|r| RangeField(Some(r)))
+                    .map_err(|e| de::Error::custom(format!("field `range`: {}", bare(e))))
             }
         }
         d.deserialize_any(V)
