@@ -512,7 +512,7 @@ fn import_asks_for_previous_ports_and_reports_fallbacks() {
     drop(out);
 
     // A hand-written .env: names from the keys; other variables ignored.
-    let text = "# my ports\nexport WEB_PORT=56460\nDB_PORT=\"56461\"\nDEBUG=1\n\n";
+    let text = "# my ports\nexport WEB_PORT=56460 # the web\nDB_PORT=\"56461\"\nDEBUG=1\n\n";
     let entries = parse_import(text, None).unwrap();
     assert_eq!(
         entries.iter().map(|e| (e.name.as_str(), e.port)).collect::<Vec<_>>(),
@@ -550,4 +550,39 @@ fn side_file_is_never_followed_through_a_symlink_and_survives_damage() {
     std::fs::remove_file(&file).unwrap();
     drop(l);
     let _ = Duration::from_secs(0);
+}
+
+#[test]
+fn export_and_import_keep_groups() {
+    let (_d, svc) = services();
+    let opts = GroupOptions { range: Some(range(56600, 50)), ..GroupOptions::default() };
+    let layout = GroupLayout::parse("db=0/database,web=10").unwrap();
+    let g = svc.allocate_group("job7", &layout, &meta(&[("ci", "yes")]), &opts).unwrap();
+    let (db, web) = (g.port("db").unwrap(), g.port("web").unwrap());
+    for format in [ExportFormat::Env, ExportFormat::Json] {
+        let text = svc.export(format).unwrap();
+        if format == ExportFormat::Env {
+            assert!(text.contains(&format!("JOB7_DB_PORT={db}")), "{text}");
+        }
+        let mut g2 = svc.by_group("job7").unwrap();
+        assert_eq!(g2.len(), 2);
+        for s in &g2 {
+            svc.registry().release_port(s.port).unwrap();
+        }
+        let out =
+            svc.import_text(&text, None, &ImportOptions { range: Some(range(56600, 50)), request: None }).unwrap();
+        assert!(out.services.iter().all(|s| s.status == "same"), "{format:?}: {:?}", out.services);
+        g2 = svc.by_group("job7").unwrap();
+        assert_eq!(
+            g2.iter().map(|s| (s.member.clone().unwrap(), s.port)).collect::<Vec<_>>(),
+            vec![("db".to_string(), db), ("web".to_string(), web)],
+            "{format:?}"
+        );
+        assert_eq!(svc.by_name("job7.db").unwrap().unwrap().service_type.as_deref(), Some("database"));
+        assert_eq!(svc.by_name("job7.web").unwrap().unwrap().metadata["ci"], "yes");
+        for l in out.leases {
+            l.keep().unwrap();
+        }
+    }
+    drop(g);
 }

@@ -145,6 +145,10 @@ pub fn export_env(services: &[Service]) -> Result<String> {
         if let Some(t) = &s.service_type {
             comment.insert("type".into(), t.clone().into());
         }
+        if let (Some(g), Some(m)) = (&s.group, &s.member) {
+            comment.insert("group".into(), g.clone().into());
+            comment.insert("member".into(), m.clone().into());
+        }
         if s.protocols != "tcp" {
             comment.insert("protocols".into(), s.protocols.clone().into());
         }

@@ -45,7 +45,14 @@ pub struct ImportEntry {
     #[serde(rename = "type")]
     pub service_type: Option<String>,
     /// Its metadata.
+    #[serde(default)]
     pub metadata: Metadata,
+    /// The group it belonged to (kept so that group look-ups work after an import).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Its member name in that group.
+    #[serde(default)]
+    pub member: Option<String>,
 }
 
 /// Parse an import file. `format`: `None` guesses (JSON when the text starts with `{`).
@@ -93,6 +100,8 @@ fn parse_json(text: &str) -> Result<Vec<ImportEntry>> {
             protocols: s.protocols,
             service_type: s.service_type,
             metadata: s.metadata,
+            group: s.group,
+            member: s.member,
         })
         .collect())
 }
@@ -106,10 +115,18 @@ struct EnvComment {
     protocols: Option<String>,
     #[serde(default)]
     metadata: Metadata,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    member: Option<String>,
 }
 
+/// A value without its quotes, or (unquoted) without a trailing ` # comment`.
 fn unquote(v: &str) -> &str {
     let v = v.trim();
+    if !v.starts_with(['"', '\'']) {
+        return v.split(" #").next().unwrap_or(v).trim();
+    }
     for q in ['"', '\''] {
         if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
             return &v[1..v.len() - 1];
@@ -153,6 +170,8 @@ fn parse_env(text: &str) -> Result<Vec<ImportEntry>> {
                 protocols: c.protocols.unwrap_or_else(|| "tcp".into()),
                 service_type: c.service_type,
                 metadata: c.metadata,
+                group: c.group,
+                member: c.member,
             },
             None if !stem.is_empty() => ImportEntry {
                 name: stem.to_ascii_lowercase(),
@@ -160,6 +179,8 @@ fn parse_env(text: &str) -> Result<Vec<ImportEntry>> {
                 protocols: "tcp".into(),
                 service_type: None,
                 metadata: Metadata::new(),
+                group: None,
+                member: None,
             },
             None => continue,
         };
@@ -248,8 +269,8 @@ impl Services {
             let spec = ServiceSpec {
                 service_type: e.service_type.clone(),
                 metadata: e.metadata.clone(),
-                group: None,
-                member: None,
+                group: e.group.clone(),
+                member: e.member.clone(),
             };
             match self.allocate(&req, &spec) {
                 Ok(lease) => {
