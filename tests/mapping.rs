@@ -60,6 +60,11 @@ fn child_role() {
             drop(o);
             let _ = stdin.read_line(&mut line);
         }
+        // types: the rest-api range of the table in force (PORTMGR_TYPES), or the error.
+        "types" => match TypeTable::load_default() {
+            Ok(t) => println!("\nRANGE {}", serde_json::to_value(t.get("rest-api").unwrap()).unwrap()["range"]),
+            Err(e) => println!("\nERR {e}"),
+        },
         other => panic!("unknown role {other}"),
     }
 }
@@ -202,6 +207,30 @@ fn config_file_overrides_and_adds_types_and_groups() {
     // PORTMGR_TYPES names the file for load_default.
     // (Only read here; set in a child-free way: the variable is checked by path.)
     assert_eq!(TypeTable::load(&path).unwrap(), svc.types().clone());
+}
+
+#[test]
+fn portmgr_types_names_the_config_in_force() {
+    let d = tempfile::tempdir().unwrap();
+    let run = |types: &std::path::Path| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
+            .env("PORTMGR_TEST_ROLE", "types")
+            .env("PORTMGR_DIR", d.path().join("reg"))
+            .env("PORTMGR_TYPES", types)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().find(|l| l.starts_with("RANGE ") || l.starts_with("ERR ")).unwrap_or_default().to_string()
+    };
+    let good = d.path().join("good.json");
+    std::fs::write(&good, r#"{"types": {"rest-api": {"range": "56700-56709"}}}"#).unwrap();
+    assert_eq!(run(&good), "RANGE \"56700-56709\"");
+    let bad = d.path().join("bad.json");
+    std::fs::write(&bad, "{\"types\": {\n  \"rest-api\": {\"range\": \"x\"}}}").unwrap();
+    let line = run(&bad);
+    assert!(line.starts_with("ERR ") && line.contains("bad.json") && line.contains("line 2"), "{line}");
+    assert!(run(&d.path().join("missing.json")).contains("missing.json"));
 }
 
 #[test]
