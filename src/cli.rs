@@ -408,9 +408,7 @@ fn parse_port_spec(s: &str) -> Result<PortSpec, String> {
         None => (s, Protocols::TCP),
     };
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
-        return Err(format!(
-            "{name:?} is not a port name: use letters, digits, '_', '-' or '.', e.g. web or db:udp"
-        ));
+        return Err(format!("{name:?} is not a port name: use letters, digits, '_', '-' or '.', e.g. web or db:udp"));
     }
     Ok(PortSpec { name: name.to_string(), proto })
 }
@@ -988,11 +986,9 @@ fn check(cli: &Cli, fmt: Format, ports: &[u16], proto: Protocols) -> R<i32> {
         let why = match (&lease, bound) {
             (None, false) => "free".to_string(),
             (None, true) => format!("in use: bound ({proto}) by a program outside portmgr"),
-            (Some(i), b) => format!(
-                "in use: held in the registry ({}){}",
-                describe(i),
-                if b { ", and bound" } else { "" }
-            ),
+            (Some(i), b) => {
+                format!("in use: held in the registry ({}){}", describe(i), if b { ", and bound" } else { "" })
+            }
         };
         text.push_str(&format!("{p} {why}\n"));
         rows.push(json!({ "port": p, "free": free, "bound": bound, "lease": lease.as_ref().map(lease_json) }));
@@ -1083,7 +1079,8 @@ fn wait(fmt: Format, target: &str, timeout: Duration) -> R<i32> {
 }
 
 fn split_host_port(t: &str) -> R<(String, u16)> {
-    let bad = || fail(EXIT_USAGE, format!("{t:?} is not HOST:PORT: write e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080"));
+    let bad =
+        || fail(EXIT_USAGE, format!("{t:?} is not HOST:PORT: write e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080"));
     let port_of = |s: &str| s.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad);
     if let Some(rest) = t.strip_prefix('[') {
         let (h, p) = rest.split_once("]:").ok_or_else(bad)?;

@@ -340,7 +340,8 @@ fn check_scan_and_wait() {
     let o = r.run(&["wait", "127.0.0.1:54106", "--timeout", "300ms"]);
     assert_one_line_error(&o, 7, "timed out");
     assert!(t0.elapsed() < Duration::from_secs(3));
-    let waiter = r.cmd(&["wait", "127.0.0.1:54107", "--timeout", "10s", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let waiter =
+        r.cmd(&["wait", "127.0.0.1:54107", "--timeout", "10s", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let l3 = TcpListener::bind("127.0.0.1:54107").unwrap();
     let o = waiter.wait_with_output().unwrap();
@@ -424,7 +425,8 @@ fn alloc_from_a_shell_script_lives_with_the_shell() {
     let script = format!(
         "{pm} alloc --range 54300-54399; P=$({pm} alloc --range 54300-54399); echo $P; echo done; read x; echo bye"
     );
-    let mut sh = Command::new("sh").arg("-c").arg(&script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut sh =
+        Command::new("sh").arg("-c").arg(&script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut out = BufReader::new(sh.stdout.take().unwrap());
     let a: u16 = read_line(&mut out).parse().unwrap();
     let b: u16 = read_line(&mut out).parse().unwrap();
@@ -491,10 +493,24 @@ fn alloc_owner_and_ttl_lifetimes() {
 fn run_passes_ports_by_env_and_argv_and_returns_the_status() {
     let r = reg();
     let pm = r.env_cmd();
-    let script = format!(
-        "echo \"argv $1 $2\"; echo \"env $WEB_PORT $DB_PORT ${{PORT:-none}}\"; {pm} list --json; exit 3"
-    );
-    let o = r.run(&["run", "--range", "54400-54449", "--port", "web", "--port", "db:udp", "--", "sh", "-c", &script, "x", "{web}", "db={db}!"]);
+    let script =
+        format!("echo \"argv $1 $2\"; echo \"env $WEB_PORT $DB_PORT ${{PORT:-none}}\"; {pm} list --json; exit 3");
+    let o = r.run(&[
+        "run",
+        "--range",
+        "54400-54449",
+        "--port",
+        "web",
+        "--port",
+        "db:udp",
+        "--",
+        "sh",
+        "-c",
+        &script,
+        "x",
+        "{web}",
+        "db={db}!",
+    ]);
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     let out = stdout(&o);
     let mut lines = out.lines();
@@ -588,7 +604,17 @@ c.close()\n"
 
     // Without --bind the command inherits none of portmgr's fds, and no LISTEN_* from us.
     let o = r
-        .cmd(&["run", "--range", "54500-54549", "--port", "p", "--", "python3", "-c", &format!("{PY_FDS}print(fds(), os.environ.get('LISTEN_FDS'))")])
+        .cmd(&[
+            "run",
+            "--range",
+            "54500-54549",
+            "--port",
+            "p",
+            "--",
+            "python3",
+            "-c",
+            &format!("{PY_FDS}print(fds(), os.environ.get('LISTEN_FDS'))"),
+        ])
         .env("LISTEN_FDS", "7")
         .output()
         .unwrap();
@@ -651,13 +677,51 @@ print('not signalled', flush=True)\n";
 }
 
 #[test]
+fn run_leases_belong_to_the_run() {
+    let r = reg();
+    let mut child = r
+        .cmd(&[
+            "run",
+            "--range",
+            "54650-54699",
+            "--bind",
+            "web",
+            "--port",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo $WEB_PORT; read x",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let port = read_line(&mut out);
+    let held = r.list_json();
+    assert_eq!(held.len(), 1, "--bind NAME and --port NAME are one port: {held:?}");
+    assert_eq!(held[0]["port"].as_u64().unwrap().to_string(), port);
+    assert_eq!(held[0]["bound"], true);
+    assert_eq!(held[0]["owner_pid"].as_u64().unwrap() as u32, child.id());
+    // Another process may not take a live run's port away.
+    let o = r.run(&["release", &port]);
+    assert_one_line_error(&o, 8, "held by live process");
+    // The run's command binds nothing itself, and the run's socket is its own: healthy.
+    let o = r.run(&["health"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(r.held().is_empty());
+}
+
+#[test]
 fn two_concurrent_shell_loops_get_no_duplicates() {
     let r = reg();
     let pm = r.env_cmd();
     let script = format!("for i in $(seq 200); do {pm} alloc --range 52000-53999 || exit 1; done; echo END; read x");
-    let spawn = || {
-        Command::new("sh").arg("-c").arg(&script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap()
-    };
+    let spawn =
+        || Command::new("sh").arg("-c").arg(&script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut shells = vec![spawn(), spawn()];
     let readers: Vec<_> = shells
         .iter_mut()
@@ -693,7 +757,11 @@ fn two_concurrent_shell_loops_get_no_duplicates() {
 fn registry_flag_and_env_agree() {
     // PORTMGR_DIR and --registry name the same registry.
     let r = reg();
-    let o = Command::new(BIN).env("PORTMGR_DIR", &r.dir).args(["alloc", "--range", "54800-54809", "--ttl", "1m"]).output().unwrap();
+    let o = Command::new(BIN)
+        .env("PORTMGR_DIR", &r.dir)
+        .args(["alloc", "--range", "54800-54809", "--ttl", "1m"])
+        .output()
+        .unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let p = ports_of(&o)[0];
     assert_eq!(r.held(), vec![p]);
