@@ -617,3 +617,26 @@ fn export_and_import_keep_groups() {
     }
     drop(g);
 }
+
+#[test]
+fn import_fallbacks_avoid_the_ports_the_file_names() {
+    let (_d, svc) = services();
+    let _thief = svc.allocate(&req_in(56800, 1), &ServiceSpec::new()).unwrap();
+    // a's old port is taken; its fallback range also holds b's old port, which b must get.
+    let text = "A_PORT=56800\nB_PORT=56801\nC_PORT=56802\n";
+    let out = svc
+        .import_text(text, Some(ImportFormat::Env), &ImportOptions { range: Some(range(56800, 4)), request: None })
+        .unwrap();
+    let got: Vec<(&str, Option<u16>, &str)> =
+        out.services.iter().map(|s| (s.name.as_str(), s.port, s.status.as_str())).collect();
+    assert_eq!(got, vec![("a", Some(56803), "moved"), ("b", Some(56801), "same"), ("c", Some(56802), "same")]);
+    // No room left: reported as failed with the reason; the others are unaffected.
+    drop(out);
+    let _more = svc.allocate(&req_in(56803, 1), &ServiceSpec::new()).unwrap();
+    let out = svc.import_text(text, None, &ImportOptions { range: Some(range(56800, 4)), request: None }).unwrap();
+    assert_eq!(out.failed().len(), 1);
+    let a = &out.services[0];
+    assert_eq!((a.status.as_str(), a.port), ("failed", None));
+    assert!(a.reason.as_deref().unwrap().contains("56800"), "{a:?}");
+    assert_eq!(out.leases.len(), 2);
+}

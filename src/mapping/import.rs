@@ -243,11 +243,15 @@ impl ImportOutcome {
 impl Services {
     /// Re-create `entries`: each asks for its previous port as preferred (not required);
     /// a taken port falls back to the range (see [`ImportOptions::range`]) and is reported
-    /// as `"moved"`. A name already live is left as it is (`"existing"`). One failure does
+    /// as `"moved"`. Services whose previous port is free are placed first, and fallbacks
+    /// avoid every port named in the file, so one moved service does not push another. A name already live is left as it is (`"existing"`). One failure does
     /// not stop the others (`"failed"`, with the reason).
     pub fn import(&self, entries: &[ImportEntry], opts: &ImportOptions) -> Result<ImportOutcome> {
-        let mut out = ImportOutcome { services: Vec::new(), leases: Vec::new() };
-        for e in entries {
+        let mut reports: Vec<ImportedService> = Vec::with_capacity(entries.len());
+        let mut leases = Vec::new();
+        let mut deferred = Vec::new();
+        // Pass 1: every service whose previous port is free gets it.
+        for (i, e) in entries.iter().enumerate() {
             let mut rep = ImportedService {
                 name: e.name.clone(),
                 previous_port: e.port,
@@ -260,38 +264,67 @@ impl Services {
                 rep.port = Some(s.port);
                 rep.status = "existing".into();
                 rep.reason = (s.port != e.port).then(|| format!("already live on port {}", s.port));
-                out.services.push(rep);
-                continue;
+            } else {
+                let req = import_request(e, opts)?.preferred(e.port, true);
+                match self.allocate(&req, &import_spec(e)) {
+                    Ok(lease) => {
+                        rep.port = Some(lease.port());
+                        rep.status = "same".into();
+                        leases.push(lease);
+                    }
+                    Err(Error::PortInUse { .. }) => deferred.push(i),
+                    Err(err) => rep.reason = Some(err.to_string()),
+                }
             }
-            let mut req = opts.request.clone().unwrap_or_default().count(1).contiguous(false);
-            req = req.name(&e.name).protocols(Protocols::from_str(&e.protocols)?).preferred(e.port, false);
-            req.range = opts.range.clone();
-            let spec = ServiceSpec {
-                service_type: e.service_type.clone(),
-                metadata: e.metadata.clone(),
-                group: e.group.clone(),
-                member: e.member.clone(),
-            };
-            match self.allocate(&req, &spec) {
+            reports.push(rep);
+        }
+        // Pass 2: the others fall back to the range, avoiding every port the file names
+        // (so a moved service does not take a port another entry may want next time).
+        let wanted: Vec<u16> = entries.iter().map(|e| e.port).collect();
+        for i in deferred {
+            let (e, rep) = (&entries[i], &mut reports[i]);
+            let spec = import_spec(e);
+            let res = import_request(e, opts).and_then(|req| self.typed_request(&req, &spec)).and_then(|mut req| {
+                let range = match req.range.take() {
+                    Some(r) => r,
+                    None => self.registry().default_pool()?,
+                };
+                req.range = Some(range.clone().excluding(wanted.iter().copied()).unwrap_or(range));
+                self.allocate(&req.preferred(e.port, false), &spec)
+            });
+            match res {
                 Ok(lease) => {
                     rep.port = Some(lease.port());
-                    if lease.port() == e.port {
-                        rep.status = "same".into();
-                    } else {
-                        rep.status = "moved".into();
+                    rep.status = if lease.port() == e.port { "same" } else { "moved" }.into();
+                    if lease.port() != e.port {
                         rep.reason = Some(format!("port {} is taken; got {} from the range", e.port, lease.port()));
                     }
-                    out.leases.push(lease);
+                    leases.push(lease);
                 }
-                Err(err) => rep.reason = Some(err.to_string()),
+                Err(err) => rep.reason = Some(format!("port {} is taken, and {err}", e.port)),
             }
-            out.services.push(rep);
         }
-        Ok(out)
+        Ok(ImportOutcome { services: reports, leases })
     }
 
     /// [`parse_import`] then [`Services::import`].
     pub fn import_text(&self, text: &str, format: Option<ImportFormat>, opts: &ImportOptions) -> Result<ImportOutcome> {
         self.import(&parse_import(text, format)?, opts)
+    }
+}
+
+fn import_request(e: &ImportEntry, opts: &ImportOptions) -> Result<Request> {
+    let mut req = opts.request.clone().unwrap_or_default().count(1).contiguous(false);
+    req = req.name(&e.name).protocols(Protocols::from_str(&e.protocols)?);
+    req.range = opts.range.clone();
+    Ok(req)
+}
+
+fn import_spec(e: &ImportEntry) -> ServiceSpec {
+    ServiceSpec {
+        service_type: e.service_type.clone(),
+        metadata: e.metadata.clone(),
+        group: e.group.clone(),
+        member: e.member.clone(),
     }
 }
