@@ -242,6 +242,12 @@ impl Registry {
     /// Open (creating it if needed) the registry in `dir`. The directory is created mode
     /// 0700 and checked on every open; see [`default_dir`] for the default location.
     pub fn open(dir: impl AsRef<Path>) -> Result<Registry> {
+        Registry::open_with_timeout(dir, DEFAULT_LOCK_TIMEOUT)
+    }
+
+    /// [`Registry::open`], waiting at most `timeout` for the registry lock, in the open
+    /// itself and in later calls (see [`Registry::set_lock_timeout`]).
+    pub fn open_with_timeout(dir: impl AsRef<Path>, timeout: Duration) -> Result<Registry> {
         lock::install_fork_handlers();
         let dir = dir.as_ref();
         let dir = if dir.is_absolute() {
