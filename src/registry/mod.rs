@@ -258,7 +258,7 @@ impl Registry {
         let reg = Registry {
             inner: Arc::new(Inner {
                 dir,
-                timeout_ms: AtomicU64::new(DEFAULT_LOCK_TIMEOUT.as_millis() as u64),
+                timeout_ms: AtomicU64::new(timeout.as_millis().max(1) as u64),
                 pool: OnceLock::new(),
                 state: Mutex::new(State {
                     fork_gen: lock::fork_generation(),
