@@ -271,6 +271,7 @@ impl Services {
     ) -> Result<GroupLease> {
         layout.validate()?;
         validate_name(group)?;
+        super::validate_metadata(metadata)?;
         if group.contains(GROUP_SEPARATOR) {
             return Err(Error::invalid(format!("group name {group:?} must not contain {GROUP_SEPARATOR:?}")));
         }
