@@ -1,0 +1,411 @@
+/* The C API, single-threaded: allocation, release, double release, NULL and invalid
+ * arguments, invalid UTF-8, forged and stale handles, multi-port leases, bound sockets,
+ * JSON views, keep/renew, names.
+ *
+ * Usage: test_api REGISTRY_DIR   (a fresh directory; ports come from 46000-46399) */
+#define _POSIX_C_SOURCE 200809L
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+
+static char dir[4096];
+static portmgr_registry *reg;
+
+static portmgr_request *request_in(uint16_t start, uint16_t end) {
+    portmgr_request *req = NULL;
+    REQUIRE_OK(portmgr_request_new(&req));
+    REQUIRE_OK(portmgr_request_set_range(req, start, end));
+    return req;
+}
+
+static void test_static_strings(void) {
+    CHECK(strcmp(portmgr_version(), PORTMGR_VERSION) == 0);
+    CHECK(strcmp(portmgr_status_str(PORTMGR_OK), "ok") == 0);
+    CHECK(strcmp(portmgr_status_str(PORTMGR_IN_USE), "in use") == 0);
+    CHECK(strcmp(portmgr_status_str(12345), "unknown status") == 0);
+    for (uint32_t s = 0; s < 20; s++) {
+        CHECK(portmgr_status_str(s) != NULL);
+    }
+    CHECK(PORTMGR_OK == 0 && PORTMGR_INVALID_ARGUMENT == 1 && PORTMGR_INTERNAL == 10);
+}
+
+static void test_last_error(void) {
+    bool free_ = true;
+    CHECK_ST(portmgr_probe(0, PORTMGR_PROTO_TCP, &free_), PORTMGR_INVALID_ARGUMENT);
+    CHECK(free_ == true); /* out-param untouched on failure */
+    size_t n = portmgr_last_error_message(NULL, 0);
+    CHECK(n > 0);
+    char small[8];
+    memset(small, 'x', sizeof small);
+    CHECK(portmgr_last_error_message(small, sizeof small) == n);
+    CHECK(small[7] == '\0' && strlen(small) == 7);
+    char untouched[4] = "abc";
+    CHECK(portmgr_last_error_message(untouched, 0) == n);
+    CHECK(strcmp(untouched, "abc") == 0);
+    char full[512];
+    CHECK(portmgr_last_error_message(full, sizeof full) == n && strlen(full) == n);
+    CHECK(strstr(full, "port 0") != NULL);
+    CHECK(portmgr_last_os_error() == 0);
+    /* A success clears it. */
+    CHECK_OK(portmgr_probe(46399, PORTMGR_PROTO_TCP, &free_));
+    CHECK(portmgr_last_error_message(NULL, 0) == 0);
+}
+
+static void test_open(void) {
+    portmgr_registry *r = (portmgr_registry *)(uintptr_t)0x42;
+    CHECK_ST(portmgr_registry_open(dir, NULL), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_registry_open("", &r), PORTMGR_INVALID_ARGUMENT);
+    CHECK(r == (portmgr_registry *)(uintptr_t)0x42);
+    /* A regular file is no registry directory. */
+    char file[4200];
+    snprintf(file, sizeof file, "%s.file", dir);
+    FILE *f = fopen(file, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    portmgr_status st = portmgr_registry_open(file, &r);
+    CHECK(st != PORTMGR_OK);
+    CHECK(r == (portmgr_registry *)(uintptr_t)0x42);
+    CHECK(portmgr_last_error_message(NULL, 0) > 0);
+    unlink(file);
+    /* Paths are bytes: a non-UTF-8 directory name is fine. */
+    char odd[4200];
+    snprintf(odd, sizeof odd, "%s-\xff\xfe", dir);
+    REQUIRE_OK(portmgr_registry_open(odd, &r));
+    portmgr_registry_close(r);
+    portmgr_registry_close(r); /* closed twice: ignored, no crash */
+    portmgr_registry_close(NULL);
+    /* NULL: the default location, which honours $PORTMGR_DIR (run.sh sets a temp one). */
+    if (getenv("PORTMGR_DIR") != NULL) {
+        portmgr_registry *d = NULL;
+        REQUIRE_OK(portmgr_registry_open(NULL, &d));
+        CHECK(d != NULL);
+        portmgr_registry_close(d);
+    }
+    REQUIRE_OK(portmgr_registry_open(dir, &reg));
+    CHECK_OK(portmgr_registry_set_lock_timeout(reg, 5000));
+}
+
+static void test_request_validation(void) {
+    portmgr_request *req = NULL;
+    CHECK_ST(portmgr_request_new(NULL), PORTMGR_INVALID_ARGUMENT);
+    REQUIRE_OK(portmgr_request_new(&req));
+    CHECK_ST(portmgr_request_set_protocols(req, 0), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_protocols(req, 4), PORTMGR_INVALID_ARGUMENT);
+    CHECK_OK(portmgr_request_set_protocols(req, PORTMGR_PROTO_TCP | PORTMGR_PROTO_UDP));
+    CHECK_ST(portmgr_request_set_range(req, 0, 10), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_range(req, 46010, 46000), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_exclude(req, NULL, 0), PORTMGR_INVALID_ARGUMENT); /* no range yet */
+    CHECK_ST(portmgr_request_set_strategy(req, 99), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_count(req, 0), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_count(req, 100000), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_name(req, "\xff\xfe"), PORTMGR_INVALID_ARGUMENT);
+    CHECK(strstr(last_err(), "UTF-8") != NULL);
+    CHECK_ST(portmgr_request_set_name(req, "bad\x01name"), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_name(req, ""), PORTMGR_INVALID_ARGUMENT);
+    char longname[100];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    CHECK_ST(portmgr_request_set_name(req, longname), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_hash_key(req, NULL), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_hash_key(req, "\xc3\x28"), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_probe_addr(req, "not-an-address"), PORTMGR_INVALID_ARGUMENT);
+    CHECK_OK(portmgr_request_set_probe_addr(req, "::1"));
+    CHECK_OK(portmgr_request_set_probe_addr(req, NULL));
+    CHECK_OK(portmgr_request_set_name(req, "ok-name"));
+    CHECK_OK(portmgr_request_set_name(req, NULL));
+    CHECK_OK(portmgr_request_set_ttl_ms(req, 1000));
+    CHECK_OK(portmgr_request_set_ttl_ms(req, 0));
+    CHECK_OK(portmgr_request_set_watch_pid(req, (uint32_t)getpid()));
+    CHECK_OK(portmgr_request_set_watch_pid(req, 0));
+    CHECK_OK(portmgr_request_set_preferred(req, 0, false));
+    /* NULL and forged request handles. */
+    CHECK_ST(portmgr_request_set_count(NULL, 1), PORTMGR_INVALID_ARGUMENT);
+    int local = 0;
+    CHECK_ST(portmgr_request_set_count((portmgr_request *)&local, 1), PORTMGR_INVALID_ARGUMENT);
+    /* A failing setter leaves the request unchanged: two ports, still. */
+    CHECK_OK(portmgr_request_set_range(req, 46000, 46099));
+    CHECK_OK(portmgr_request_set_protocols(req, PORTMGR_PROTO_TCP));
+    CHECK_OK(portmgr_request_set_count(req, 2));
+    CHECK_ST(portmgr_request_set_count(req, 0), PORTMGR_INVALID_ARGUMENT);
+    portmgr_lease *lease = NULL;
+    REQUIRE_OK(portmgr_allocate(reg, req, &lease));
+    CHECK(portmgr_lease_ports(lease, NULL, 0) == 2);
+    CHECK_OK(portmgr_lease_release(lease));
+    portmgr_request_free(req);
+    /* Freed: every use is an error, a second free is ignored. */
+    CHECK_ST(portmgr_request_set_count(req, 1), PORTMGR_INVALID_ARGUMENT);
+    CHECK(strstr(last_err(), "not a live portmgr_request") != NULL);
+    CHECK_ST(portmgr_allocate(reg, req, &lease), PORTMGR_INVALID_ARGUMENT);
+    portmgr_request_free(req);
+    portmgr_request_free(NULL);
+}
+
+static void test_allocate_release(void) {
+    portmgr_request *req = request_in(46000, 46099);
+    portmgr_lease *lease = NULL;
+    portmgr_lease *sentinel = (portmgr_lease *)(uintptr_t)0x77;
+    portmgr_lease *out = sentinel;
+    CHECK_ST(portmgr_allocate(NULL, req, &out), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_allocate(reg, req, NULL), PORTMGR_INVALID_ARGUMENT);
+    CHECK(out == sentinel);
+    REQUIRE_OK(portmgr_allocate(reg, req, &lease));
+    uint16_t port = portmgr_lease_port(lease);
+    CHECK(port >= 46000 && port <= 46099);
+    uint16_t one = 0;
+    CHECK(portmgr_lease_ports(lease, &one, 1) == 1 && one == port);
+    /* The registry knows it. */
+    char json[65536];
+    size_t n = 0;
+    CHECK_OK(portmgr_registry_list_json(reg, json, sizeof json, &n));
+    char needle[32];
+    snprintf(needle, sizeof needle, "\"port\":%u", (unsigned)port);
+    CHECK(n < sizeof json && strstr(json, needle) != NULL);
+    /* Release, then release again: an error status, never a crash. */
+    CHECK_OK(portmgr_lease_release(lease));
+    CHECK_ST(portmgr_lease_release(lease), PORTMGR_INVALID_ARGUMENT);
+    CHECK(strstr(last_err(), "not a live portmgr_lease") != NULL);
+    CHECK_ST(portmgr_lease_release(lease), PORTMGR_INVALID_ARGUMENT);
+    CHECK(portmgr_lease_port(lease) == 0);
+    CHECK(portmgr_lease_ports(lease, NULL, 0) == 0);
+    CHECK_ST(portmgr_lease_renew(lease, 1000), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_lease_keep(lease), PORTMGR_INVALID_ARGUMENT);
+    CHECK_OK(portmgr_registry_list_json(reg, json, sizeof json, &n));
+    CHECK(strstr(json, needle) == NULL);
+    CHECK_ST(portmgr_release_port(reg, port), PORTMGR_NOT_FOUND);
+    /* A NULL request: one TCP port from the default pool. */
+    REQUIRE_OK(portmgr_allocate(reg, NULL, &lease));
+    CHECK(portmgr_lease_port(lease) >= 1024);
+    CHECK_OK(portmgr_lease_release(lease));
+    portmgr_request_free(req);
+}
+
+static void test_forged_handles(void) {
+    int local = 7;
+    portmgr_lease *forged = (portmgr_lease *)&local;
+    CHECK(portmgr_lease_port(forged) == 0);
+    CHECK_ST(portmgr_lease_release(forged), PORTMGR_INVALID_ARGUMENT);
+    CHECK(local == 7);
+    CHECK_ST(portmgr_lease_release((portmgr_lease *)(uintptr_t)0x1010), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_lease_release((portmgr_lease *)(uintptr_t)-16), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_lease_release(NULL), PORTMGR_INVALID_ARGUMENT);
+    CHECK(portmgr_lease_port(NULL) == 0);
+    /* A registry handle where a lease belongs: named as such, untouched. */
+    CHECK_ST(portmgr_lease_release((portmgr_lease *)reg), PORTMGR_INVALID_ARGUMENT);
+    CHECK(strstr(last_err(), "portmgr_registry handle") != NULL);
+    portmgr_lease *lease = NULL;
+    CHECK_ST(portmgr_allocate((portmgr_registry *)&local, NULL, &lease), PORTMGR_INVALID_ARGUMENT);
+    CHECK(lease == NULL);
+    size_t n = 0;
+    CHECK_ST(portmgr_registry_list_json((portmgr_registry *)&local, NULL, 0, &n), PORTMGR_INVALID_ARGUMENT);
+    portmgr_registry_close((portmgr_registry *)&local); /* ignored */
+    CHECK(local == 7);
+    /* A closed registry handle is dead, but its leases live on. */
+    portmgr_registry *r2 = NULL;
+    REQUIRE_OK(portmgr_registry_open(dir, &r2));
+    portmgr_request *req = request_in(46100, 46149);
+    REQUIRE_OK(portmgr_allocate(r2, req, &lease));
+    portmgr_registry_close(r2);
+    CHECK_ST(portmgr_allocate(r2, req, &lease), PORTMGR_INVALID_ARGUMENT);
+    CHECK(portmgr_lease_port(lease) >= 46100);
+    CHECK_OK(portmgr_lease_renew(lease, 60000));
+    CHECK_OK(portmgr_lease_release(lease));
+    portmgr_request_free(req);
+}
+
+static void test_names(void) {
+    portmgr_request *req = request_in(46150, 46199);
+    CHECK_OK(portmgr_request_set_name(req, "c-api-web"));
+    CHECK_OK(portmgr_request_set_strategy(req, PORTMGR_STRATEGY_HASH));
+    portmgr_lease *a = NULL, *b = NULL;
+    REQUIRE_OK(portmgr_allocate(reg, req, &a));
+    CHECK_ST(portmgr_allocate(reg, req, &b), PORTMGR_IN_USE);
+    CHECK(b == NULL);
+    uint16_t port = 0;
+    CHECK_OK(portmgr_lookup_name(reg, "c-api-web", &port));
+    CHECK(port == portmgr_lease_port(a));
+    CHECK_ST(portmgr_lookup_name(reg, "c-api-web", NULL), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_lookup_name(reg, "\xff", &port), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_release_name(reg, "\xe2\x82"), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_release_name(reg, NULL), PORTMGR_INVALID_ARGUMENT);
+    CHECK_OK(portmgr_release_name(reg, "c-api-web"));
+    uint16_t stale = 4242;
+    CHECK_ST(portmgr_lookup_name(reg, "c-api-web", &stale), PORTMGR_NOT_FOUND);
+    CHECK(stale == 4242);
+    CHECK_OK(portmgr_lease_release(a)); /* already freed by name: fine */
+    /* The hash strategy gives the name the same port again. */
+    REQUIRE_OK(portmgr_allocate(reg, req, &b));
+    CHECK(portmgr_lease_port(b) == port);
+    CHECK_OK(portmgr_lease_release(b));
+    portmgr_request_free(req);
+}
+
+static void test_multi_port(void) {
+    portmgr_request *req = request_in(46200, 46299);
+    CHECK_OK(portmgr_request_set_count(req, 4));
+    CHECK_OK(portmgr_request_set_contiguous(req, true));
+    CHECK_OK(portmgr_request_set_strategy(req, PORTMGR_STRATEGY_SEQUENTIAL));
+    uint16_t excl[] = {46200, 46201};
+    CHECK_OK(portmgr_request_exclude(req, excl, 2));
+    portmgr_lease *lease = NULL;
+    REQUIRE_OK(portmgr_allocate(reg, req, &lease));
+    CHECK(portmgr_lease_ports(lease, NULL, 0) == 4);
+    uint16_t ports[8] = {0};
+    CHECK(portmgr_lease_ports(lease, ports, 8) == 4);
+    CHECK(ports[0] >= 46202 && ports[0] == portmgr_lease_port(lease));
+    for (int i = 1; i < 4; i++) {
+        CHECK(ports[i] == ports[0] + i);
+    }
+    CHECK(ports[4] == 0);
+    uint16_t two[2] = {0};
+    CHECK(portmgr_lease_ports(lease, two, 2) == 4 && two[1] == ports[1]);
+    /* Release by one port frees the whole lease. */
+    CHECK_OK(portmgr_release_port(reg, ports[2]));
+    CHECK_ST(portmgr_release_port(reg, ports[0]), PORTMGR_NOT_FOUND);
+    CHECK_OK(portmgr_lease_release(lease));
+    portmgr_request_free(req);
+
+    /* Exhaustion and a required preferred port (on whichever port is free right now:
+     * any port of the range may be in use as some connection's ephemeral port). */
+    req = request_in(46300, 46310);
+    portmgr_lease *a = NULL, *b = NULL;
+    REQUIRE_OK(portmgr_allocate(reg, req, &a));
+    uint16_t p = portmgr_lease_port(a);
+    CHECK_OK(portmgr_request_set_range(req, p, p));
+    CHECK_ST(portmgr_allocate(reg, req, &b), PORTMGR_EXHAUSTED);
+    CHECK(b == NULL);
+    CHECK_OK(portmgr_request_set_range(req, 46300, 46310));
+    CHECK_OK(portmgr_request_set_preferred(req, p, true));
+    CHECK_ST(portmgr_allocate(reg, req, &b), PORTMGR_IN_USE);
+    CHECK_OK(portmgr_request_set_preferred(req, p, false));
+    REQUIRE_OK(portmgr_allocate(reg, req, &b));
+    CHECK(portmgr_lease_port(b) != p && portmgr_lease_port(b) >= 46300 && portmgr_lease_port(b) <= 46310);
+    CHECK_OK(portmgr_lease_release(a));
+    CHECK_OK(portmgr_lease_release(b));
+    portmgr_request_free(req);
+}
+
+static void test_bound(void) {
+    portmgr_request *req = request_in(46320, 46349);
+    portmgr_lease *lease = NULL;
+    int fds[4] = {-1, -1, -1, -1};
+    size_t nfds = 99;
+    CHECK_ST(portmgr_allocate_bound(reg, req, &lease, fds, 0, &nfds), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_allocate_bound(reg, req, &lease, NULL, 4, &nfds), PORTMGR_INVALID_ARGUMENT);
+    CHECK(fds[0] == -1 && nfds == 99 && lease == NULL);
+    REQUIRE_OK(portmgr_allocate_bound(reg, req, &lease, fds, 4, &nfds));
+    CHECK(nfds == 1 && fds[0] >= 0 && fds[1] == -1);
+    uint16_t port = portmgr_lease_port(lease);
+    int fl = fcntl(fds[0], F_GETFD);
+    CHECK(fl >= 0 && (fl & FD_CLOEXEC));
+    /* The probe sees the port taken. */
+    bool is_free = true;
+    CHECK_OK(portmgr_probe(port, PORTMGR_PROTO_TCP, &is_free));
+    CHECK(!is_free);
+    CHECK_ST(portmgr_probe(port, 7, &is_free), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_probe(port, PORTMGR_PROTO_TCP, NULL), PORTMGR_INVALID_ARGUMENT);
+    /* It is listening: connect, accept, exchange a byte. */
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(c, (struct sockaddr *)&sa, sizeof sa) == 0);
+    int s = accept(fds[0], NULL, NULL);
+    CHECK(s >= 0);
+    char byte = 'p';
+    CHECK(send(c, &byte, 1, 0) == 1);
+    char got = 0;
+    CHECK(s >= 0 && recv(s, &got, 1, 0) == 1 && got == 'p');
+    if (s >= 0) close(s);
+    close(c);
+    close(fds[0]);
+    CHECK_OK(portmgr_lease_release(lease));
+
+    /* Both protocols, two ports: TCP then UDP for each port, in the lease's order. */
+    CHECK_OK(portmgr_request_set_protocols(req, PORTMGR_PROTO_BOTH));
+    CHECK_OK(portmgr_request_set_count(req, 2));
+    CHECK_ST(portmgr_allocate_bound(reg, req, &lease, fds, 3, NULL), PORTMGR_INVALID_ARGUMENT);
+    REQUIRE_OK(portmgr_allocate_bound(reg, req, &lease, fds, 4, &nfds));
+    CHECK(nfds == 4);
+    uint16_t ports[2];
+    CHECK(portmgr_lease_ports(lease, ports, 2) == 2);
+    for (int i = 0; i < 4; i++) {
+        int type = 0;
+        socklen_t tl = sizeof type;
+        CHECK(getsockopt(fds[i], SOL_SOCKET, SO_TYPE, &type, &tl) == 0);
+        CHECK(type == (i % 2 == 0 ? SOCK_STREAM : SOCK_DGRAM));
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        CHECK(getsockname(fds[i], (struct sockaddr *)&ss, &sl) == 0);
+        uint16_t p = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                               : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        CHECK(p == ports[i / 2]);
+        close(fds[i]);
+    }
+    CHECK_OK(portmgr_lease_release(lease));
+    portmgr_request_free(req);
+}
+
+static void test_keep_renew_views(void) {
+    portmgr_request *req = request_in(46350, 46399);
+    portmgr_lease *lease = NULL;
+    REQUIRE_OK(portmgr_allocate(reg, req, &lease));
+    uint16_t port = portmgr_lease_port(lease);
+    CHECK_ST(portmgr_lease_renew(lease, 0), PORTMGR_INVALID_ARGUMENT);
+    CHECK_OK(portmgr_lease_renew(lease, 60000));
+    CHECK_OK(portmgr_renew_port(reg, port, 0)); /* by its own TTL again */
+    CHECK_OK(portmgr_lease_keep(lease));
+    CHECK_ST(portmgr_lease_release(lease), PORTMGR_INVALID_ARGUMENT);
+    /* Kept: still held, detached, releasable by port. */
+    char json[65536];
+    size_t n = 0;
+    CHECK_OK(portmgr_registry_list_json(reg, NULL, 0, &n));
+    CHECK(n > 2 && n < sizeof json);
+    size_t n2 = 0;
+    CHECK_OK(portmgr_registry_list_json(reg, json, n + 1, &n2));
+    CHECK(n2 == n && strlen(json) == n && json[0] == '[');
+    CHECK(strstr(json, "\"detached\":true") != NULL);
+    char tiny[5];
+    CHECK_OK(portmgr_registry_list_json(reg, tiny, sizeof tiny, &n2));
+    CHECK(n2 == n && strlen(tiny) == 4);
+    CHECK_ST(portmgr_registry_list_json(reg, NULL, 10, &n2), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_registry_list_json(reg, json, sizeof json, NULL), PORTMGR_INVALID_ARGUMENT);
+    CHECK_OK(portmgr_registry_stats_json(reg, json, sizeof json, &n));
+    CHECK(n < sizeof json && strstr(json, "\"held\":1") != NULL && strstr(json, "\"pool\"") != NULL);
+    CHECK_OK(portmgr_release_port(reg, port));
+    CHECK_OK(portmgr_registry_stats_json(reg, json, sizeof json, &n));
+    CHECK(strstr(json, "\"held\":0") != NULL);
+    size_t freed = 99;
+    CHECK_OK(portmgr_registry_gc(reg, &freed));
+    CHECK(freed == 0);
+    CHECK_OK(portmgr_registry_gc(reg, NULL));
+    portmgr_request_free(req);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s REGISTRY_DIR\n", argv[0]);
+        return 2;
+    }
+    snprintf(dir, sizeof dir, "%s", argv[1]);
+    test_static_strings();
+    test_last_error();
+    test_open();
+    test_request_validation();
+    test_allocate_release();
+    test_forged_handles();
+    test_names();
+    test_multi_port();
+    test_bound();
+    test_keep_renew_views();
+    portmgr_registry_close(reg);
+    return check_done("test_api");
+}

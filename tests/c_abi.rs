@@ -1,0 +1,67 @@
+//! The C ABI's header: the committed `include/portmgr.h` is exactly what build.rs
+//! generates from `src/ffi/` (a stale header fails here), and it carries the contract's
+//! signatures verbatim. The C and C++ consumer tests themselves run from `tests/c/run.sh`.
+
+use std::path::Path;
+use std::process::Command;
+
+fn generated() -> String {
+    std::fs::read_to_string(env!("PORTMGR_GENERATED_HEADER")).expect("build.rs writes $OUT_DIR/portmgr.h")
+}
+
+#[test]
+fn committed_header_is_not_stale() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fresh = generated();
+    let on_disk = std::fs::read_to_string(root.join("include/portmgr.h")).expect("include/portmgr.h exists");
+    assert!(on_disk == fresh, "include/portmgr.h differs from what build.rs generates from src/ffi/; rebuild");
+    // In a git checkout the committed version must match too: CI sees only what was committed.
+    let head = Command::new("git").args(["show", "HEAD:include/portmgr.h"]).current_dir(root).output();
+    if let Ok(out) = head {
+        if out.status.success() {
+            assert!(
+                String::from_utf8_lossy(&out.stdout) == fresh,
+                "the committed include/portmgr.h is stale: src/ffi/ changed; commit the regenerated header"
+            );
+        }
+    }
+}
+
+#[test]
+fn header_has_the_contract_signatures() {
+    let h = generated();
+    for sig in [
+        "typedef struct portmgr_registry portmgr_registry;",
+        "typedef struct portmgr_lease portmgr_lease;",
+        "typedef struct portmgr_request portmgr_request;",
+        "PORTMGR_OK = 0,",
+        "portmgr_status portmgr_registry_open(const char *dir, portmgr_registry **out);",
+        "void portmgr_registry_close(portmgr_registry *reg);",
+        "uint16_t portmgr_lease_port(const portmgr_lease *lease);",
+        "portmgr_status portmgr_lease_release(portmgr_lease *lease);",
+        "portmgr_status portmgr_probe(uint16_t port, uint32_t protocols, bool *out_free);",
+        "size_t portmgr_last_error_message(char *buf, size_t len);",
+        "const char *portmgr_status_str(portmgr_status status);",
+        "const char *portmgr_version(void);",
+        "#define PORTMGR_PROTO_TCP 1",
+        "#define PORTMGR_PROTO_UDP 2",
+    ] {
+        assert!(h.contains(sig), "include/portmgr.h lacks `{sig}`");
+    }
+    // cbindgen wraps long parameter lists; compare portmgr_allocate without whitespace.
+    let flat: String = h.split_whitespace().collect::<Vec<_>>().join(" ");
+    let allocate = "portmgr_status portmgr_allocate(portmgr_registry *reg, const portmgr_request *req, portmgr_lease **out);";
+    assert!(flat.contains(allocate), "include/portmgr.h lacks `{allocate}`");
+    // The Rust-only spelling of a status parameter never leaks into C.
+    assert!(!h.contains("portmgr_status_code"));
+}
+
+#[test]
+fn header_version_matches_the_library() {
+    let h = generated();
+    assert!(h.contains(&format!("#define PORTMGR_VERSION \"{}\"", env!("CARGO_PKG_VERSION"))));
+    let v = portmgr::ffi::portmgr_version();
+    // SAFETY: portmgr_version returns a static NUL-terminated string.
+    let v = unsafe { std::ffi::CStr::from_ptr(v) };
+    assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
