@@ -17,13 +17,13 @@ fn committed_header_is_not_stale() {
     assert!(on_disk == fresh, "include/portmgr.h differs from what build.rs generates from src/ffi/; rebuild");
     // In a git checkout the committed version must match too: CI sees only what was committed.
     let head = Command::new("git").args(["show", "HEAD:include/portmgr.h"]).current_dir(root).output();
-    if let Ok(out) = head {
-        if out.status.success() {
-            assert!(
-                String::from_utf8_lossy(&out.stdout) == fresh,
-                "the committed include/portmgr.h is stale: src/ffi/ changed; commit the regenerated header"
-            );
-        }
+    if let Ok(out) = head
+        && out.status.success()
+    {
+        assert!(
+            String::from_utf8_lossy(&out.stdout) == fresh,
+            "the committed include/portmgr.h is stale: src/ffi/ changed; commit the regenerated header"
+        );
     }
 }
 

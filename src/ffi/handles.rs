@@ -5,10 +5,14 @@
 //! call. The library never dereferences a handle, so a freed, forged or wrong-kind
 //! handle is an ordinary error, not undefined behaviour, and because identifiers are
 //! not reused a stale handle can never reach a newer object (no ABA).
+//!
+//! The table's mutex is a leaf lock (nothing else is taken while it is held) and is
+//! held across `fork()` by `pthread_atfork` handlers, so a child never inherits it
+//! locked by a thread it does not have.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Once};
 
 use parking_lot::Mutex;
 
@@ -19,6 +23,8 @@ use crate::registry::{Lease, Registry, Request};
 /// (taken out when released or kept).
 pub(crate) struct LeaseEntry {
     pub(crate) ports: Vec<u16>,
+    /// The process that allocated it: in a forked child the lease is the parent's.
+    pub(crate) pid: u32,
     pub(crate) lease: Mutex<Option<Lease>>,
 }
 
@@ -44,8 +50,23 @@ static NEXT: AtomicUsize = AtomicUsize::new(1);
 /// integers or NULL-adjacent values are never handles.
 const BASE: usize = 0x1000;
 
+static AT_FORK: Once = Once::new();
+
+extern "C" fn prepare() {
+    std::mem::forget(TABLE.lock());
+}
+extern "C" fn after() {
+    // SAFETY: `prepare` locked TABLE in this (the forking) thread and forgot the guard; in
+    // the child this thread is the only one, so nobody else can hold it.
+    unsafe { TABLE.force_unlock() };
+}
+
 /// Register `e` and return its identifier.
 pub(crate) fn insert(e: Entry) -> usize {
+    AT_FORK.call_once(|| {
+        // Failure only loses protection against a fork racing a table access.
+        let _ = crate::sys::at_fork(prepare, after, after);
+    });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let id = BASE.wrapping_add(n.wrapping_mul(16));
     TABLE.lock().insert(id, e);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::guard::{guard, guard_or, portmgr_status};
-use super::handles;
+use super::handles::{self, LeaseEntry};
 use crate::error::{Error, Result};
 
 /// A set of held ports, from `portmgr_allocate` or `portmgr_allocate_bound`. Opaque;
@@ -65,7 +65,7 @@ pub extern "C" fn portmgr_lease_renew(lease: *const portmgr_lease, ttl_ms: u64) 
             return Err(Error::invalid("`ttl_ms` must be above 0"));
         }
         let entry = handles::lease(lease, "lease", false)?;
-        let held = entry.lease.lock();
+        let held = lock(&entry)?;
         let l = held.as_ref().ok_or_else(|| Error::invalid("`lease` was released"))?;
         l.renew(Duration::from_millis(ttl_ms))
     })
@@ -98,9 +98,23 @@ pub extern "C" fn portmgr_lease_keep(lease: *mut portmgr_lease) -> portmgr_statu
     guard(|| release(lease, true))
 }
 
+/// The lease inside `entry`, waiting a bounded time: another thread may be inside a call
+/// on it (or, in a forked child, may have been when the process forked).
+fn lock(entry: &LeaseEntry) -> Result<parking_lot::MutexGuard<'_, Option<crate::Lease>>> {
+    entry.lease.try_lock_for(Duration::from_secs(30)).ok_or_else(|| {
+        Error::Timeout("another thread has been inside a call on this lease for 30 s".into())
+    })
+}
+
 fn release(lease: *mut portmgr_lease, keep: bool) -> Result<()> {
     let entry = handles::lease(lease, "lease", true)?;
-    let taken = entry.lease.lock().take();
+    if entry.pid != std::process::id() {
+        // A forked child: the lease is the parent's. Dropping the handle is all there is
+        // to do (the lease's own drop does nothing in a child), and the entry's mutex
+        // may have been held by a parent thread at the fork: do not touch it.
+        return Ok(());
+    }
+    let taken = lock(&entry)?.take();
     match taken {
         Some(l) if keep => l.keep().map(drop),
         Some(mut l) => l.release(),

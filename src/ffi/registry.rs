@@ -110,7 +110,8 @@ fn request_of(req: *const portmgr_request) -> Result<Request> {
 
 fn new_lease(lease: crate::registry::Lease) -> usize {
     let ports = lease.ports().to_vec();
-    handles::insert(Entry::Lease(Arc::new(LeaseEntry { ports, lease: Mutex::new(Some(lease)) })))
+    let pid = std::process::id();
+    handles::insert(Entry::Lease(Arc::new(LeaseEntry { ports, pid, lease: Mutex::new(Some(lease)) })))
 }
 
 /// Allocate ports as `req` asks (NULL: one TCP port from the default pool, random

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -390,6 +391,40 @@ static void test_keep_renew_views(void) {
     portmgr_request_free(req);
 }
 
+/* fork: the child may use the registry handle (it gets its own owner slot); the parent's
+ * lease stays the parent's, and releasing the inherited handle in the child is harmless. */
+static void test_fork(void) {
+    portmgr_request *req = request_in(46100, 46149);
+    portmgr_lease *lease = NULL;
+    REQUIRE_OK(portmgr_allocate(reg, req, &lease));
+    uint16_t port = portmgr_lease_port(lease);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int bad = 0;
+        portmgr_lease *mine = NULL;
+        if (portmgr_lease_release(lease) != PORTMGR_OK) bad |= 1;
+        if (portmgr_allocate(reg, req, &mine) != PORTMGR_OK) bad |= 2;
+        if (portmgr_lease_port(mine) == port) bad |= 4;
+        if (portmgr_lease_release(mine) != PORTMGR_OK) bad |= 8;
+        /* The parent's port is still held: a required preferred request for it fails. */
+        if (portmgr_request_set_preferred(req, port, true) != PORTMGR_OK) bad |= 16;
+        if (portmgr_allocate(reg, req, &mine) != PORTMGR_IN_USE) bad |= 32;
+        _exit(bad);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "fork child failed with bits %d\n", WEXITSTATUS(status));
+    }
+    CHECK(portmgr_lease_port(lease) == port);
+    CHECK_OK(portmgr_lease_release(lease));
+    CHECK_ST(portmgr_release_port(reg, port), PORTMGR_NOT_FOUND);
+    portmgr_request_free(req);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s REGISTRY_DIR\n", argv[0]);
@@ -406,6 +441,7 @@ int main(int argc, char **argv) {
     test_multi_port();
     test_bound();
     test_keep_renew_views();
+    test_fork();
     portmgr_registry_close(reg);
     return check_done("test_api");
 }
