@@ -742,6 +742,7 @@ impl Files {
             let len = db.metadata().map_err(|e| Error::os(format!("fstat of {}", db_path.display()), e))?.len();
             let problem = if len == 0 {
                 db.set_len(FILE_SIZE as u64).map_err(|e| Error::os(format!("sizing {}", db_path.display()), e))?;
+                failpoint("sized");
                 let map = Map::new(&db)?;
                 init_header(map.header());
                 failpoint("initialised");
@@ -1288,14 +1289,30 @@ impl std::fmt::Debug for Lease {
 
 /// A crash point for the reliability suite: with the `failpoints` feature, the process
 /// kills itself with SIGKILL when `PORTMGR_FAILPOINT` names this point. Free otherwise.
+/// `PORTMGR_FAILPOINT=name@N` fires at the N-th hit (default the first); a `:stop`
+/// suffix stops the process (SIGSTOP) instead, for the stopped-lock-holder tests.
 #[inline]
 fn failpoint(_name: &str) {
     #[cfg(feature = "failpoints")]
     {
-        static WANT: LazyLock<Option<String>> = LazyLock::new(|| std::env::var("PORTMGR_FAILPOINT").ok());
-        if WANT.as_deref() == Some(_name) {
+        static WANT: LazyLock<Option<(String, u64, bool)>> = LazyLock::new(|| {
+            let v = std::env::var("PORTMGR_FAILPOINT").ok()?;
+            let (v, stop) = match v.strip_suffix(":stop") {
+                Some(v) => (v.to_string(), true),
+                None => (v, false),
+            };
+            Some(match v.split_once('@') {
+                Some((n, k)) => (n.to_string(), k.parse().unwrap_or(1), stop),
+                None => (v, 1, stop),
+            })
+        });
+        static HITS: AtomicU64 = AtomicU64::new(0);
+        if let Some((name, nth, stop)) = WANT.as_ref()
+            && name == _name
+            && HITS.fetch_add(1, AcqRel) + 1 == *nth
+        {
             // SAFETY: raise(3) with a valid signal number has no memory-safety preconditions.
-            unsafe { libc::raise(libc::SIGKILL) };
+            unsafe { libc::raise(if *stop { libc::SIGSTOP } else { libc::SIGKILL }) };
         }
     }
 }
