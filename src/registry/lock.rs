@@ -53,14 +53,26 @@ pub fn install_fork_handlers() {
     });
 }
 
+/// The `registry.lock` (device, inode) a thread of this process is waiting for right
+/// now (0 when none): a thread that times out behind it names the real holder.
+static WAITING_FOR: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
 /// The process-wide half of the registry lock, waited for until `deadline`.
 pub fn lock_process(deadline: Instant) -> Result<MutexGuard<'static, ()>> {
-    PROCESS_LOCK
-        .try_lock_until(deadline)
-        .ok_or_else(|| Error::Timeout(format!(
-            "another thread of this process (pid {}) held the registry lock past the deadline",
-            sys::getpid()
-        )))
+    PROCESS_LOCK.try_lock_until(deadline).ok_or_else(|| {
+        let (dev, ino) = (WAITING_FOR[0].load(Ordering::Acquire), WAITING_FOR[1].load(Ordering::Acquire));
+        match (ino != 0).then(|| holder_pid_of(dev, ino)).flatten() {
+            // The thread ahead of us waits for another process's flock: name that process.
+            Some(p) => Error::Timeout(format!(
+                "the registry lock was held by process {p} past the deadline (another thread of this process, pid {}, was waiting for it too); if that process is stopped (SIGSTOP) or hung, continue or kill it",
+                sys::getpid()
+            )),
+            None => Error::Timeout(format!(
+                "another thread of this process (pid {}) held the registry lock past the deadline",
+                sys::getpid()
+            )),
+        }
+    })
 }
 
 /// `flock(LOCK_EX)` held on `registry.lock`; unlocked on drop.
@@ -86,6 +98,12 @@ pub fn lock_file<'a>(file: &'a File, path: &Path, deadline: Instant) -> Result<F
                 return Err(Error::os(format!("flock on {}", path.display()), e));
             }
         }
+        if spins == 0
+            && let Ok(st) = sys::fstat(file)
+        {
+            WAITING_FOR[0].store(st.st_dev, Ordering::Release);
+            WAITING_FOR[1].store(st.st_ino, Ordering::Release);
+        }
         let now = Instant::now();
         if now >= deadline {
             let holder = holder_pid(file)
@@ -109,8 +127,13 @@ pub fn lock_file<'a>(file: &'a File, path: &Path, deadline: Instant) -> Result<F
 /// The pid holding a `flock` on `file`, from `/proc/locks`.
 pub fn holder_pid(file: &File) -> Option<u32> {
     let st = sys::fstat(file).ok()?;
-    let (maj, min) = (libc::major(st.st_dev), libc::minor(st.st_dev));
-    let want = format!("{maj:02x}:{min:02x}:{}", st.st_ino);
+    holder_pid_of(st.st_dev, st.st_ino)
+}
+
+/// The pid holding a `flock` on the file (`dev`, `ino`), from `/proc/locks`.
+fn holder_pid_of(dev: u64, ino: u64) -> Option<u32> {
+    let (maj, min) = (libc::major(dev), libc::minor(dev));
+    let want = format!("{maj:02x}:{min:02x}:{ino}");
     let text = std::fs::read_to_string("/proc/locks").ok()?;
     text.lines()
         .filter(|l| !l.contains("->"))
