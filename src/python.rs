@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyNotImplementedError, PyTypeError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyRange, PyRangeMethods, PyString};
@@ -560,14 +560,8 @@ impl PyRegistry {
     fn new(py: Python<'_>, path: Option<PathBuf>, lock_timeout: Option<f64>) -> PyResult<Self> {
         let timeout = lock_timeout.map(|t| seconds_arg("lock_timeout", t, false)).transpose().map_err(reg_err(py))?;
         let reg = detached(py, || {
-            let reg = match path {
-                Some(p) => Registry::open(p)?,
-                None => Registry::open_default()?,
-            };
-            if let Some(t) = timeout {
-                reg.set_lock_timeout(t);
-            }
-            Ok(reg)
+            let path = path.unwrap_or_else(crate::registry::default_dir);
+            Registry::open_with_timeout(path, timeout.unwrap_or(crate::registry::DEFAULT_LOCK_TIMEOUT))
         })
         .map_err(reg_err(py))?;
         Ok(PyRegistry { reg })
@@ -950,9 +944,16 @@ fn default_pool(py: Python<'_>) -> PyResult<(u16, u16)> {
 /// Run the `portmgr` command line with `argv` (argv[0] is the program name); returns
 /// the exit status. The same Rust code as the cargo binary.
 #[pyfunction]
-fn cli_main(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
-    let _ = (py, argv);
-    Err(PyNotImplementedError::new_err("the portmgr command line is not built into this extension yet"))
+fn cli_main(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> i32 {
+    py.detach(|| {
+        use std::io::Write;
+        // main_with_args catches its own panics; this is a second net.
+        let code = catch_unwind(|| crate::cli::main_with_args(argv)).unwrap_or(crate::cli::EXIT_OTHER);
+        // No Rust `main` runs here to flush on exit: flush now, before Python exits.
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        code
+    })
 }
 
 /// In a forked child: forget the parent's abandoned leases (they are the parent's;

@@ -103,7 +103,7 @@ class PortFactory:
         self._leases: list[Lease] = []
 
     @overload
-    def __call__(  # type: ignore[overload-overlap]
+    def __call__(
         self, name: Optional[str] = None, proto: _Proto = "tcp", count: Literal[1] = 1, **options: Any
     ) -> int: ...
     @overload
