@@ -394,7 +394,9 @@ fn health_reports_exhaustion_foreign_binds_and_expired_leases() {
     let p = &v["problems"][0];
     assert_eq!(p["kind"], "bound_elsewhere", "{v}");
     assert_eq!(p["port"], 54203);
-    assert_eq!(p["pids"][0].as_u64().unwrap() as u32, std::process::id(), "{v}");
+    // (A child forked by another test may share the socket for a moment before its exec.)
+    let pids: Vec<u32> = p["pids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    assert!(pids.contains(&std::process::id()), "{v}");
     drop(l);
     let o = h(&["health"]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
@@ -467,7 +469,7 @@ fn alloc_owner_and_ttl_lifetimes() {
     let o = r.run(&["alloc", "--range", "54700-54799", "--owner", &sleeper.id().to_string()]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let p = ports_of(&o)[0];
-    let o = r.run(&["alloc", "--range", "54700-54799", "--ttl", "300ms", "--json"]);
+    let o = r.run(&["alloc", "--range", "54700-54799", "--ttl", "1500ms", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["watch_pid"].is_null(), "--ttl alone watches nobody: {v}");
     assert!(v["expires_ms"].as_u64().is_some());
@@ -479,8 +481,7 @@ fn alloc_owner_and_ttl_lifetimes() {
     let mut want = vec![p, t, both];
     want.sort();
     assert_eq!(held, want);
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(!r.held().contains(&t), "TTL ended");
+    wait_until("the TTL lease ends", Duration::from_secs(5), || !r.held().contains(&t));
     assert!(r.held().contains(&p));
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
@@ -765,6 +766,9 @@ fn registry_flag_and_env_agree() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let p = ports_of(&o)[0];
     assert_eq!(r.held(), vec![p]);
+    // --registry is accepted after the command too.
+    let o = Command::new(BIN).args(["list", "--json", "--registry"]).arg(&r.dir).output().unwrap();
+    assert!(stdout(&o).contains(&format!("\"port\": {p}")), "{}", stdout(&o));
     let o = Command::new(BIN).env("PORTMGR_DIR", &r.dir).args(["release", &p.to_string()]).output().unwrap();
     assert_eq!(code(&o), 0);
     assert!(r.held().is_empty());
