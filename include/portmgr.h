@@ -234,7 +234,8 @@ size_t portmgr_last_error_message(char *buf, size_t len);
 
 /**
  * The errno of the calling thread's last error when its status was `PORTMGR_OS`
- * (`EACCES`, `EADDRNOTAVAIL`, …), else 0. Thread-safe; does not change the last error.
+ * (`EACCES`, `EADDRNOTAVAIL`, …), else 0. Never fails; does not change the last error.
+ * Thread-safe (each thread has its own).
  */
 int portmgr_last_os_error(void);
 
@@ -365,7 +366,7 @@ portmgr_status portmgr_release_port(portmgr_registry *reg, uint16_t port);
  * Release the live lease named `name` (UTF-8), as `portmgr_release_port`.
  *
  * Errors: as `portmgr_release_port`, plus `PORTMGR_INVALID_ARGUMENT` for a NULL or
- * non-UTF-8 name.
+ * non-UTF-8 name. Thread-safe.
  *
  * # Safety
  * `name` is NULL or a NUL-terminated string.
@@ -382,7 +383,10 @@ portmgr_status portmgr_release_name(portmgr_registry *reg, const char *name);
 portmgr_status portmgr_renew_port(portmgr_registry *reg, uint16_t port, uint64_t ttl_ms);
 
 /**
- * Extend the TTL of the lease named `name`, as `portmgr_renew_port`.
+ * Extend the TTL of the lease named `name` (UTF-8), as `portmgr_renew_port`.
+ *
+ * Errors: as `portmgr_renew_port`, plus `PORTMGR_INVALID_ARGUMENT` for a NULL or
+ * non-UTF-8 name. Thread-safe.
  *
  * # Safety
  * `name` is NULL or a NUL-terminated string.
@@ -477,6 +481,7 @@ void portmgr_request_free(portmgr_request *req);
  * `PORTMGR_PROTO_UDP` or both (`PORTMGR_PROTO_BOTH`).
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or a value other than 1 to 3.
+ * Thread-safe: calls on one request take turns.
  */
 portmgr_status portmgr_request_set_protocols(portmgr_request *req, uint32_t protocols);
 
@@ -485,6 +490,7 @@ portmgr_status portmgr_request_set_protocols(portmgr_request *req, uint32_t prot
  * outside the kernel's ephemeral range). Replaces any earlier range and its exclusions.
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, `start` 0 or `start > end`.
+ * Thread-safe: calls on one request take turns.
  */
 portmgr_status portmgr_request_set_range(portmgr_request *req, uint16_t start, uint16_t end);
 
@@ -495,6 +501,7 @@ portmgr_status portmgr_request_set_range(portmgr_request *req, uint16_t start, u
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, no range set, `ports`
  * NULL with `n > 0`, or no port left in the range.
+ * Thread-safe: calls on one request take turns.
  *
  * # Safety
  * `ports` is NULL or valid for reading `n` `uint16_t`s.
@@ -507,6 +514,7 @@ portmgr_status portmgr_request_exclude(portmgr_request *req, const uint16_t *por
  * key of `portmgr_request_set_hash_key`) or `PORTMGR_STRATEGY_KERNEL`.
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or an unknown value.
+ * Thread-safe: calls on one request take turns.
  */
 portmgr_status portmgr_request_set_strategy(portmgr_request *req, uint32_t strategy);
 
@@ -514,6 +522,7 @@ portmgr_status portmgr_request_set_strategy(portmgr_request *req, uint32_t strat
  * Use the hash strategy keyed by `key` (UTF-8, copied) instead of the name.
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, a NULL or non-UTF-8 `key`.
+ * Thread-safe: calls on one request take turns.
  *
  * # Safety
  * `key` is NULL or a NUL-terminated string.
@@ -527,6 +536,7 @@ portmgr_status portmgr_request_set_hash_key(portmgr_request *req, const char *ke
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or a name that is not valid
  * UTF-8, empty, too long or has control characters.
+ * Thread-safe: calls on one request take turns.
  *
  * # Safety
  * `name` is NULL or a NUL-terminated string.
@@ -537,6 +547,7 @@ portmgr_status portmgr_request_set_name(portmgr_request *req, const char *name);
  * Take `count` ports at once, all or nothing (1 to 4096; default 1).
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or a count out of range.
+ * Thread-safe: calls on one request take turns.
  */
 portmgr_status portmgr_request_set_count(portmgr_request *req, size_t count);
 
@@ -544,6 +555,7 @@ portmgr_status portmgr_request_set_count(portmgr_request *req, size_t count);
  * With a count above 1: the ports must be consecutive.
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle.
+ * Thread-safe: calls on one request take turns.
  */
 portmgr_status portmgr_request_set_contiguous(portmgr_request *req, bool contiguous);
 
@@ -553,6 +565,7 @@ portmgr_status portmgr_request_set_contiguous(portmgr_request *req, bool contigu
  * allocating process lives).
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle.
+ * Thread-safe: calls on one request take turns.
  */
 portmgr_status portmgr_request_set_ttl_ms(portmgr_request *req, uint64_t ttl_ms);
 
@@ -561,6 +574,7 @@ portmgr_status portmgr_request_set_ttl_ms(portmgr_request *req, uint64_t ttl_ms)
  * whether or not this process lives. 0 removes the watched process.
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle.
+ * Thread-safe: calls on one request take turns.
  */
 portmgr_status portmgr_request_set_watch_pid(portmgr_request *req, uint32_t pid);
 
@@ -570,6 +584,7 @@ portmgr_status portmgr_request_set_watch_pid(portmgr_request *req, uint32_t pid)
  * the block starts at `port`. Port 0 removes the preference.
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle.
+ * Thread-safe: calls on one request take turns.
  */
 portmgr_status portmgr_request_set_preferred(portmgr_request *req, uint16_t port, bool required);
 
@@ -578,6 +593,7 @@ portmgr_status portmgr_request_set_preferred(portmgr_request *req, uint16_t port
  * `"127.0.0.1"`, instead of the dual-stack wildcard. NULL restores the wildcard.
  *
  * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or an unparsable address.
+ * Thread-safe: calls on one request take turns.
  *
  * # Safety
  * `addr` is NULL or a NUL-terminated string.

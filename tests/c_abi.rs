@@ -65,3 +65,34 @@ fn header_version_matches_the_library() {
     let v = unsafe { std::ffi::CStr::from_ptr(v) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
+
+/// Every function's comment in the header says how it behaves with threads and on errors
+/// (the contract asks for ownership, thread-safety and error behaviour per function).
+#[test]
+fn every_function_documents_threads_and_errors() {
+    let h = generated();
+    let mut missing = Vec::new();
+    let mut count = 0;
+    let mut rest = h.as_str();
+    while let Some(start) = rest.find("/**") {
+        let after = &rest[start..];
+        let end = after.find("*/").expect("closed comment");
+        let doc = &after[..end];
+        let decl_end = after[end..].find(|c| c == ';' || c == '{').map_or(after.len(), |i| end + i);
+        let decl = &after[end + 2..decl_end];
+        rest = &after[end + 2..];
+        let Some(name) = decl.split('(').next().and_then(|d| d.split_whitespace().last()) else { continue };
+        let name = name.trim_start_matches('*');
+        if !decl.contains('(') || !name.starts_with("portmgr_") {
+            continue;
+        }
+        count += 1;
+        let threads = doc.contains("Thread-safe") || doc.contains("thread");
+        let errors = ["Errors", "errors", "Returns", "returns", "ever fails", "ignored", "no-op"].iter().any(|w| doc.contains(w));
+        if !threads || !errors {
+            missing.push(format!("{name} (threads: {threads}, errors: {errors})"));
+        }
+    }
+    assert!(count >= 30, "found only {count} documented functions in the header");
+    assert!(missing.is_empty(), "functions whose header comment lacks thread-safety or error behaviour: {missing:#?}");
+}

@@ -72,7 +72,8 @@ pub unsafe extern "C" fn portmgr_last_error_message(buf: *mut c_char, len: usize
 }
 
 /// The errno of the calling thread's last error when its status was `PORTMGR_OS`
-/// (`EACCES`, `EADDRNOTAVAIL`, …), else 0. Thread-safe; does not change the last error.
+/// (`EACCES`, `EADDRNOTAVAIL`, …), else 0. Never fails; does not change the last error.
+/// Thread-safe (each thread has its own).
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_last_os_error() -> c_int {
     guard_quiet(0, last_errno)

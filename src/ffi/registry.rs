@@ -234,7 +234,7 @@ pub extern "C" fn portmgr_release_port(reg: *mut portmgr_registry, port: u16) ->
 /// Release the live lease named `name` (UTF-8), as `portmgr_release_port`.
 ///
 /// Errors: as `portmgr_release_port`, plus `PORTMGR_INVALID_ARGUMENT` for a NULL or
-/// non-UTF-8 name.
+/// non-UTF-8 name. Thread-safe.
 ///
 /// # Safety
 /// `name` is NULL or a NUL-terminated string.
@@ -263,7 +263,10 @@ pub extern "C" fn portmgr_renew_port(reg: *mut portmgr_registry, port: u16, ttl_
     })
 }
 
-/// Extend the TTL of the lease named `name`, as `portmgr_renew_port`.
+/// Extend the TTL of the lease named `name` (UTF-8), as `portmgr_renew_port`.
+///
+/// Errors: as `portmgr_renew_port`, plus `PORTMGR_INVALID_ARGUMENT` for a NULL or
+/// non-UTF-8 name. Thread-safe.
 ///
 /// # Safety
 /// `name` is NULL or a NUL-terminated string.

@@ -96,6 +96,7 @@ pub extern "C" fn portmgr_request_free(req: *mut portmgr_request) {
 /// `PORTMGR_PROTO_UDP` or both (`PORTMGR_PROTO_BOTH`).
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or a value other than 1 to 3.
+/// Thread-safe: calls on one request take turns.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_request_set_protocols(req: *mut portmgr_request, protocols: u32) -> portmgr_status {
     edit(req, |r| {
@@ -108,6 +109,7 @@ pub extern "C" fn portmgr_request_set_protocols(req: *mut portmgr_request, proto
 /// outside the kernel's ephemeral range). Replaces any earlier range and its exclusions.
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, `start` 0 or `start > end`.
+/// Thread-safe: calls on one request take turns.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_request_set_range(req: *mut portmgr_request, start: u16, end: u16) -> portmgr_status {
     edit(req, |r| {
@@ -122,6 +124,7 @@ pub extern "C" fn portmgr_request_set_range(req: *mut portmgr_request, start: u1
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, no range set, `ports`
 /// NULL with `n > 0`, or no port left in the range.
+/// Thread-safe: calls on one request take turns.
 ///
 /// # Safety
 /// `ports` is NULL or valid for reading `n` `uint16_t`s.
@@ -154,6 +157,7 @@ pub unsafe extern "C" fn portmgr_request_exclude(
 /// key of `portmgr_request_set_hash_key`) or `PORTMGR_STRATEGY_KERNEL`.
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or an unknown value.
+/// Thread-safe: calls on one request take turns.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_request_set_strategy(req: *mut portmgr_request, strategy: u32) -> portmgr_status {
     edit(req, |r| {
@@ -175,6 +179,7 @@ pub extern "C" fn portmgr_request_set_strategy(req: *mut portmgr_request, strate
 /// Use the hash strategy keyed by `key` (UTF-8, copied) instead of the name.
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, a NULL or non-UTF-8 `key`.
+/// Thread-safe: calls on one request take turns.
 ///
 /// # Safety
 /// `key` is NULL or a NUL-terminated string.
@@ -194,6 +199,7 @@ pub unsafe extern "C" fn portmgr_request_set_hash_key(req: *mut portmgr_request,
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or a name that is not valid
 /// UTF-8, empty, too long or has control characters.
+/// Thread-safe: calls on one request take turns.
 ///
 /// # Safety
 /// `name` is NULL or a NUL-terminated string.
@@ -215,6 +221,7 @@ pub unsafe extern "C" fn portmgr_request_set_name(req: *mut portmgr_request, nam
 /// Take `count` ports at once, all or nothing (1 to 4096; default 1).
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or a count out of range.
+/// Thread-safe: calls on one request take turns.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_request_set_count(req: *mut portmgr_request, count: usize) -> portmgr_status {
     edit(req, |r| {
@@ -229,6 +236,7 @@ pub extern "C" fn portmgr_request_set_count(req: *mut portmgr_request, count: us
 /// With a count above 1: the ports must be consecutive.
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle.
+/// Thread-safe: calls on one request take turns.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_request_set_contiguous(req: *mut portmgr_request, contiguous: bool) -> portmgr_status {
     edit(req, |r| {
@@ -242,6 +250,7 @@ pub extern "C" fn portmgr_request_set_contiguous(req: *mut portmgr_request, cont
 /// allocating process lives).
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle.
+/// Thread-safe: calls on one request take turns.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_request_set_ttl_ms(req: *mut portmgr_request, ttl_ms: u64) -> portmgr_status {
     edit(req, |r| {
@@ -254,6 +263,7 @@ pub extern "C" fn portmgr_request_set_ttl_ms(req: *mut portmgr_request, ttl_ms: 
 /// whether or not this process lives. 0 removes the watched process.
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle.
+/// Thread-safe: calls on one request take turns.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_request_set_watch_pid(req: *mut portmgr_request, pid: u32) -> portmgr_status {
     edit(req, |r| {
@@ -267,6 +277,7 @@ pub extern "C" fn portmgr_request_set_watch_pid(req: *mut portmgr_request, pid: 
 /// the block starts at `port`. Port 0 removes the preference.
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle.
+/// Thread-safe: calls on one request take turns.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_request_set_preferred(req: *mut portmgr_request, port: u16, required: bool) -> portmgr_status {
     edit(req, |r| {
@@ -280,6 +291,7 @@ pub extern "C" fn portmgr_request_set_preferred(req: *mut portmgr_request, port:
 /// `"127.0.0.1"`, instead of the dual-stack wildcard. NULL restores the wildcard.
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or an unparsable address.
+/// Thread-safe: calls on one request take turns.
 ///
 /// # Safety
 /// `addr` is NULL or a NUL-terminated string.
