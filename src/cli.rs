@@ -496,6 +496,9 @@ impl From<Error> for Fail {
         }
         match e.code() {
             ErrorCode::NotFound => msg.push_str("; see `portmgr list` for what is held"),
+            ErrorCode::InUse if matches!(e, Error::PortInUse { .. }) => {
+                msg.push_str("; ask for another port (or drop --required); `portmgr list` shows who holds what")
+            }
             ErrorCode::NotOwner => msg.push_str(" (see `portmgr list`)"),
             _ => {}
         }
@@ -985,6 +988,10 @@ fn check(cli: &Cli, fmt: Format, ports: &[u16], proto: Protocols) -> R<i32> {
         all_free &= free;
         let why = match (&lease, bound) {
             (None, false) => "free".to_string(),
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            (None, true) if p < 1024 && unsafe { libc::geteuid() } != 0 => {
+                "in use, or privileged: ports below 1024 need root to bind".to_string()
+            }
             (None, true) => format!("in use: bound ({proto}) by a program outside portmgr"),
             (Some(i), b) => {
                 format!("in use: held in the registry ({}){}", describe(i), if b { ", and bound" } else { "" })
