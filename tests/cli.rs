@@ -677,6 +677,56 @@ print('not signalled', flush=True)\n";
     assert!(r.held().is_empty());
 }
 
+/// Ctrl-C at a terminal reaches the whole foreground process group, the command
+/// included: portmgr must not send it a second time.
+#[test]
+fn run_does_not_double_a_terminal_ctrl_c() {
+    let r = reg();
+    let child = r#"import signal, sys, time
+n = [0]
+def h(*a):
+    n[0] += 1
+    print('INT', n[0], flush=True)
+signal.signal(signal.SIGINT, h)
+print('ready', flush=True)
+t = time.time()
+while time.time() - t < 1.5:
+    time.sleep(0.05)
+sys.exit(40 + n[0])
+"#;
+    let driver = r#"
+import os, pty, sys, time
+argv = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+buf = b""
+while b"ready" not in buf:
+    buf += os.read(fd, 100)
+os.write(fd, b"\x03")
+try:
+    while True:
+        d = os.read(fd, 100)
+        if not d:
+            break
+        buf += d
+except OSError:
+    pass
+_, st = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(st), buf.decode(errors="replace").replace("\r", "").replace("\n", "|"))
+"#;
+    let o = Command::new("python3")
+        .args(["-c", driver, BIN, "--registry"])
+        .arg(&r.dir)
+        .args(["run", "--range", "54900-54949", "--port", "p", "--", "python3", "-c", child])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("41 "), "exactly one SIGINT, status from the command: {out}");
+    assert!(r.held().is_empty());
+}
+
 #[test]
 fn run_leases_belong_to_the_run() {
     let r = reg();
