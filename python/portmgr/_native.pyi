@@ -11,7 +11,23 @@ from typing import Literal, Optional, Union, final
 
 from typing_extensions import Self
 
-__all__: list[str]
+__all__ = [
+    "__version__",
+    "Registry",
+    "Lease",
+    "LeaseInfo",
+    "Stats",
+    "Reservation",
+    "is_free",
+    "scan",
+    "wait_listening",
+    "wait_free",
+    "reachable",
+    "default_dir",
+    "default_pool",
+    "cli_main",
+    "_after_fork_child",
+]
 __version__: str
 
 _Proto = Literal["tcp", "udp", "both"]
