@@ -78,7 +78,7 @@ fn every_function_documents_threads_and_errors() {
         let after = &rest[start..];
         let end = after.find("*/").expect("closed comment");
         let doc = &after[..end];
-        let decl_end = after[end..].find(|c| c == ';' || c == '{').map_or(after.len(), |i| end + i);
+        let decl_end = after[end..].find([';', '{']).map_or(after.len(), |i| end + i);
         let decl = &after[end + 2..decl_end];
         rest = &after[end + 2..];
         let Some(name) = decl.split('(').next().and_then(|d| d.split_whitespace().last()) else { continue };
@@ -95,4 +95,34 @@ fn every_function_documents_threads_and_errors() {
     }
     assert!(count >= 30, "found only {count} documented functions in the header");
     assert!(missing.is_empty(), "functions whose header comment lacks thread-safety or error behaviour: {missing:#?}");
+}
+
+/// Every exported function runs its body inside the panic guard (`guard`, `guard_or` or
+/// `guard_quiet` in src/ffi/guard.rs, or request.rs's `edit`, which is `guard` around a
+/// request setter), so no panic can cross into C.
+#[test]
+fn every_exported_function_is_guarded() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ffi");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let src = std::fs::read_to_string(&path).unwrap();
+        let mut rest = src.as_str();
+        while let Some(i) = rest.find("extern \"C\" fn portmgr_") {
+            let after = &rest[i..];
+            let name: String = after["extern \"C\" fn ".len()..].chars().take_while(|c| *c == '_' || c.is_alphanumeric()).collect();
+            // The body: from the first `{` after the signature to the next function or item.
+            let body_start = after.find('{').unwrap();
+            let body_end = after[body_start..].find("\n}\n").map_or(after.len(), |e| body_start + e);
+            let body = &after[body_start..body_end];
+            assert!(
+                ["guard(", "guard_or(", "guard_quiet(", "edit(req,"].iter().any(|g| body.contains(g)),
+                "{}: {name} does not run its body inside the panic guard",
+                path.display()
+            );
+            checked += 1;
+            rest = &after[body_end..];
+        }
+    }
+    assert!(checked >= 30, "found only {checked} exported functions in src/ffi");
 }

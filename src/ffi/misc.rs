@@ -22,7 +22,11 @@ pub const PORTMGR_PROTO_BOTH: u32 = 3;
 /// mismatch. Thread-safe; never fails.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_version() -> *const c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    const VERSION: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => panic!("the crate version contains a NUL byte"),
+    };
+    guard_quiet(c"".as_ptr(), || VERSION.as_ptr())
 }
 
 /// A short static description of `status` (`"ok"`, `"in use"`, …); unknown values
