@@ -109,16 +109,25 @@ fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T> + Send) -> Re
 fn port_arg(what: &str, p: i64) -> Result<u16> {
     match u16::try_from(p) {
         Ok(p) if p != 0 => Ok(p),
-        _ => Err(Error::invalid(format!("{what} must be a port from 1 to 65535, not {p}"))),
+        _ => Err(Error::invalid(format!(
+            "{what} must be a port from 1 to 65535, not {p}"
+        ))),
     }
 }
 
 fn seconds_arg(what: &str, s: f64, allow_zero: bool) -> Result<Duration> {
     if !s.is_finite() || s < 0.0 || (!allow_zero && s == 0.0) {
-        let want = if allow_zero { "zero or more" } else { "more than zero" };
-        return Err(Error::invalid(format!("{what} must be a finite number of seconds, {want}, not {s}")));
+        let want = if allow_zero {
+            "zero or more"
+        } else {
+            "more than zero"
+        };
+        return Err(Error::invalid(format!(
+            "{what} must be a finite number of seconds, {want}, not {s}"
+        )));
     }
-    Duration::try_from_secs_f64(s).map_err(|_| Error::invalid(format!("{what} of {s} seconds is too long")))
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| Error::invalid(format!("{what} of {s} seconds is too long")))
 }
 
 /// A range given as `(start, end)` (inclusive), `"A-B"`, or `range(A, B + 1)`.
@@ -133,10 +142,17 @@ fn range_arg(obj: &Bound<'_, PyAny>) -> PyResult<std::result::Result<PortRange, 
                 "range({start}, {stop}, {step}) is not a port range: use a non-empty range with step 1"
             ))));
         }
-        return Ok((|| PortRange::new(port_arg("range start", start as i64)?, port_arg("range end", stop as i64 - 1)?))());
+        return Ok((|| {
+            PortRange::new(
+                port_arg("range start", start as i64)?,
+                port_arg("range end", stop as i64 - 1)?,
+            )
+        })());
     }
     if let Ok((a, b)) = obj.extract::<(i64, i64)>() {
-        return Ok((|| PortRange::new(port_arg("range start", a)?, port_arg("range end", b)?))());
+        return Ok((|| {
+            PortRange::new(port_arg("range start", a)?, port_arg("range end", b)?)
+        })());
     }
     Err(PyTypeError::new_err(format!(
         "range must be an inclusive (start, end) tuple, a \"START-END\" string or a range object, not {}",
@@ -150,7 +166,10 @@ fn protocols_arg(s: &str) -> Result<Protocols> {
 
 /// An IP address, or a host name resolved (call only without the GIL: DNS can block).
 fn resolve_host(host: &str) -> Result<IpAddr> {
-    if let Ok(ip) = host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+    if let Ok(ip) = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+    {
         return Ok(ip);
     }
     (host, 0)
@@ -195,7 +214,11 @@ impl ReqArgs {
         if let Some(k) = self.key {
             match strategy {
                 Strategy::Hash(_) => strategy = Strategy::Hash(Some(k)),
-                _ => return Err(Error::invalid("key is the hash strategy's key: pass strategy=\"hash\" with it")),
+                _ => {
+                    return Err(Error::invalid(
+                        "key is the hash strategy's key: pass strategy=\"hash\" with it",
+                    ));
+                }
             }
         }
         req = req.strategy(strategy);
@@ -204,7 +227,9 @@ impl ReqArgs {
         }
         match self.preferred {
             Some(p) => req = req.preferred(port_arg("preferred", p)?, self.required),
-            None if self.required => return Err(Error::invalid("required=True needs a preferred port")),
+            None if self.required => {
+                return Err(Error::invalid("required=True needs a preferred port"));
+            }
             None => {}
         }
         if let Some(t) = self.ttl {
@@ -214,7 +239,9 @@ impl ReqArgs {
             let pid = u32::try_from(pid)
                 .ok()
                 .filter(|&p| p > 0 && p <= i32::MAX as u32)
-                .ok_or_else(|| Error::invalid(format!("watch_pid must be a process id, not {pid}")))?;
+                .ok_or_else(|| {
+                    Error::invalid(format!("watch_pid must be a process id, not {pid}"))
+                })?;
             req = req.watch_pid(pid);
         }
         if let Some(h) = self.host {
@@ -232,14 +259,18 @@ impl ReqArgs {
 static ABANDONED: Mutex<Vec<(u32, PathBuf, Lease)>> = Mutex::new(Vec::new());
 
 fn abandon(lease: Lease, registry: &Registry) {
-    ABANDONED.lock().push((std::process::id(), registry.dir().to_path_buf(), lease));
+    ABANDONED
+        .lock()
+        .push((std::process::id(), registry.dir().to_path_buf(), lease));
 }
 
 /// Take this process's abandoned lease of `registry` that holds `port`, if any.
 fn take_abandoned(registry: &Registry, port: u16) -> Option<Lease> {
     let pid = std::process::id();
     let mut list = ABANDONED.lock();
-    let i = list.iter().position(|(p, d, l)| *p == pid && d == registry.dir() && l.ports().contains(&port))?;
+    let i = list
+        .iter()
+        .position(|(p, d, l)| *p == pid && d == registry.dir() && l.ports().contains(&port))?;
     Some(list.swap_remove(i).2)
 }
 
@@ -280,11 +311,11 @@ impl PyLease {
 
 impl Drop for PyLease {
     fn drop(&mut self) {
-        if let Some(lease) = self.inner.get_mut().take() {
-            if self.pid == std::process::id() {
-                abandon(lease, &self.registry);
-            }
-            // In a forked child the lease is the parent's: dropping it does nothing.
+        // In a forked child the lease is the parent's: dropping it there does nothing.
+        if let Some(lease) = self.inner.get_mut().take()
+            && self.pid == std::process::id()
+        {
+            abandon(lease, &self.registry);
         }
     }
 }
@@ -324,7 +355,9 @@ impl PyLease {
     /// Release the ports now. Idempotent. In a forked child, a lease inherited from the
     /// parent is the parent's: releasing it there does nothing.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        let Some(mut lease) = self.take() else { return Ok(()) };
+        let Some(mut lease) = self.take() else {
+            return Ok(());
+        };
         self.state.store(RELEASED, Ordering::Release);
         detached(py, move || lease.release()).map_err(reg_err(py))
     }
@@ -341,7 +374,9 @@ impl PyLease {
     /// (or its TTL or watched process ends), and any process of the user may release it
     /// (`portmgr release PORT`). Returns the ports.
     fn keep(&self, py: Python<'_>) -> PyResult<Vec<u16>> {
-        let Some(lease) = self.take() else { return Ok(self.ports.clone()) };
+        let Some(lease) = self.take() else {
+            return Ok(self.ports.clone());
+        };
         self.state.store(KEPT, Ordering::Release);
         detached(py, move || lease.keep()).map_err(reg_err(py))
     }
@@ -366,7 +401,11 @@ impl PyLease {
             RELEASED => "released",
             _ => "kept",
         };
-        let ports = if self.ports.len() == 1 { format!("port={}", self.ports[0]) } else { format!("ports={:?}", self.ports) };
+        let ports = if self.ports.len() == 1 {
+            format!("port={}", self.ports[0])
+        } else {
+            format!("ports={:?}", self.ports)
+        };
         match &self.name {
             Some(n) => format!("<portmgr.Lease {ports} name={n:?} {state}>"),
             None => format!("<portmgr.Lease {ports} {state}>"),
@@ -425,7 +464,10 @@ impl From<LeaseInfo> for PyLeaseInfo {
 #[pymethods]
 impl PyLeaseInfo {
     fn __repr__(&self) -> String {
-        let name = self.name.as_ref().map_or("None".to_string(), |n| format!("{n:?}"));
+        let name = self
+            .name
+            .as_ref()
+            .map_or("None".to_string(), |n| format!("{n:?}"));
         format!(
             "LeaseInfo(port={}, protocols={:?}, name={name}, owner_pid={}, state={:?})",
             self.port, self.protocols, self.owner_pid, self.state
@@ -545,9 +587,14 @@ impl PyRegistry {
         Ok(PyLease::new(lease, reg))
     }
 
-    fn allocate_sockets<'py>(&self, py: Python<'py>, args: ReqArgs) -> PyResult<(PyLease, Vec<Bound<'py, PyAny>>)> {
+    fn allocate_sockets<'py>(
+        &self,
+        py: Python<'py>,
+        args: ReqArgs,
+    ) -> PyResult<(PyLease, Vec<Bound<'py, PyAny>>)> {
         let reg = &self.reg;
-        let (lease, socks) = detached(py, || reg.allocate_bound(&args.request()?)).map_err(reg_err(py))?;
+        let (lease, socks) =
+            detached(py, || reg.allocate_bound(&args.request()?)).map_err(reg_err(py))?;
         let lease = PyLease::new(lease, reg);
         Ok((lease, py_sockets(py, socks)?))
     }
@@ -558,10 +605,16 @@ impl PyRegistry {
     #[new]
     #[pyo3(signature = (path = None, *, lock_timeout = None))]
     fn new(py: Python<'_>, path: Option<PathBuf>, lock_timeout: Option<f64>) -> PyResult<Self> {
-        let timeout = lock_timeout.map(|t| seconds_arg("lock_timeout", t, false)).transpose().map_err(reg_err(py))?;
+        let timeout = lock_timeout
+            .map(|t| seconds_arg("lock_timeout", t, false))
+            .transpose()
+            .map_err(reg_err(py))?;
         let reg = detached(py, || {
             let path = path.unwrap_or_else(crate::registry::default_dir);
-            Registry::open_with_timeout(path, timeout.unwrap_or(crate::registry::DEFAULT_LOCK_TIMEOUT))
+            Registry::open_with_timeout(
+                path,
+                timeout.unwrap_or(crate::registry::DEFAULT_LOCK_TIMEOUT),
+            )
         })
         .map_err(reg_err(py))?;
         Ok(PyRegistry { reg })
@@ -583,7 +636,8 @@ impl PyRegistry {
 
     /// How long calls wait for the registry lock before LockTimeout, in seconds.
     fn set_lock_timeout(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
-        self.reg.set_lock_timeout(seconds_arg("lock_timeout", seconds, false).map_err(reg_err(py))?);
+        self.reg
+            .set_lock_timeout(seconds_arg("lock_timeout", seconds, false).map_err(reg_err(py))?);
         Ok(())
     }
 
@@ -608,7 +662,10 @@ impl PyRegistry {
         host: Option<String>,
         key: Option<String>,
     ) -> PyResult<PyLease> {
-        let args = req_args!(py, proto, count, contiguous, range, strategy, name, preferred, required, ttl, watch_pid, host, key);
+        let args = req_args!(
+            py, proto, count, contiguous, range, strategy, name, preferred, required, ttl,
+            watch_pid, host, key
+        );
         self.allocate_lease(py, args)
     }
 
@@ -634,7 +691,10 @@ impl PyRegistry {
         host: Option<String>,
         key: Option<String>,
     ) -> PyResult<(PyLease, Vec<Bound<'py, PyAny>>)> {
-        let args = req_args!(py, proto, count, contiguous, range, strategy, name, preferred, required, ttl, watch_pid, host, key);
+        let args = req_args!(
+            py, proto, count, contiguous, range, strategy, name, preferred, required, ttl,
+            watch_pid, host, key
+        );
         self.allocate_sockets(py, args)
     }
 
@@ -656,7 +716,10 @@ impl PyRegistry {
         host: Option<String>,
         key: Option<String>,
     ) -> PyResult<u16> {
-        let args = req_args!(py, proto, 1, false, range, strategy, name, preferred, required, ttl, watch_pid, host, key);
+        let args = req_args!(
+            py, proto, 1, false, range, strategy, name, preferred, required, ttl, watch_pid, host,
+            key
+        );
         let reg = &self.reg;
         let lease = detached(py, || reg.allocate(&args.request()?)).map_err(reg_err(py))?;
         let port = lease.port();
@@ -686,18 +749,27 @@ impl PyRegistry {
         if !matches!(protocols_arg(proto), Ok(p) if p != Protocols::BOTH) {
             return Err(py_err(
                 py,
-                Error::invalid(format!("bound_socket makes one socket: proto must be \"tcp\" or \"udp\", not {proto:?}")),
+                Error::invalid(format!(
+                    "bound_socket makes one socket: proto must be \"tcp\" or \"udp\", not {proto:?}"
+                )),
                 Site::Registry,
             ));
         }
-        let args = req_args!(py, proto, 1, false, range, strategy, name, preferred, required, ttl, watch_pid, host, key);
+        let args = req_args!(
+            py, proto, 1, false, range, strategy, name, preferred, required, ttl, watch_pid, host,
+            key
+        );
         let reg = &self.reg;
-        let (lease, socks) = detached(py, || reg.allocate_bound(&args.request()?)).map_err(reg_err(py))?;
+        let (lease, socks) =
+            detached(py, || reg.allocate_bound(&args.request()?)).map_err(reg_err(py))?;
         abandon(lease, reg);
-        py_sockets(py, socks)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| py_err(py, Error::Internal("allocate_bound gave no socket".into()), Site::Registry))
+        py_sockets(py, socks)?.into_iter().next().ok_or_else(|| {
+            py_err(
+                py,
+                Error::Internal("allocate_bound gave no socket".into()),
+                Site::Registry,
+            )
+        })
     }
 
     /// Release the lease that holds `port` (all its ports); returns the ports freed.
@@ -725,7 +797,10 @@ impl PyRegistry {
     #[pyo3(signature = (port, ttl = None))]
     fn renew(&self, py: Python<'_>, port: i64, ttl: Option<f64>) -> PyResult<()> {
         let port = port_arg("port", port).map_err(reg_err(py))?;
-        let ttl = ttl.map(|t| seconds_arg("ttl", t, false)).transpose().map_err(reg_err(py))?;
+        let ttl = ttl
+            .map(|t| seconds_arg("ttl", t, false))
+            .transpose()
+            .map_err(reg_err(py))?;
         let reg = &self.reg;
         detached(py, || reg.renew_port(port, ttl)).map_err(reg_err(py))
     }
@@ -733,7 +808,10 @@ impl PyRegistry {
     /// Extend the TTL of the lease named `name` (as `renew`).
     #[pyo3(signature = (name, ttl = None))]
     fn renew_name(&self, py: Python<'_>, name: &str, ttl: Option<f64>) -> PyResult<()> {
-        let ttl = ttl.map(|t| seconds_arg("ttl", t, false)).transpose().map_err(reg_err(py))?;
+        let ttl = ttl
+            .map(|t| seconds_arg("ttl", t, false))
+            .transpose()
+            .map_err(reg_err(py))?;
         let reg = &self.reg;
         detached(py, || reg.renew_name(name, ttl)).map_err(reg_err(py))
     }
@@ -741,26 +819,40 @@ impl PyRegistry {
     /// Every live port, ascending.
     fn list(&self, py: Python<'_>) -> PyResult<Vec<PyLeaseInfo>> {
         let reg = &self.reg;
-        Ok(detached(py, || reg.list()).map_err(reg_err(py))?.into_iter().map(Into::into).collect())
+        Ok(detached(py, || reg.list())
+            .map_err(reg_err(py))?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// The live ports named `name` (empty when none).
     fn get_by_name(&self, py: Python<'_>, name: &str) -> PyResult<Vec<PyLeaseInfo>> {
         let reg = &self.reg;
-        Ok(detached(py, || reg.get_by_name(name)).map_err(reg_err(py))?.into_iter().map(Into::into).collect())
+        Ok(detached(py, || reg.get_by_name(name))
+            .map_err(reg_err(py))?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// The live lease of `port`, or None.
     fn get_by_port(&self, py: Python<'_>, port: i64) -> PyResult<Option<PyLeaseInfo>> {
         let port = port_arg("port", port).map_err(reg_err(py))?;
         let reg = &self.reg;
-        Ok(detached(py, || reg.get_by_port(port)).map_err(reg_err(py))?.map(Into::into))
+        Ok(detached(py, || reg.get_by_port(port))
+            .map_err(reg_err(py))?
+            .map(Into::into))
     }
 
     /// Drop every dead or expired record; returns what was freed.
     fn gc(&self, py: Python<'_>) -> PyResult<Vec<PyLeaseInfo>> {
         let reg = &self.reg;
-        Ok(detached(py, || reg.gc()).map_err(reg_err(py))?.into_iter().map(Into::into).collect())
+        Ok(detached(py, || reg.gc())
+            .map_err(reg_err(py))?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// Pool size, held, free, utilization, live owners and the lifetime counters.
@@ -800,7 +892,9 @@ impl PyReservation {
             Some(r) => r.map_err(probe_err(py))?,
             None => detached(py, PortRange::default_pool).map_err(probe_err(py))?,
         };
-        Ok(PyReservation { inner: Reservation::with_strategy(range, strategy) })
+        Ok(PyReservation {
+            inner: Reservation::with_strategy(range, strategy),
+        })
     }
 
     /// The range, as an inclusive (start, end) tuple.
@@ -860,7 +954,11 @@ impl PyReservation {
     }
 
     fn __repr__(&self) -> String {
-        format!("<portmgr.Reservation {} reserved={}>", self.inner.range(), self.inner.reserved_count())
+        format!(
+            "<portmgr.Reservation {} reserved={}>",
+            self.inner.range(),
+            self.inner.reserved_count()
+        )
     }
 }
 
@@ -910,7 +1008,11 @@ fn wait_listening(py: Python<'_>, port: i64, host: &str, timeout: f64) -> PyResu
 fn wait_free(py: Python<'_>, port: i64, proto: &str, timeout: f64) -> PyResult<()> {
     let proto = proto.to_owned();
     detached(py, move || {
-        probe::wait_free(port_arg("port", port)?, protocols_arg(&proto)?, seconds_arg("timeout", timeout, true)?)
+        probe::wait_free(
+            port_arg("port", port)?,
+            protocols_arg(&proto)?,
+            seconds_arg("timeout", timeout, true)?,
+        )
     })
     .map_err(probe_err(py))
 }
@@ -922,7 +1024,10 @@ fn wait_free(py: Python<'_>, port: i64, proto: &str, timeout: f64) -> PyResult<(
 fn reachable(py: Python<'_>, addrs: Vec<(String, i64)>, timeout: f64) -> PyResult<Vec<bool>> {
     detached(py, move || {
         let timeout = seconds_arg("timeout", timeout, false)?;
-        let addrs = addrs.iter().map(|(h, p)| socket_addr(h, port_arg("port", *p)?)).collect::<Result<Vec<_>>>()?;
+        let addrs = addrs
+            .iter()
+            .map(|(h, p)| socket_addr(h, port_arg("port", *p)?))
+            .collect::<Result<Vec<_>>>()?;
         Ok(probe::reachable(&addrs, timeout))
     })
     .map_err(probe_err(py))
@@ -931,7 +1036,9 @@ fn reachable(py: Python<'_>, addrs: Vec<(String, i64)>, timeout: f64) -> PyResul
 /// The default registry directory (`PORTMGR_DIR` honoured).
 #[pyfunction]
 fn default_dir() -> String {
-    crate::registry::default_dir().to_string_lossy().into_owned()
+    crate::registry::default_dir()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The default pool (`PORTMGR_RANGE` honoured), as an inclusive (start, end) tuple.
@@ -948,7 +1055,8 @@ fn cli_main(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> i32 {
     py.detach(|| {
         use std::io::Write;
         // main_with_args catches its own panics; this is a second net.
-        let code = catch_unwind(|| crate::cli::main_with_args(argv)).unwrap_or(crate::cli::EXIT_OTHER);
+        let code =
+            catch_unwind(|| crate::cli::main_with_args(argv)).unwrap_or(crate::cli::EXIT_OTHER);
         // No Rust `main` runs here to flush on exit: flush now, before Python exits.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
