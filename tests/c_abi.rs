@@ -50,7 +50,8 @@ fn header_has_the_contract_signatures() {
     }
     // cbindgen wraps long parameter lists; compare portmgr_allocate without whitespace.
     let flat: String = h.split_whitespace().collect::<Vec<_>>().join(" ");
-    let allocate = "portmgr_status portmgr_allocate(portmgr_registry *reg, const portmgr_request *req, portmgr_lease **out);";
+    let allocate =
+        "portmgr_status portmgr_allocate(portmgr_registry *reg, const portmgr_request *req, portmgr_lease **out);";
     assert!(flat.contains(allocate), "include/portmgr.h lacks `{allocate}`");
     // The Rust-only spelling of a status parameter never leaks into C.
     assert!(!h.contains("portmgr_status_code"));
@@ -88,7 +89,9 @@ fn every_function_documents_threads_and_errors() {
         }
         count += 1;
         let threads = doc.contains("Thread-safe") || doc.contains("thread");
-        let errors = ["Errors", "errors", "Returns", "returns", "ever fails", "ignored", "no-op"].iter().any(|w| doc.contains(w));
+        let errors = ["Errors", "errors", "Returns", "returns", "ever fails", "ignored", "no-op"]
+            .iter()
+            .any(|w| doc.contains(w));
         if !threads || !errors {
             missing.push(format!("{name} (threads: {threads}, errors: {errors})"));
         }
@@ -110,7 +113,8 @@ fn every_exported_function_is_guarded() {
         let mut rest = src.as_str();
         while let Some(i) = rest.find("extern \"C\" fn portmgr_") {
             let after = &rest[i..];
-            let name: String = after["extern \"C\" fn ".len()..].chars().take_while(|c| *c == '_' || c.is_alphanumeric()).collect();
+            let name: String =
+                after["extern \"C\" fn ".len()..].chars().take_while(|c| *c == '_' || c.is_alphanumeric()).collect();
             // The body: from the first `{` after the signature to the next function or item.
             let body_start = after.find('{').unwrap();
             let body_end = after[body_start..].find("\n}\n").map_or(after.len(), |e| body_start + e);

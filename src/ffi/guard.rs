@@ -80,18 +80,9 @@ fn clear_last() {
     let _ = LAST_ERROR.try_with(|slot| slot.borrow_mut().take());
 }
 
-/// Run `f` with the calling thread's last error message (empty when there is none).
-pub(crate) fn with_last_message<R>(f: impl FnOnce(&str) -> R) -> R {
-    let mut f = Some(f);
-    let mut call = |m: &str| f.take().map(|f| f(m));
-    if let Ok(Some(r)) = LAST_ERROR.try_with(|slot| call(slot.borrow().as_ref().map_or("", |e| e.message.as_str()))) {
-        return r;
-    }
-    // The slot is gone (thread teardown): there is no message.
-    match call("") {
-        Some(r) => r,
-        None => unreachable!("the closure ran and returned above"),
-    }
+/// The calling thread's last error message (empty when there is none).
+pub(crate) fn last_message() -> String {
+    LAST_ERROR.try_with(|slot| slot.borrow().as_ref().map(|e| e.message.clone())).ok().flatten().unwrap_or_default()
 }
 
 /// The errno of the calling thread's last error (0 when it was no OS error).
@@ -257,10 +248,11 @@ mod tests {
     fn a_panic_becomes_internal_with_a_message() {
         let st = guard(|| panic!("boom {}", 42));
         assert_eq!(st, portmgr_status::PORTMGR_INTERNAL);
-        with_last_message(|m| assert!(m.contains("boom 42"), "{m}"));
+        let m = last_message();
+        assert!(m.contains("boom 42"), "{m}");
         assert_eq!(guard_or(7u16, || panic!("x")), 7);
         assert_eq!(guard(|| Ok(())), portmgr_status::PORTMGR_OK);
-        with_last_message(|m| assert!(m.is_empty()));
+        assert!(last_message().is_empty());
     }
 
     #[test]

@@ -79,9 +79,7 @@ pub(crate) fn to_ptr<T>(id: usize) -> *mut T {
 }
 
 fn not_live(what: &str, kind: &str) -> Error {
-    Error::invalid(format!(
-        "`{what}` is not a live {kind} handle (already freed or released, or not made by portmgr)"
-    ))
+    Error::invalid(format!("`{what}` is not a live {kind} handle (already freed or released, or not made by portmgr)"))
 }
 
 fn wrong_kind(what: &str, kind: &str, found: &str) -> Error {

@@ -101,9 +101,10 @@ pub extern "C" fn portmgr_lease_keep(lease: *mut portmgr_lease) -> portmgr_statu
 /// The lease inside `entry`, waiting a bounded time: another thread may be inside a call
 /// on it (or, in a forked child, may have been when the process forked).
 fn lock(entry: &LeaseEntry) -> Result<parking_lot::MutexGuard<'_, Option<crate::Lease>>> {
-    entry.lease.try_lock_for(Duration::from_secs(30)).ok_or_else(|| {
-        Error::Timeout("another thread has been inside a call on this lease for 30 s".into())
-    })
+    entry
+        .lease
+        .try_lock_for(Duration::from_secs(30))
+        .ok_or_else(|| Error::Timeout("another thread has been inside a call on this lease for 30 s".into()))
 }
 
 fn release(lease: *mut portmgr_lease, keep: bool) -> Result<()> {

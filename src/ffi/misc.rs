@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_int};
 
 use super::guard::{
-    copy_out, guard, guard_quiet, last_errno, need, portmgr_status, portmgr_status_code, put, with_last_message,
+    copy_out, guard, guard_quiet, last_errno, last_message, need, portmgr_status, portmgr_status_code, put,
 };
 use crate::probe;
 use crate::range::Protocols;
@@ -22,10 +22,11 @@ pub const PORTMGR_PROTO_BOTH: u32 = 3;
 /// mismatch. Thread-safe; never fails.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_version() -> *const c_char {
-    const VERSION: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-        Ok(v) => v,
-        Err(_) => panic!("the crate version contains a NUL byte"),
-    };
+    const VERSION: &std::ffi::CStr =
+        match std::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => panic!("the crate version contains a NUL byte"),
+        };
     guard_quiet(c"".as_ptr(), || VERSION.as_ptr())
 }
 
@@ -70,8 +71,9 @@ pub extern "C" fn portmgr_status_str(status: portmgr_status_code) -> *const c_ch
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn portmgr_last_error_message(buf: *mut c_char, len: usize) -> usize {
     guard_quiet(0, || {
+        let m = last_message();
         // SAFETY: `buf` is NULL or has room for `len` bytes (this function's contract).
-        with_last_message(|m| unsafe { copy_out(m.as_bytes(), buf, len) })
+        unsafe { copy_out(m.as_bytes(), buf, len) }
     })
 }
 

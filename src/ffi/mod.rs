@@ -43,12 +43,13 @@
 
 #![allow(non_camel_case_types)]
 
-// Declaration order is the header's order.
+// Declaration order is the header's order: free functions, registry, request, lease.
 mod guard;
 mod handles;
 mod misc;
 mod registry;
 mod request;
+
 mod lease;
 
 pub use guard::{portmgr_status, portmgr_status_code};

@@ -101,11 +101,7 @@ pub extern "C" fn portmgr_registry_set_lock_timeout(reg: *mut portmgr_registry, 
 
 /// The request behind `req`, or the default request for NULL.
 fn request_of(req: *const portmgr_request) -> Result<Request> {
-    if req.is_null() {
-        Ok(Request::new())
-    } else {
-        Ok(handles::request(req, "req", false)?.lock().clone())
-    }
+    if req.is_null() { Ok(Request::new()) } else { Ok(handles::request(req, "req", false)?.lock().clone()) }
 }
 
 fn new_lease(lease: crate::registry::Lease) -> usize {
@@ -271,7 +267,11 @@ pub extern "C" fn portmgr_renew_port(reg: *mut portmgr_registry, port: u16, ttl_
 /// # Safety
 /// `name` is NULL or a NUL-terminated string.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn portmgr_renew_name(reg: *mut portmgr_registry, name: *const c_char, ttl_ms: u64) -> portmgr_status {
+pub unsafe extern "C" fn portmgr_renew_name(
+    reg: *mut portmgr_registry,
+    name: *const c_char,
+    ttl_ms: u64,
+) -> portmgr_status {
     guard(|| {
         let registry = handles::registry(reg, "reg", false)?;
         // SAFETY: `name` is NULL or NUL-terminated (contract).

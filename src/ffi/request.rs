@@ -279,7 +279,11 @@ pub extern "C" fn portmgr_request_set_watch_pid(req: *mut portmgr_request, pid: 
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle.
 /// Thread-safe: calls on one request take turns.
 #[unsafe(no_mangle)]
-pub extern "C" fn portmgr_request_set_preferred(req: *mut portmgr_request, port: u16, required: bool) -> portmgr_status {
+pub extern "C" fn portmgr_request_set_preferred(
+    req: *mut portmgr_request,
+    port: u16,
+    required: bool,
+) -> portmgr_status {
     edit(req, |r| {
         r.preferred = (port > 0).then_some(port);
         r.required = port > 0 && required;
@@ -296,7 +300,10 @@ pub extern "C" fn portmgr_request_set_preferred(req: *mut portmgr_request, port:
 /// # Safety
 /// `addr` is NULL or a NUL-terminated string.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn portmgr_request_set_probe_addr(req: *mut portmgr_request, addr: *const c_char) -> portmgr_status {
+pub unsafe extern "C" fn portmgr_request_set_probe_addr(
+    req: *mut portmgr_request,
+    addr: *const c_char,
+) -> portmgr_status {
     edit(req, |r| {
         if addr.is_null() {
             r.probe_addr = None;
@@ -304,9 +311,8 @@ pub unsafe extern "C" fn portmgr_request_set_probe_addr(req: *mut portmgr_reques
         }
         // SAFETY: `addr` is non-NULL and NUL-terminated (contract).
         let text = unsafe { c_str(addr, "addr") }?;
-        let ip: IpAddr = text
-            .parse()
-            .map_err(|_| Error::invalid(format!("{text:?} is not an IPv4 or IPv6 address")))?;
+        let ip: IpAddr =
+            text.parse().map_err(|_| Error::invalid(format!("{text:?} is not an IPv4 or IPv6 address")))?;
         r.probe_addr = Some(ip);
         Ok(())
     })
