@@ -862,8 +862,10 @@ impl PyRegistry {
     }
 
     /// Things the registry did on its own that a person should know of.
-    fn notices(&self) -> Vec<String> {
-        self.reg.notices()
+    fn notices(&self, py: Python<'_>) -> Vec<String> {
+        // Detached: the handle's state lock can be held by a thread waiting for the file lock.
+        let reg = &self.reg;
+        py.detach(|| reg.notices())
     }
 
     fn __repr__(&self) -> String {
