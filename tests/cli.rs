@@ -463,6 +463,28 @@ fn alloc_from_a_shell_script_lives_with_the_shell() {
 }
 
 #[test]
+fn alloc_env_format_evals_in_a_shell() {
+    let r = reg();
+    let pm = r.env_cmd();
+    let script = format!(
+        "eval \"$({pm} alloc --name api --range 54310-54319 --format env)\"; eval \"$({pm} alloc --count 2 --range 54310-54319 --format env)\"; echo \"$API_PORT|$PORTS\"; {pm} list --json"
+    );
+    let o = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let (first, rest) = out.split_once('\n').unwrap();
+    let (api, ports) = first.split_once('|').unwrap();
+    let api: u16 = api.parse().unwrap();
+    let two: Vec<u16> = ports.split(' ').map(|p| p.parse().unwrap()).collect();
+    assert_eq!(two.len(), 2);
+    let held: Vec<serde_json::Value> =
+        serde_json::from_str::<serde_json::Value>(rest).unwrap().as_array().unwrap().clone();
+    assert_eq!(held.len(), 3, "held while the shell lived: {held:?}");
+    assert!(held.iter().any(|i| i["port"] == api && i["name"] == "api"));
+    assert!(r.held().is_empty(), "freed once the shell exited");
+}
+
+#[test]
 fn alloc_owner_and_ttl_lifetimes() {
     let r = reg();
     let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
