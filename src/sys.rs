@@ -202,6 +202,29 @@ fn parse_stat(bytes: &[u8]) -> Option<ProcState> {
     Some(ProcState::Alive(start))
 }
 
+/// `futex(FUTEX_WAIT_PRIVATE)`: sleep while `word == expected`, at most `timeout`.
+/// Returns on wake-up, timeout, signal or a changed word; the caller re-checks.
+pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a live, aligned 32-bit atomic; `tsp` is null or points to a
+    // timespec that outlives the call.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, tsp);
+    }
+}
+
+/// `futex(FUTEX_WAKE_PRIVATE)`: wake up to `n` threads sleeping on `word`.
+pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: i32) {
+    // SAFETY: `word` is a live, aligned 32-bit atomic; FUTEX_WAKE reads nothing else.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, n);
+    }
+}
+
 /// Register `prepare`, `parent` and `child` to run around every `fork()` of this process.
 pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) -> io::Result<()> {
     // SAFETY: the handlers are plain `extern "C" fn()` with static lifetime.
