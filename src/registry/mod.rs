@@ -740,7 +740,10 @@ impl Files {
         for _ in 0..2 {
             let db = dir::open_file(&dirfd, dir, "registry.db")?;
             let len = db.metadata().map_err(|e| Error::os(format!("fstat of {}", db_path.display()), e))?.len();
-            let problem = if len == 0 {
+            let problem = if len == 0 && sys::ofd_is_locked(&db, 0, 0).unwrap_or(true) {
+                // Emptied under live owners: starting afresh would reset their ports.
+                Some("it is empty (truncated to 0 bytes)".to_string())
+            } else if len == 0 {
                 db.set_len(FILE_SIZE as u64).map_err(|e| Error::os(format!("sizing {}", db_path.display()), e))?;
                 failpoint("sized");
                 let map = Map::new(&db)?;
