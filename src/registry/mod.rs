@@ -340,7 +340,22 @@ impl Registry {
             }
             let files = st.files.as_ref().ok_or_else(|| Error::Internal("registry files missing".into()))?;
             let _flock = lock::lock_file(&files.lock, &self.inner.dir.join("registry.lock"), deadline)?;
-            if files.map.header().magic.load(Acquire) != MAGIC {
+            // Size first: a file truncated under us faults (SIGBUS) on access past its end.
+            let size_ok = sys::fstat(&files.db).is_ok_and(|s| s.st_size as u64 == FILE_SIZE as u64);
+            if !size_ok || files.map.header().magic.load(Acquire) != MAGIC {
+                if st.owner.is_some() {
+                    // Our owner lock proves nobody moved it aside (that needs no owner
+                    // attached): it was damaged in place. Keep our lock, and with it our
+                    // ports; reopening would drop it and let others take them.
+                    return Err(Error::RegistryCorrupt {
+                        path: self.inner.dir.join("registry.db"),
+                        reason: format!(
+                            "it was {} while this process (pid {}) was using it; this process keeps its ports, but no more calls work on that file: stop the processes using it, then run portmgr again",
+                            if size_ok { "overwritten (its header has no portmgr magic number)" } else { "truncated or extended" },
+                            sys::getpid()
+                        ),
+                    });
+                }
                 // Moved aside by another process (it was damaged): open the new one.
                 drop(_flock);
                 st.files = None;
