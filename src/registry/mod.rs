@@ -773,7 +773,7 @@ impl Files {
             match problem {
                 None => {
                     let map = Map::new(&db)?;
-                    check_boot(&map, notices);
+                    check_boot(&map, &db, notices);
                     drop(_flock);
                     return Ok(Files { _dirfd: dirfd, lock, db, map: Arc::new(map) });
                 }
@@ -846,7 +846,7 @@ fn check_header(map: &Map) -> Option<String> {
 
 /// After a reboot no owner and no watched process of the old boot can be alive: clear
 /// every record and owner slot.
-fn check_boot(map: &Map, notices: &mut Vec<String>) {
+fn check_boot(map: &Map, db: &File, notices: &mut Vec<String>) {
     let boot = sys::boot_id();
     if boot == [0u8; 16] {
         return;
@@ -857,6 +857,15 @@ fn check_boot(map: &Map, notices: &mut Vec<String>) {
         u64::from_ne_bytes(boot[8..].try_into().unwrap_or_default()),
     ];
     if h.boot_id[0].load(Relaxed) == now[0] && h.boot_id[1].load(Relaxed) == now[1] {
+        return;
+    }
+    let owners = (OWNERS_OFF as u64, (OWNER_SLOTS * OWNER_SIZE) as u64);
+    if sys::ofd_is_locked(db, owners.0, owners.1).unwrap_or(true) {
+        // Kernel locks do not survive a reboot: live owners prove this is the same boot
+        // and the boot id was damaged. Clearing would hand their ports out again.
+        h.boot_id[0].store(now[0], Relaxed);
+        h.boot_id[1].store(now[1], Relaxed);
+        notices.push("portmgr: the registry's boot id did not match this boot, but live processes are attached to it, so the host did not reboot: kept every record and repaired the boot id".into());
         return;
     }
     let mut cleared = 0u64;
