@@ -656,7 +656,8 @@ impl Registry {
     pub fn get_by_port(&self, port: u16) -> Result<Option<LeaseInfo>> {
         self.with_lock(false, |ctx| {
             let r = ctx.map.record(port);
-            Ok((ctx.map.is_marked(port) && ctx.live(r)).then(|| ctx.info(port)))
+            // The record decides (a damaged bitmap bit does not hide a live lease).
+            Ok(ctx.live(r).then(|| ctx.info(port)))
         })
     }
 
@@ -982,10 +983,15 @@ impl Ctx<'_> {
 
     /// Whether `port` is held; a dead record found on the way is reclaimed.
     fn taken(&mut self, port: u16) -> bool {
-        if !self.map.is_marked(port) {
-            return false;
-        }
         let r = self.map.record(port);
+        if !self.map.is_marked(port) {
+            if r.state.load(Acquire) == FREE {
+                return false;
+            }
+            // A record whose bitmap bit is clear (a damaged bitmap, or a writer killed
+            // between the two stores): the record decides, never the bit alone.
+            self.map.mark(port);
+        }
         if self.live(r) {
             return true;
         }
@@ -1167,7 +1173,11 @@ impl Ctx<'_> {
                         if skip.contains(&p) || out.contains(&p) {
                             continue;
                         }
-                        let held = if fast && pass == 0 { self.map.is_marked(p) } else { self.taken(p) };
+                        let held = if fast && pass == 0 {
+                            self.map.is_marked(p) || self.map.record(p).state.load(Acquire) != FREE
+                        } else {
+                            self.taken(p)
+                        };
                         if !held {
                             out.push(p);
                             if out.len() == want {
