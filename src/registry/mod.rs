@@ -609,7 +609,10 @@ impl Registry {
                 return Err(Error::NotOwner { what: what.to_string(), pid: r.owner_pid.load(Relaxed) });
             }
             let id = r.lease_id.load(Relaxed);
-            Ok(ctx.clear_lease(id, None, None))
+            // Only this owner's records of that lease id: a damaged lease-id counter must
+            // not let one release clear another process's lease.
+            let owner = OwnerId { slot: r.owner_slot.load(Relaxed), generation: r.owner_gen.load(Relaxed) };
+            Ok(ctx.clear_lease(id, Some(owner), None))
         })
     }
 
