@@ -1,0 +1,35 @@
+//! The reliability and security suite (quick mode in `cargo test --release`; long mode via
+//! scripts/reliability.sh). Scenarios and figures: RELIABILITY.md. The crash tests need
+//! the `failpoints` feature and live in tests/reliability_crash.rs.
+//!
+//! Children are this test binary re-executed with `PORTMGR_RELIABILITY_ROLE` (see
+//! `child_role`). Ports: 60000-64999 only. Registries: temp directories only.
+
+#[path = "reliability/util.rs"]
+mod util;
+#[path = "reliability/roles.rs"]
+mod roles;
+#[path = "reliability/stopped.rs"]
+mod stopped;
+#[path = "reliability/fork.rs"]
+mod fork;
+#[path = "reliability/corruption.rs"]
+mod corruption;
+
+pub const TEST: &str = "child_role";
+
+/// The entry point of child processes; a no-op in a normal test run.
+#[test]
+fn child_role() {
+    roles::run_child_role();
+}
+
+/// Roles defined by the scenario modules.
+pub fn extra_role(role: &str, words: &[String]) {
+    let arg = |i: usize| -> u64 { words[i].parse().unwrap() };
+    match role {
+        "forker" => fork::forker(arg(1)),
+        "fork-holder" => fork::fork_holder(),
+        other => panic!("unknown role {other}"),
+    }
+}
