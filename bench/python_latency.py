@@ -11,7 +11,8 @@ One run, interleaved: each round times a batch of every operation in turn, so dr
   portmgr.free_port()       (the release after it is done outside the timing)
   portmgr.free_port()+release(port)
   portmgr.bound_socket()    (+ close and release, untimed)
-  portpicker.pick_unused_port()   the peer, when installed (pip install portpicker)
+  portpicker.pick_unused_port()   the peer, when installed (pip install portpicker);
+                            return_port() after each batch, untimed
 
 Target (issue #4): median of allocate()+release() <= 2x the bind(0) median.
 
@@ -86,9 +87,21 @@ def after_bound_socket() -> None:
     _socks.clear()
 
 
+_picked: list[int] = []
+
+
 def pick_unused_port() -> None:
     assert portpicker is not None
-    portpicker.pick_unused_port()
+    _picked.append(portpicker.pick_unused_port())
+
+
+def after_pick() -> None:
+    # portpicker never hands a port out twice per process: give them back (untimed), or
+    # it runs dry after some thousand picks.
+    assert portpicker is not None
+    for p in _picked:
+        portpicker.return_port(p)
+    _picked.clear()
 
 
 Row = tuple[str, Callable[[], None], Optional[Callable[[], None]]]
@@ -109,7 +122,7 @@ def main() -> int:
         ("portmgr.bound_socket()", bound_socket_only, after_bound_socket),
     ]
     if portpicker is not None:
-        rows.append(("portpicker.pick_unused_port()", pick_unused_port, None))
+        rows.append(("portpicker.pick_unused_port()", pick_unused_port, after_pick))
 
     # Warm up: open the registry, fault in the mapping, import everything.
     for _, op, after in rows:
