@@ -772,6 +772,44 @@ impl PyRegistry {
         })
     }
 
+    /// The live lease named `name` as a list of LeaseInfo when there is one, else a new
+    /// Lease allocated with these options (one call, so two processes asking at once
+    /// end up sharing one lease).
+    #[pyo3(signature = (name, *, proto = "tcp", count = 1, contiguous = false, range = None,
+                        strategy = "random", preferred = None, required = false, ttl = None,
+                        watch_pid = None, host = None, key = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn get_or_allocate<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        proto: &str,
+        count: i64,
+        contiguous: bool,
+        range: Option<Bound<'py, PyAny>>,
+        strategy: &str,
+        preferred: Option<i64>,
+        required: bool,
+        ttl: Option<f64>,
+        watch_pid: Option<i64>,
+        host: Option<String>,
+        key: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = Some(name);
+        let args = req_args!(
+            py, proto, count, contiguous, range, strategy, name, preferred, required, ttl,
+            watch_pid, host, key
+        );
+        let reg = &self.reg;
+        match detached(py, || reg.get_or_allocate(&args.request()?)).map_err(reg_err(py))? {
+            Ok(lease) => Ok(Bound::new(py, PyLease::new(lease, reg))?.into_any()),
+            Err(infos) => {
+                let infos: Vec<PyLeaseInfo> = infos.into_iter().map(Into::into).collect();
+                Ok(infos.into_pyobject(py)?.into_any())
+            }
+        }
+    }
+
     /// Release the lease that holds `port` (all its ports); returns the ports freed.
     /// Allowed for this process's leases, kept or detached ones, and leases whose owner
     /// is gone; NotOwner otherwise, NotFound when no live lease holds the port.

@@ -72,10 +72,12 @@ __all__ = [
     # allocation
     "allocate",
     "allocate_bound",
+    "get_or_allocate",
     "free_port",
     "release",
     "release_name",
     "renew",
+    "renew_name",
     "bound_socket",
     "Lease",
     # registry and its views
@@ -256,6 +258,28 @@ def free_port(
         watch_pid=watch_pid,
         host=host,
     )
+
+
+def get_or_allocate(
+    name: str,
+    *,
+    proto: Proto = "tcp",
+    count: int = 1,
+    contiguous: bool = False,
+    range: Optional[RangeLike] = None,
+    strategy: StrategyName = "random",
+    ttl: Optional[float] = None,
+) -> Union[Lease, builtins.list[LeaseInfo]]:
+    """The live lease named ``name`` (a list of :class:`LeaseInfo`, possibly another
+    process's) if there is one, else a new :class:`Lease` for it."""
+    return registry().get_or_allocate(
+        name, proto=proto, count=count, contiguous=contiguous, range=range, strategy=strategy, ttl=ttl
+    )
+
+
+def renew_name(name: str, ttl: Optional[float] = None) -> None:
+    """Extend the TTL of the lease named ``name`` to ``ttl`` seconds from now."""
+    registry().renew_name(name, ttl)
 
 
 def release(port: int) -> builtins.list[int]:

@@ -211,6 +211,24 @@ class Registry:
     ) -> socket.socket:
         """A socket bound (TCP: and listening) on a registry-held port, held until
         :meth:`release` or until this process exits."""
+    def get_or_allocate(
+        self,
+        name: str,
+        *,
+        proto: _Proto = "tcp",
+        count: int = 1,
+        contiguous: bool = False,
+        range: Optional[_RangeLike] = None,
+        strategy: _StrategyName = "random",
+        preferred: Optional[int] = None,
+        required: bool = False,
+        ttl: Optional[float] = None,
+        watch_pid: Optional[int] = None,
+        host: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Union[Lease, builtins.list[LeaseInfo]]:
+        """The live lease named ``name`` (as LeaseInfo rows) if there is one, else a new
+        :class:`Lease` allocated with these options."""
     def release(self, port: int) -> builtins.list[int]:
         """Release the lease that holds ``port``; returns the ports freed."""
     def release_name(self, name: str) -> builtins.list[int]:

@@ -359,3 +359,13 @@ def test_module_and_console_script_run_the_rust_cli() -> None:
     assert usage.returncode == 2
     # In-process: the same entry point, returning the status.
     assert portmgr._cli(["stats"]) == 0
+
+
+def test_get_or_allocate() -> None:
+    first = portmgr.get_or_allocate("svc", ttl=60)
+    assert isinstance(first, portmgr.Lease)
+    again = portmgr.get_or_allocate("svc")
+    assert isinstance(again, list) and [i.port for i in again] == first.ports
+    portmgr.renew_name("svc", 30)
+    first.release()
+    assert isinstance(portmgr.get_or_allocate("svc"), portmgr.Lease)

@@ -240,3 +240,50 @@ def test_default_registry_after_fork_in_a_threaded_parent() -> None:
         os.waitpid(pid, 0)
         pytest.fail("the forked child hung on a lock copied from the parent")
     assert os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with threads
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_other_threads_are_inside_the_library() -> None:
+    # Threads allocate and release non-stop; the main thread forks 40 times. Every child
+    # must be able to allocate and release at once (no lock copied in a held state).
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            while not stop.is_set():
+                portmgr.allocate().release()
+                portmgr.release(portmgr.free_port())
+        except BaseException as e:
+            errors.append(e)
+
+    workers = [threading.Thread(target=churn) for _ in range(3)]
+    for t in workers:
+        t.start()
+    try:
+        for _ in range(40):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    with portmgr.allocate() as lease:
+                        code = 0 if held(lease.port) else 2
+                finally:
+                    os._exit(code)
+            deadline = time.monotonic() + 10
+            while True:
+                wpid, status = os.waitpid(pid, os.WNOHANG)
+                if wpid:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    pytest.fail("a child forked while threads used the library hung")
+                time.sleep(0.002)
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        stop.set()
+        for t in workers:
+            t.join()
+    assert not errors
