@@ -171,7 +171,8 @@ def test_gil_is_released_while_waiting_for_the_registry_lock(registry_dir: Any) 
         free_rate = count_while(idle)
         blocked.start()
         blocked_rate = count_while(blocked)
-        assert blocked_rate >= 0.5 * free_rate, (blocked_rate, free_rate)
+        # Held GIL would give ~0; a released one about the idle rate (slack for noisy CI).
+        assert blocked_rate >= 0.25 * free_rate, (blocked_rate, free_rate)
     finally:
         if child.stdin:
             child.stdin.close()
