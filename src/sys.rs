@@ -202,6 +202,22 @@ fn parse_stat(bytes: &[u8]) -> Option<ProcState> {
     Some(ProcState::Alive(start))
 }
 
+/// `fallocate(fd, 0, 0, len)`: allocate every block of the first `len` bytes, growing
+/// the file to `len` if shorter. Retried on EINTR.
+pub fn fallocate(fd: &File, len: u64) -> io::Result<()> {
+    loop {
+        // SAFETY: `fd` is an open file; fallocate reads no memory of ours.
+        let r = unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len as libc::off_t) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
 /// `futex(FUTEX_WAIT_PRIVATE)`: sleep while `word == expected`, at most `timeout`.
 /// Returns on wake-up, timeout, signal or a changed word; the caller re-checks.
 pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {

@@ -763,7 +763,10 @@ impl Files {
                 // Emptied under live owners: starting afresh would reset their ports.
                 Some("it is empty (truncated to 0 bytes)".to_string())
             } else if len == 0 {
-                db.set_len(FILE_SIZE as u64).map_err(|e| Error::os(format!("sizing {}", db_path.display()), e))?;
+                if let Err(e) = reserve(&db, &db_path) {
+                    let _ = db.set_len(0); // stays "new": the next open tries again
+                    return Err(e);
+                }
                 failpoint("sized");
                 let map = Map::new(&db)?;
                 init_header(map.header());
@@ -776,6 +779,8 @@ impl Files {
             };
             match problem {
                 None => {
+                    // Also for files made sparse by older versions (a no-op otherwise).
+                    reserve(&db, &db_path)?;
                     let map = Map::new(&db)?;
                     check_boot(&map, &db, notices);
                     drop(_flock);
@@ -808,6 +813,22 @@ impl Files {
             }
         }
         Err(Error::RegistryCorrupt { path: db_path, reason: "it could not be recreated".into() })
+    }
+}
+
+/// Give the file its size with every block allocated (`fallocate`). The table is a
+/// shared mapping: a page of a sparse file first touched when the disk is full kills
+/// the toucher with SIGBUS (seen on a full tmpfs), in whichever process that is. With
+/// the blocks reserved up front, a full disk is an error here instead. Costs the file's
+/// full size on disk (8.3 MiB).
+fn reserve(db: &File, path: &Path) -> Result<()> {
+    match sys::fallocate(db, FILE_SIZE as u64) {
+        Ok(()) => Ok(()),
+        // File systems without fallocate: size it sparse, as before.
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            db.set_len(FILE_SIZE as u64).map_err(|e| Error::os(format!("sizing {}", path.display()), e))
+        }
+        Err(e) => Err(Error::os(format!("reserving {FILE_SIZE} bytes of disk for {}", path.display()), e)),
     }
 }
 
