@@ -341,7 +341,10 @@ impl Registry {
             let files = st.files.as_ref().ok_or_else(|| Error::Internal("registry files missing".into()))?;
             let _flock = lock::lock_file(&files.lock, &self.inner.dir.join("registry.lock"), deadline)?;
             // Size first: a file truncated under us faults (SIGBUS) on access past its end.
-            let size_ok = sys::fstat(&files.db).is_ok_and(|s| s.st_size as u64 == FILE_SIZE as u64);
+            let size = sys::fstat(&files.db)
+                .map_err(|e| Error::os(format!("fstat of {}", self.inner.dir.join("registry.db").display()), e))?
+                .st_size;
+            let size_ok = size as u64 == FILE_SIZE as u64;
             if !size_ok || files.map.header().magic.load(Acquire) != MAGIC {
                 if st.owner.is_some() {
                     // Our owner lock proves nobody moved it aside (that needs no owner
