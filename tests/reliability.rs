@@ -15,6 +15,12 @@ mod stopped;
 mod fork;
 #[path = "reliability/corruption.rs"]
 mod corruption;
+#[path = "reliability/dirs.rs"]
+mod dirs;
+#[path = "reliability/probe_table.rs"]
+mod probe_table;
+#[path = "reliability/io_faults.rs"]
+mod io_faults;
 
 pub const TEST: &str = "child_role";
 
@@ -30,6 +36,11 @@ pub fn extra_role(role: &str, words: &[String]) {
     match role {
         "forker" => fork::forker(arg(1)),
         "fork-holder" => fork::fork_holder(),
+        "default-dir" => dirs::default_dir_role(),
+        "umask" => dirs::umask_role(arg(1) as u32),
+        "faulted" => io_faults::faulted_role(),
+        "emfile" => io_faults::emfile_role(),
+        "enospc" => io_faults::enospc_role(&words[1]),
         other => panic!("unknown role {other}"),
     }
 }
