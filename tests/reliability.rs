@@ -21,6 +21,8 @@ mod dirs;
 mod probe_table;
 #[path = "reliability/io_faults.rs"]
 mod io_faults;
+#[path = "reliability/concurrency.rs"]
+mod concurrency;
 
 pub const TEST: &str = "child_role";
 
@@ -41,6 +43,7 @@ pub fn extra_role(role: &str, words: &[String]) {
         "faulted" => io_faults::faulted_role(),
         "emfile" => io_faults::emfile_role(),
         "enospc" => io_faults::enospc_role(&words[1]),
+        "worker" => concurrency::worker(arg(1), arg(2)),
         other => panic!("unknown role {other}"),
     }
 }

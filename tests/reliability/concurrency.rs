@@ -1,0 +1,203 @@
+//! L1/L2: 16 processes x 4 threads allocate, hold (bound: the consumer's plain bind) and
+//! release in a loop through one registry and a small pool, while a thread of the test
+//! process opens, reads and closes the registry files in a loop (closing an fd must never
+//! drop a lock). Figures: duplicates (two holders' hold intervals on one port overlap,
+//! from CLOCK_MONOTONIC stamps), bind failures on allocated ports, and the audit
+//! `allocations - releases - reclaimed == live` (exact; also checked against the
+//! workers' own counts).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use portmgr::{ErrorCode, Protocols, Registry, Strategy, probe};
+
+use crate::util::*;
+
+const START: u16 = 63000;
+const LEN: u16 = 64;
+
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `worker SECS SEED`: 4 threads; prints `L port alloc_ns release_ns pid` per held port,
+/// `BINDFAIL ...` with forensics, and `SUM allocated released exhausted errors`.
+pub fn worker(secs: u64, seed: u64) {
+    let reg = Registry::open_default().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let pid = std::process::id();
+    let totals = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (reg, totals) = (reg.clone(), Arc::clone(&totals));
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(seed * 31 + t + 1);
+                let mut log = Vec::new();
+                while Instant::now() < deadline {
+                    let base = req_in(START, LEN);
+                    let req = match rng.below(6) {
+                        0 => base.count(2),
+                        1 => base.strategy(Strategy::Sequential),
+                        2 => base.protocols(Protocols::BOTH),
+                        3 => base.name(format!("w{pid}-{t}-{}", rng.below(1000))),
+                        _ => base,
+                    };
+                    let bound = rng.below(5) == 0;
+                    let got = if bound { reg.allocate_bound(&req).map(|(l, s)| (l, Some(s))) } else { reg.allocate(&req).map(|l| (l, None)) };
+                    let (mut lease, socks) = match got {
+                        Ok(x) => x,
+                        Err(e) if e.code() == ErrorCode::Exhausted => {
+                            totals[2].fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_micros(200));
+                            continue;
+                        }
+                        Err(e) => {
+                            totals[3].fetch_add(1, Ordering::Relaxed);
+                            say(format!("ERR {e}"));
+                            continue;
+                        }
+                    };
+                    let a = mono_ns();
+                    totals[0].fetch_add(lease.ports().len() as u64, Ordering::Relaxed);
+                    // The consumer: a plain bind of every port (unless handed over bound).
+                    let mut mine = Vec::new();
+                    if socks.is_none() {
+                        for &p in lease.ports() {
+                            match probe::bind_listener(p, Protocols::TCP) {
+                                Ok(s) => mine.push(s),
+                                Err(e) => say(format!(
+                                    "BINDFAIL {p} {e}; registry: {:?}; ss: {}",
+                                    reg.get_by_port(p),
+                                    ss(p).replace('\n', " / ")
+                                )),
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_micros(rng.below(1500)));
+                    drop(mine);
+                    drop(socks);
+                    let r = mono_ns();
+                    for &p in lease.ports() {
+                        log.push(format!("L {p} {a} {r} {pid}"));
+                    }
+                    let n = lease.ports().len() as u64;
+                    lease.release().unwrap();
+                    totals[1].fetch_add(n, Ordering::Relaxed);
+                }
+                log
+            })
+        })
+        .collect();
+    let mut out = String::new();
+    for t in threads {
+        for l in t.join().unwrap() {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    print!("{out}");
+    say(format!(
+        "SUM {} {} {} {}",
+        totals[0].load(Ordering::Relaxed),
+        totals[1].load(Ordering::Relaxed),
+        totals[2].load(Ordering::Relaxed),
+        totals[3].load(Ordering::Relaxed)
+    ));
+}
+
+#[test]
+fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
+    let secs = knob("PORTMGR_RELIABILITY_SECONDS", 6);
+    let procs = knob("PORTMGR_RELIABILITY_PROCS", 16);
+    let d = temp_dir();
+    let dir = d.path().join("reg");
+    let reg = Registry::open(&dir).unwrap();
+    let before = reg.stats().unwrap();
+    // L2: open / read / close the registry's files in a loop, the whole time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, dir) = (Arc::clone(&stop), dir.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            let mut buf = vec![0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                for f in ["registry.db", "registry.lock"] {
+                    if let Ok(mut file) = std::fs::File::open(dir.join(f)) {
+                        let _ = file.read(&mut buf);
+                        n += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            n
+        })
+    };
+    let mut kids: Vec<Kid> = (0..procs).map(|i| spawn(crate::TEST, &dir, &format!("worker {secs} {}", i + 1), &[])).collect();
+    let mut intervals: HashMap<u16, Vec<(u64, u64, u32)>> = HashMap::new();
+    let (mut allocated, mut released, mut exhausted, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let mut bindfails = Vec::new();
+    let mut other_errors = Vec::new();
+    for k in &mut kids {
+        let sum = k.expect("SUM ", Duration::from_secs(secs + 120)).unwrap_or_else(|| panic!("a worker gave no summary"));
+        let v: Vec<u64> = sum.split_whitespace().map(|w| w.parse().unwrap()).collect();
+        allocated += v[0];
+        released += v[1];
+        exhausted += v[2];
+        errors += v[3];
+        for line in &k.seen {
+            if let Some(rest) = line.strip_prefix("L ") {
+                let f: Vec<u64> = rest.split_whitespace().map(|w| w.parse().unwrap()).collect();
+                intervals.entry(f[0] as u16).or_default().push((f[1], f[2], f[3] as u32));
+            } else if line.starts_with("BINDFAIL") {
+                bindfails.push(line.clone());
+            } else if line.starts_with("ERR") {
+                other_errors.push(line.clone());
+            }
+        }
+        let st = k.wait(Duration::from_secs(30));
+        assert!(st.is_some_and(|s| s.success()), "a worker failed: {st:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reads = reader.join().unwrap();
+    // Duplicates: two hold intervals on one port that overlap.
+    let mut dups = Vec::new();
+    let mut held_ports = 0usize;
+    for (port, iv) in intervals.iter_mut() {
+        held_ports += iv.len();
+        iv.sort_unstable();
+        let mut max_end = (0u64, 0u32);
+        for &(a, r, pid) in iv.iter() {
+            if a < max_end.0 {
+                dups.push(format!("port {port}: held by {} until {} and by {pid} from {a}", max_end.1, max_end.0));
+            }
+            if r > max_end.0 {
+                max_end = (r, pid);
+            }
+        }
+    }
+    let s = reg.stats().unwrap();
+    let audit = s.allocations as i64 - s.releases as i64 - s.reclaimed as i64 - s.held as i64;
+    eprintln!(
+        "RESULT concurrency: procs={procs} threads_each=4 seconds={secs} ports_allocated={allocated} released={released} intervals={held_ports} exhausted_retries={exhausted} other_errors={errors} duplicates={} bind_failures={} audit(alloc-rel-recl-live)={audit} live={} reclaimed={} file_reads={reads}",
+        dups.len(),
+        bindfails.len(),
+        s.held,
+        s.reclaimed
+    );
+    assert!(dups.is_empty(), "{} duplicates: {:?}\n{}", dups.len(), &dups[..dups.len().min(5)], forensics(&dir, &[]));
+    assert!(bindfails.is_empty(), "{} bind failures on allocated ports: {:?}", bindfails.len(), &bindfails[..bindfails.len().min(5)]);
+    assert!(other_errors.is_empty(), "unexpected errors: {:?}", &other_errors[..other_errors.len().min(5)]);
+    assert_eq!(audit, 0, "audit broken: {s:?}");
+    assert_eq!(s.held, 0, "ports outlived their processes: {s:?}");
+    assert_eq!(s.allocations - before.allocations, allocated, "the registry counted other allocations than the workers made");
+    assert_eq!(s.releases - before.releases, released, "the registry counted other releases than the workers made");
+    assert_eq!(held_ports as u64, allocated);
+    assert!(allocated > 1000 * secs.min(5), "too little work to mean anything: {allocated}");
+    assert!(reads > 0);
+}
