@@ -1,6 +1,7 @@
 //! The `portmgr` command line: parsing and printing over core calls.
 //!
-//! Everything a command does is a call into the core ([`Registry`], [`probe`]); this
+//! Everything a command does is a call into the core ([`Registry`], [`probe`],
+//! [`mapping`](crate::mapping) for service types, groups, export and import); this
 //! module only parses arguments, prints results and maps errors to exit statuses. The
 //! cargo binary `portmgr` and the Python console script both call [`main_with_args`].
 //!
@@ -48,6 +49,10 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::error::{Error, ErrorCode};
+use crate::mapping::{
+    self, ExportFormat, GroupLayout, GroupOptions, ImportFormat, ImportOptions, Metadata, NginxDeploy, Service,
+    ServiceSpec, Services,
+};
 use crate::probe;
 use crate::range::{PortRange, Protocols};
 use crate::registry::{Lease, LeaseInfo, Registry, Request};
@@ -147,6 +152,11 @@ Examples:
   # run a command with two fresh ports, released when it exits
   portmgr run --port web --port db -- ./test.sh --web {web} --db {db}
 
+  # named services with types, groups of ports, and the map for other tools
+  portmgr alloc --name api --type rest-api
+  eval \"$(portmgr group alloc ci-17 --layout stack --format env --owner $$)\"
+  portmgr export --format nginx --dir /etc/nginx/portmgr --reload
+
 Exit statuses: 0 ok, 1 other error, 2 usage, 3 exhausted, 4 in use, 5 not found,
 6 registry problem, 7 timeout, 8 not owner, 9 unhealthy; `run` exits with its
 command's status (128+N when killed by signal N).
@@ -162,7 +172,8 @@ struct Cli {
     /// Registry directory (default: $PORTMGR_DIR, else $XDG_RUNTIME_DIR/portmgr)
     #[arg(long, global = true, value_name = "DIR")]
     registry: Option<PathBuf>,
-    /// Output: plain (for people), json (for programs), env (NAME_PORT=1234 lines)
+    /// Output: plain (for people), json (for programs), env (NAME_PORT=1234 lines),
+    /// nginx (export only)
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     format: Option<Format>,
     /// Same as --format json
@@ -177,6 +188,7 @@ enum Format {
     Plain,
     Json,
     Env,
+    Nginx,
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,6 +200,7 @@ Examples:
   portmgr alloc --name web --ttl 1h --format env # WEB_PORT=15321, held for an hour
   portmgr alloc --count 3 --contiguous --range 20000-20999
   portmgr alloc --preferred 8080 --required      # 8080 or fail with status 4
+  portmgr alloc --name api --type rest-api --meta owner=team-a   # from 8080-8099
 
 Lifetime: by default the port is held while the calling process (the parent of
 portmgr, normally your shell) lives. --owner PID watches PID instead. --ttl D alone
@@ -237,7 +250,9 @@ Example:
 Examples:
   portmgr list
   portmgr list --name web --json
-  portmgr list --owner $$ --format env")]
+  portmgr list --owner $$ --format env
+  portmgr list --type database
+  portmgr list --group ci-17 --json")]
     List {
         /// Only the lease with this service name
         #[arg(long)]
@@ -248,6 +263,12 @@ Examples:
         /// Only leases allocated by, or watching, this process
         #[arg(long, value_name = "PID")]
         owner: Option<u32>,
+        /// Only services of this service type (see `portmgr alloc --type`)
+        #[arg(long = "type", value_name = "TYPE")]
+        service_type: Option<String>,
+        /// Only members of this group (see `portmgr group alloc`)
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
     },
     /// Pool size, held, free, utilization, owners
     #[command(after_help = "\
@@ -320,6 +341,148 @@ programs. INT, TERM and HUP sent to portmgr are forwarded to CMD. The exit statu
 CMD's (128+N when killed by signal N). NAMEs are labels for CMD, not registry service
 names, so many runs can use the same NAMEs at once.")]
     Run(RunArgs),
+    /// Print the live named services as JSON, .env lines or nginx locations
+    #[command(after_help = "\
+Examples:
+  portmgr export --format json > services.json
+  portmgr export --format env > .env.dynamic
+  portmgr export --group ci-17 --format env
+  portmgr export --format nginx                        # location blocks to stdout
+  portmgr export --format nginx --dir /etc/nginx/portmgr --reload
+
+--format is json (the default), env or nginx. With --dir, the nginx export is written
+as one NAME.conf per service into DIR, replaced atomically (include it inside a server
+block: include /etc/nginx/portmgr/*.conf;). --reload then runs `nginx -t` and, only
+when it passes, `nginx -s reload`; when either fails the previous DIR is put back and
+the status is 1.")]
+    Export(ExportArgs),
+    /// Re-create services from a JSON export or a .env file, each on its previous port when free
+    #[command(after_help = "\
+Examples:
+  portmgr export --format env > .env.dynamic     # at the end of a run
+  portmgr import .env.dynamic --owner $$         # at the start of the next one
+  portmgr import services.json --range 20000-20999 --json
+
+Each service asks for its previous port; when that is taken it moves to a free port
+of --range (else its type's range, else the pool) and is reported as moved. A name
+that is live already is left as it is. Lifetime as for `portmgr alloc`: held while the
+calling process lives, or --owner PID, or --ttl D. Status 1 when some service could
+not be re-created (the others are kept).")]
+    Import(ImportArgs),
+    /// Groups: named members at offsets from one base port, allocated all or none
+    #[command(after_help = "\
+Examples:
+  portmgr group alloc ci-17 --layout stack --owner $$
+  portmgr group alloc ci-17 --spec \"pg=0,redis=+100,api=400/rest-api\" --format env
+  portmgr group list
+  portmgr group release ci-17")]
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCmd {
+    /// Allocate every member of a group at one base port (all or none); print member=port
+    #[command(after_help = "\
+Examples:
+  portmgr group alloc ci-17 --layout stack              # postgres=23100 redis=23200 ...
+  portmgr group alloc ci-17 --spec \"pg=0,redis=+100\" --range 20000-29999
+  eval \"$(portmgr group alloc ci-17 --layout stack --format env --owner $$)\"
+
+Members are services named GROUP.MEMBER (ci-17.redis); --format env prints
+CI_17_REDIS_PORT=... lines, like `portmgr export --format env`. The built-in layout
+`stack` is postgres +0, redis +100, clickhouse_http +200, clickhouse_tcp +300,
+backend +400, auth +401, frontend +500; more come from the types config file. A spec
+is NAME=OFFSET[/TYPE] items separated by commas. Lifetime as for `portmgr alloc`.")]
+    #[command(group(ArgGroup::new("layout_or_spec").required(true).args(["layout", "spec"])))]
+    Alloc(GroupAllocArgs),
+    /// Release every member of a group; print the ports freed
+    #[command(after_help = "\
+Example:
+  portmgr group release ci-17")]
+    Release {
+        /// The group's name
+        name: String,
+    },
+    /// List the live groups and their members
+    #[command(after_help = "\
+Examples:
+  portmgr group list
+  portmgr group list --json")]
+    List,
+}
+
+#[derive(Args, Debug)]
+struct GroupAllocArgs {
+    /// The group's name (members are named GROUP.MEMBER)
+    name: String,
+    /// A named layout: stack, or one from the types config file
+    #[arg(long, value_name = "LAYOUT")]
+    layout: Option<String>,
+    /// Members as NAME=OFFSET[/TYPE],... e.g. "pg=0,redis=+100,api=400/rest-api"
+    #[arg(long, value_name = "SPEC")]
+    spec: Option<String>,
+    /// Where the members' ports may lie (default: the pool)
+    #[arg(long, value_parser = parse_range, value_name = "A-B")]
+    range: Option<PortRange>,
+    /// The order bases are tried in: random (default), sequential, hash (by group name)
+    #[arg(long, value_parser = parse_strategy)]
+    strategy: Option<Strategy>,
+    /// Metadata KEY=VALUE given to every member (repeatable)
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    meta: Vec<(String, String)>,
+    /// Hold for this long (renewable), e.g. 90s, 5m, 1h
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    ttl: Option<Duration>,
+    /// Hold while this process lives (default: the calling process, unless --ttl is given)
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    owner: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Only services of this type
+    #[arg(long = "type", value_name = "TYPE")]
+    service_type: Option<String>,
+    /// Only members of this group
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+    /// With --format nginx: write one NAME.conf per service into DIR (replaced atomically)
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// With --dir: run `nginx -t`, then `nginx -s reload`; put the old DIR back on failure
+    #[arg(long, requires = "dir")]
+    reload: bool,
+    /// With --reload: the nginx program (default: nginx, found in PATH)
+    #[arg(long, requires = "reload", value_name = "PROGRAM")]
+    nginx: Option<String>,
+    /// With --reload: test and reload an nginx run with -p PREFIX (needs --nginx-conf)
+    #[arg(long, requires_all = ["reload", "nginx_conf"], value_name = "DIR")]
+    nginx_prefix: Option<PathBuf>,
+    /// With --reload: test and reload an nginx run with -c FILE (needs --nginx-prefix)
+    #[arg(long, requires_all = ["reload", "nginx_prefix"], value_name = "FILE")]
+    nginx_conf: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// The file: a JSON export or .env lines (`-` reads standard input)
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The file's format, json or env (default: json when it starts with '{')
+    #[arg(long, value_parser = parse_import_format, value_name = "FORMAT")]
+    from: Option<ImportFormat>,
+    /// Where a service whose previous port is taken moves to (default: its type's range, else the pool)
+    #[arg(long, value_parser = parse_range, value_name = "A-B")]
+    range: Option<PortRange>,
+    /// Hold for this long (renewable), e.g. 90s, 5m, 1h
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    ttl: Option<Duration>,
+    /// Hold while this process lives (default: the calling process, unless --ttl is given)
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    owner: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -354,6 +517,12 @@ struct AllocArgs {
     /// Hold while this process lives (default: the calling process, unless --ttl is given)
     #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     owner: Option<u32>,
+    /// Service type: draw from its range (unless --range is given) and record it
+    #[arg(long = "type", value_name = "TYPE")]
+    service_type: Option<String>,
+    /// Metadata KEY=VALUE recorded with the lease (repeatable)
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    meta: Vec<(String, String)>,
 }
 
 #[derive(Args, Debug)]
@@ -395,6 +564,17 @@ fn parse_proto(s: &str) -> Result<Protocols, String> {
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse::<Strategy>().map_err(|e| strip_kind(&e))
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE metadata, e.g. owner=team-a")),
+    }
+}
+
+fn parse_import_format(s: &str) -> Result<ImportFormat, String> {
+    s.parse::<ImportFormat>().map_err(|e| strip_kind(&e))
 }
 
 fn strip_kind(e: &Error) -> String {
@@ -523,7 +703,9 @@ fn no_env(fmt: Format, cmd: &str) -> R<()> {
     if fmt == Format::Env {
         return Err(fail(
             EXIT_USAGE,
-            format!("--format env is for alloc and list, not {cmd}; use --format plain or --format json"),
+            format!(
+                "--format env is for alloc, list, import, export and group alloc, not {cmd}; use --format plain or --format json"
+            ),
         ));
     }
     Ok(())
@@ -576,12 +758,22 @@ fn lease_json(i: &LeaseInfo) -> serde_json::Value {
 
 fn dispatch(cli: &Cli) -> R<i32> {
     let fmt = if cli.json { Format::Json } else { cli.format.unwrap_or(Format::Plain) };
+    if fmt == Format::Nginx && !matches!(cli.cmd, Cmd::Export(_)) {
+        return Err(fail(EXIT_USAGE, "--format nginx is for export only; use --format plain, json or env"));
+    }
     match &cli.cmd {
+        Cmd::Export(a) => export(cli, a),
+        Cmd::Import(a) => import(cli, fmt, a),
+        Cmd::Group { cmd: GroupCmd::Alloc(a) } => group_alloc(cli, fmt, a),
+        Cmd::Group { cmd: GroupCmd::Release { name } } => group_release(cli, fmt, name),
+        Cmd::Group { cmd: GroupCmd::List } => group_list(cli, fmt),
         Cmd::Alloc(a) => alloc(cli, fmt, a),
         Cmd::Release { ports, name } => release(cli, fmt, ports, name.as_deref()),
         Cmd::Renew { port, name, ttl } => renew(cli, fmt, *port, name.as_deref(), *ttl),
         Cmd::Gc => gc(cli, fmt),
-        Cmd::List { name, port, owner } => list(cli, fmt, name.as_deref(), *port, *owner),
+        Cmd::List { name, port, owner, service_type, group } => {
+            list(cli, fmt, name.as_deref(), *port, *owner, service_type.as_deref(), group.as_deref())
+        }
         Cmd::Stats => stats(cli, fmt),
         Cmd::Health { threshold } => health(cli, fmt, *threshold),
         Cmd::Check { ports, proto } => check(cli, fmt, ports, *proto),
@@ -609,6 +801,33 @@ fn open_registry(cli: &Cli) -> R<Registry> {
     })
 }
 
+/// The mapping layer on `reg`, with the service types config in force (a broken config
+/// file is a usage error naming the file, line and field).
+fn services(reg: Registry) -> R<Services> {
+    Ok(Services::new(reg)?)
+}
+
+/// `alloc`'s default lifetime (see the module docs) applied to `req`: watch `owner`, else
+/// the calling process unless a TTL is given. Returns the request and the watched pid.
+fn with_lifetime(mut req: Request, owner: Option<u32>, ttl: Option<Duration>) -> (Request, Option<u32>) {
+    let watch = match (owner, ttl) {
+        (Some(pid), _) => Some(pid),
+        (None, Some(_)) => None,
+        (None, None) => Some(std::os::unix::process::parent_id()),
+    };
+    if let Some(t) = ttl {
+        req = req.ttl(t);
+    }
+    if let Some(w) = watch {
+        req = req.watch_pid(w);
+    }
+    (req, watch)
+}
+
+fn metadata(items: &[(String, String)]) -> Metadata {
+    items.iter().cloned().collect()
+}
+
 fn alloc(cli: &Cli, fmt: Format, a: &AllocArgs) -> R<i32> {
     let reg = open_registry(cli)?;
     let mut req = Request::new().protocols(a.proto).count(a.count).contiguous(a.contiguous);
@@ -625,21 +844,17 @@ fn alloc(cli: &Cli, fmt: Format, a: &AllocArgs) -> R<i32> {
         req = req.preferred(p, a.required);
     }
     // The default lifetime: the calling process (see the module docs).
-    let watch = match (a.owner, a.ttl) {
-        (Some(pid), _) => Some(pid),
-        (None, Some(_)) => None,
-        (None, None) => Some(std::os::unix::process::parent_id()),
+    let (req, watch) = with_lifetime(req, a.owner, a.ttl);
+    let lease = if a.service_type.is_some() || !a.meta.is_empty() {
+        let spec =
+            ServiceSpec { service_type: a.service_type.clone(), metadata: metadata(&a.meta), ..ServiceSpec::new() };
+        services(reg.clone())?.allocate(&req, &spec)?
+    } else {
+        reg.allocate(&req)?
     };
-    if let Some(t) = a.ttl {
-        req = req.ttl(t);
-    }
-    if let Some(w) = watch {
-        req = req.watch_pid(w);
-    }
-    let lease = reg.allocate(&req)?;
     let ports = lease.ports().to_vec();
     let text = match fmt {
-        Format::Plain => ports.iter().map(|p| format!("{p}\n")).collect(),
+        Format::Plain | Format::Nginx => ports.iter().map(|p| format!("{p}\n")).collect(),
         Format::Env => env_lines(a.name.as_deref(), &ports),
         Format::Json => {
             let info = reg.get_by_port(ports[0])?;
@@ -651,6 +866,8 @@ fn alloc(cli: &Cli, fmt: Format, a: &AllocArgs) -> R<i32> {
                 "lease_id": lease.id(),
                 "watch_pid": watch,
                 "expires_ms": info.as_ref().and_then(|i| i.expires_ms),
+                "type": a.service_type,
+                "metadata": metadata(&a.meta),
             });
             format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
         }
@@ -752,11 +969,33 @@ fn gc(cli: &Cli, fmt: Format) -> R<i32> {
     Ok(EXIT_OK)
 }
 
-fn list(cli: &Cli, fmt: Format, name: Option<&str>, port: Option<u16>, owner: Option<u32>) -> R<i32> {
+fn list(
+    cli: &Cli,
+    fmt: Format,
+    name: Option<&str>,
+    port: Option<u16>,
+    owner: Option<u32>,
+    service_type: Option<&str>,
+    group: Option<&str>,
+) -> R<i32> {
     let reg = open_registry(cli)?;
+    // --type and --group: the lease ids of the matching services.
+    let mut only: Option<HashSet<u64>> = None;
+    if service_type.is_some() || group.is_some() {
+        let svc = services(reg.clone())?;
+        let mut found: Vec<Service> = match service_type {
+            Some(t) => svc.by_type(t)?,
+            None => svc.list()?,
+        };
+        if let Some(g) = group {
+            found.retain(|s| s.group.as_deref() == Some(g));
+        }
+        only = Some(found.iter().map(|s| s.lease_id).collect());
+    }
     let items: Vec<LeaseInfo> = reg
         .list()?
         .into_iter()
+        .filter(|i| only.as_ref().is_none_or(|ids| ids.contains(&i.lease_id)))
         .filter(|i| name.is_none_or(|n| i.name.as_deref() == Some(n)))
         .filter(|i| port.is_none_or(|p| i.port == p))
         .filter(|i| owner.is_none_or(|o| i.owner_pid == o || i.watch_pid == Some(o)))
@@ -772,7 +1011,7 @@ fn list(cli: &Cli, fmt: Format, name: Option<&str>, port: Option<u16>, owner: Op
             }
             emit(&by_lease.values().map(|(n, ps)| env_lines(Some(n), ps)).collect::<String>())?
         }
-        Format::Plain => {
+        Format::Plain | Format::Nginx => {
             if !items.is_empty() {
                 let now = now_ms();
                 let mut s = format!(
@@ -794,6 +1033,214 @@ fn list(cli: &Cli, fmt: Format, name: Option<&str>, port: Option<u16>, owner: Op
                 emit(&s)?;
             }
         }
+    }
+    Ok(EXIT_OK)
+}
+
+// ---------------------------------------------------------------------------------------
+// Services: export, import, groups (thin over crate::mapping)
+
+fn export(cli: &Cli, a: &ExportArgs) -> R<i32> {
+    let format = match if cli.json { Format::Json } else { cli.format.unwrap_or(Format::Json) } {
+        Format::Json => ExportFormat::Json,
+        Format::Env => ExportFormat::Env,
+        Format::Nginx => ExportFormat::Nginx,
+        Format::Plain => return Err(fail(EXIT_USAGE, "export writes --format json, env or nginx, not plain")),
+    };
+    if a.dir.is_some() && format != ExportFormat::Nginx {
+        return Err(fail(EXIT_USAGE, "--dir writes the nginx export: add --format nginx"));
+    }
+    let svc = services(open_registry(cli)?)?;
+    let mut list = match &a.service_type {
+        Some(t) => svc.by_type(t)?.into_iter().filter(|s| s.name.is_some()).collect(),
+        None => svc.list_named()?,
+    };
+    if let Some(g) = &a.group {
+        list.retain(|s| s.group.as_deref() == Some(g.as_str()));
+    }
+    let Some(dir) = &a.dir else {
+        emit(&mapping::export(&list, format)?)?;
+        return Ok(EXIT_OK);
+    };
+    let applied = if a.reload {
+        let nginx = a.nginx.clone().unwrap_or_else(|| "nginx".into());
+        let deploy = match (&a.nginx_prefix, &a.nginx_conf) {
+            (Some(p), Some(c)) => NginxDeploy::with_nginx(dir, &nginx, p, c),
+            _ => NginxDeploy {
+                dir: dir.clone(),
+                test_command: Some(vec![nginx.clone(), "-t".into()]),
+                reload_command: Some(vec![nginx, "-s".into(), "reload".into()]),
+            },
+        };
+        deploy.apply(&list).map_err(|e| {
+            let mut f = Fail::from(e);
+            // nginx refusing the result (or the reload) is no usage error.
+            if f.msg.contains("nginx configuration failed its test") || f.msg.contains("reloading nginx failed") {
+                f.code = EXIT_OTHER;
+            }
+            f
+        })?
+    } else {
+        mapping::write_nginx_dir(dir, &list)?
+    };
+    let mut text = format!("wrote {} file(s) to {}\n", applied.files.len(), applied.dir.display());
+    for f in &applied.files {
+        text.push_str(&format!("  {f}\n"));
+    }
+    for s in &applied.skipped {
+        text.push_str(&format!("skipped: {}\n", one_line(s)));
+    }
+    if applied.tested {
+        text.push_str("nginx -t passed\n");
+    }
+    if applied.reloaded {
+        text.push_str("nginx reloaded\n");
+    }
+    emit(&text)?;
+    Ok(EXIT_OK)
+}
+
+fn import(cli: &Cli, fmt: Format, a: &ImportArgs) -> R<i32> {
+    let text = if a.file.as_os_str() == "-" {
+        let mut s = String::new();
+        io::Read::read_to_string(&mut io::stdin(), &mut s)
+            .map_err(|e| fail(EXIT_OTHER, format!("reading standard input: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(&a.file).map_err(|e| {
+            let code = if e.kind() == io::ErrorKind::NotFound { EXIT_NOT_FOUND } else { EXIT_OTHER };
+            fail(code, format!("cannot read {}: {e}", a.file.display()))
+        })?
+    };
+    let svc = services(open_registry(cli)?)?;
+    let (template, _) = with_lifetime(Request::new(), a.owner, a.ttl);
+    let opts = ImportOptions { range: a.range.clone(), request: Some(template) };
+    let outcome = svc.import_text(&text, a.from, &opts)?;
+    let out = match fmt {
+        Format::Json => {
+            let s = serde_json::to_string_pretty(&json!({ "services": outcome.services }))
+                .map_err(|e| fail(EXIT_OTHER, format!("encoding JSON: {e}")))?;
+            format!("{s}\n")
+        }
+        Format::Env => outcome
+            .services
+            .iter()
+            .filter_map(|s| Some(format!("{}={}\n", mapping::env_key(&s.name), s.port?)))
+            .collect(),
+        _ => outcome
+            .services
+            .iter()
+            .map(|s| match (s.status.as_str(), s.port) {
+                ("same", Some(p)) => format!("{} {p} (kept its previous port)\n", s.name),
+                ("moved", Some(p)) => format!(
+                    "{} {} -> {p} (moved: {})\n",
+                    s.name,
+                    s.previous_port,
+                    s.reason.as_deref().unwrap_or("its previous port is taken")
+                ),
+                ("existing", Some(p)) => format!("{} {p} (already live: left as it is)\n", s.name),
+                _ => format!("{} failed: {}\n", s.name, one_line(s.reason.as_deref().unwrap_or("unknown reason"))),
+            })
+            .collect(),
+    };
+    // Printed before the leases are kept: when nobody can read the report, they are
+    // dropped (released) instead of leaking.
+    emit(&out)?;
+    let failed: Vec<String> = outcome
+        .failed()
+        .iter()
+        .map(|s| format!("{} ({})", s.name, one_line(s.reason.as_deref().unwrap_or("unknown reason"))))
+        .collect();
+    for l in outcome.leases {
+        l.keep()?;
+    }
+    if !failed.is_empty() {
+        return Err(fail(
+            EXIT_OTHER,
+            format!("{} service(s) could not be re-created: {}; the others are held", failed.len(), failed.join(", ")),
+        ));
+    }
+    Ok(EXIT_OK)
+}
+
+fn group_alloc(cli: &Cli, fmt: Format, a: &GroupAllocArgs) -> R<i32> {
+    let svc = services(open_registry(cli)?)?;
+    let layout = match (&a.layout, &a.spec) {
+        (Some(name), _) => svc.types().group(name).cloned().ok_or_else(|| {
+            fail(
+                EXIT_USAGE,
+                format!(
+                    "unknown group layout {name:?}; known layouts: {} (or give members with --spec)",
+                    svc.types().group_names().join(", ")
+                ),
+            )
+        })?,
+        (None, Some(spec)) => GroupLayout::parse(spec)?,
+        (None, None) => return Err(fail(EXIT_USAGE, "give --layout LAYOUT or --spec SPEC")),
+    };
+    let (template, _) = with_lifetime(Request::new(), a.owner, a.ttl);
+    let mut opts = GroupOptions { range: a.range.clone(), request: template, ..GroupOptions::default() };
+    if let Some(s) = &a.strategy {
+        opts.strategy = s.clone();
+    }
+    let lease = svc.allocate_group(&a.name, &layout, &metadata(&a.meta), &opts)?;
+    let info = lease.info();
+    let text = match fmt {
+        Format::Json => format!("{}\n", serde_json::to_string_pretty(&info).unwrap_or_default()),
+        Format::Env => info.members.iter().map(|m| format!("{}={}\n", mapping::env_key(&m.name), m.port)).collect(),
+        _ => info.members.iter().map(|m| format!("{}={}\n", m.member, m.port)).collect(),
+    };
+    // Printed before it is kept, as for alloc.
+    emit(&text)?;
+    lease.keep()?;
+    Ok(EXIT_OK)
+}
+
+fn group_release(cli: &Cli, fmt: Format, name: &str) -> R<i32> {
+    no_env(fmt, "group release")?;
+    let svc = services(open_registry(cli)?)?;
+    let mut freed = svc.release_group(name)?;
+    freed.sort_unstable();
+    match fmt {
+        Format::Json => emit_json(&json!({ "released": freed }))?,
+        _ => emit(&freed.iter().map(|p| format!("{p}\n")).collect::<String>())?,
+    }
+    Ok(EXIT_OK)
+}
+
+fn group_list(cli: &Cli, fmt: Format) -> R<i32> {
+    no_env(fmt, "group list")?;
+    let svc = services(open_registry(cli)?)?;
+    let mut groups: BTreeMap<String, Vec<Service>> = BTreeMap::new();
+    for s in svc.list()? {
+        if let Some(g) = s.group.clone() {
+            groups.entry(g).or_default().push(s);
+        }
+    }
+    match fmt {
+        Format::Json => emit_json(&serde_json::Value::Array(
+            groups
+                .iter()
+                .map(|(g, members)| {
+                    json!({
+                        "group": g,
+                        "members": members.iter().map(|m| json!({
+                            "member": m.member, "name": m.name, "port": m.port, "type": m.service_type,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        ))?,
+        _ => emit(
+            &groups
+                .iter()
+                .map(|(g, members)| {
+                    let m: Vec<String> =
+                        members.iter().map(|m| format!("{}={}", m.member.as_deref().unwrap_or("?"), m.port)).collect();
+                    format!("{g} {}\n", m.join(" "))
+                })
+                .collect::<String>(),
+        )?,
     }
     Ok(EXIT_OK)
 }

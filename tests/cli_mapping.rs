@@ -1,0 +1,588 @@
+//! The `portmgr` command's service commands (`alloc --type/--meta`, `list --type/--group`,
+//! `export`, `import`, `group alloc/release/list`), run as a real binary against temp
+//! registries.
+//!
+//! Every test uses its own registry directory, its own slice of 56000-57999 and loopback
+//! only; service types used here come from a temp types config (PORTMGR_TYPES), except
+//! one check of a built-in type that tolerates its range being full on this host.
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portmgr");
+
+struct Reg {
+    tmp: tempfile::TempDir,
+    dir: PathBuf,
+    types: Option<PathBuf>,
+}
+
+fn reg() -> Reg {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("reg");
+    Reg { tmp, dir, types: None }
+}
+
+/// A registry with a types config: `t-one` 56200-56209, `t-two` 56210-56219, and the
+/// group layout `trio` (a +0, b +1 of type t-two, c +2).
+fn reg_with_types() -> Reg {
+    let mut r = reg();
+    let p = r.tmp.path().join("types.json");
+    std::fs::write(
+        &p,
+        r#"{
+  "types": {
+    "t-one": { "range": "56200-56209", "description": "test type one" },
+    "t-two": { "range": [56210, 56219] }
+  },
+  "groups": {
+    "trio": [
+      { "name": "a", "offset": 0 },
+      { "name": "b", "offset": 1, "type": "t-two" },
+      { "name": "c", "offset": 2 }
+    ]
+  }
+}
+"#,
+    )
+    .unwrap();
+    r.types = Some(p);
+    r
+}
+
+impl Reg {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--registry").arg(&self.dir).args(args);
+        c.env("PORTMGR_DIR", self.dir.join("not-this-one"));
+        c.env_remove("PORTMGR_RANGE");
+        // No user config: the types are the built-in ones, or this test's file.
+        c.env("XDG_CONFIG_HOME", self.tmp.path().join("no-config"));
+        match &self.types {
+            Some(p) => c.env("PORTMGR_TYPES", p),
+            None => c.env_remove("PORTMGR_TYPES"),
+        };
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(code(&o), 0, "portmgr {args:?}: stdout: {} stderr: {}", stdout(&o), stderr(&o));
+        stdout(&o)
+    }
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("portmgr {args:?}: {e}: {out}"))
+    }
+    fn held(&self) -> Vec<u16> {
+        let v = self.json(&["list", "--json"]);
+        v.as_array().unwrap().iter().map(|i| i["port"].as_u64().unwrap() as u16).collect()
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The error is one line on stderr, prefixed `portmgr:`, with the documented status.
+fn assert_one_line_error(o: &Output, status: i32, contains: &str) {
+    let e = stderr(o);
+    assert_eq!(code(o), status, "stdout: {} stderr: {e}", stdout(o));
+    assert_eq!(e.lines().count(), 1, "error is not one line: {e:?}");
+    assert!(e.starts_with("portmgr: "), "{e}");
+    assert!(e.contains(contains), "{e:?} should contain {contains:?}");
+}
+
+fn port_line(out: &str, key: &str) -> u16 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {out:?}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+// ----------------------------------------------------------------------------------------
+
+#[test]
+fn alloc_type_draws_from_the_types_range_and_list_type_shows_it() {
+    let r = reg_with_types();
+    let mut ones = Vec::new();
+    for _ in 0..3 {
+        let p: u16 = r.ok(&["alloc", "--type", "t-one"]).trim().parse().unwrap();
+        assert!((56200..=56209).contains(&p), "t-one gave {p}");
+        ones.push(p);
+    }
+    let v =
+        r.json(&["alloc", "--type", "t-two", "--name", "two", "--meta", "owner=team-a", "--meta", "x=1=2", "--json"]);
+    let two = v["port"].as_u64().unwrap() as u16;
+    assert!((56210..=56219).contains(&two), "{v}");
+    assert_eq!(v["type"], "t-two");
+    assert_eq!(v["metadata"]["owner"], "team-a");
+    assert_eq!(v["metadata"]["x"], "1=2");
+    // An explicit range wins over the type's; the type is still recorded.
+    let p: u16 = r.ok(&["alloc", "--type", "t-two", "--range", "56220-56229"]).trim().parse().unwrap();
+    assert!((56220..=56229).contains(&p));
+
+    // The leases outlive the command (held while the calling process, this test, lives).
+    let held = r.held();
+    for p in ones.iter().chain([&two, &p]) {
+        assert!(held.contains(p), "{p} not held: {held:?}");
+    }
+
+    // list --type: exactly the leases of that type.
+    let listed = |t: &str| -> HashSet<u16> {
+        r.json(&["list", "--type", t, "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["port"].as_u64().unwrap() as u16)
+            .collect()
+    };
+    assert_eq!(listed("t-one"), ones.iter().copied().collect());
+    assert_eq!(listed("t-two"), [two, p].into_iter().collect());
+    assert!(listed("custom").is_empty());
+    let plain = r.ok(&["list", "--type", "t-two"]);
+    assert!(plain.contains("two") && plain.contains(&two.to_string()), "{plain}");
+
+    // Metadata and type show in the export.
+    let e = r.json(&["export", "--format", "json"]);
+    let s = &e["services"].as_array().unwrap()[0];
+    assert_eq!(s["name"], "two");
+    assert_eq!(s["type"], "t-two");
+    assert_eq!(s["metadata"]["owner"], "team-a");
+
+    // Errors: one line each, with the documented status.
+    assert_one_line_error(&r.run(&["alloc", "--type", "nope"]), 2, "unknown service type \"nope\"");
+    assert_one_line_error(&r.run(&["list", "--type", "nope"]), 2, "known types");
+    assert_one_line_error(&r.run(&["alloc", "--type", "t-one", "--meta", "novalue"]), 2, "KEY=VALUE");
+    assert_one_line_error(&r.run(&["alloc", "--type", "t-one", "--meta", "=v"]), 2, "KEY=VALUE");
+    assert_one_line_error(&r.run(&["alloc", "--name", "two", "--type", "t-two"]), 4, "already held");
+    // Fill t-one (10 ports, 3 held): the type's range is exhausted, status 3.
+    for _ in 0..7 {
+        r.ok(&["alloc", "--type", "t-one", "--ttl", "5m"]);
+    }
+    assert_one_line_error(&r.run(&["alloc", "--type", "t-one"]), 3, "56200-56209");
+    assert_eq!(listed("t-one").len(), 10);
+}
+
+#[test]
+fn alloc_type_builtin_range_and_a_broken_types_config() {
+    let r = reg();
+    // A built-in type: database is 5400-5499. Its range may be busy on this host: then
+    // status 3, never a port outside it.
+    let o = r.run(&["alloc", "--type", "database", "--ttl", "1m"]);
+    match code(&o) {
+        0 => {
+            let p: u16 = stdout(&o).trim().parse().unwrap();
+            assert!((5400..=5499).contains(&p), "database gave {p}");
+            assert!(r.ok(&["list", "--type", "database"]).contains(&p.to_string()));
+            r.ok(&["release", &p.to_string()]);
+        }
+        3 => assert!(stderr(&o).contains("5400-5499"), "{}", stderr(&o)),
+        c => panic!("status {c}: {}", stderr(&o)),
+    }
+    // A broken config is a usage error naming the file, line and field; plain alloc
+    // (without --type) does not read it.
+    let mut bad = reg();
+    let p = bad.tmp.path().join("types.json");
+    std::fs::write(&p, "{\n  \"types\": {\n    \"x\": { \"rnage\": \"1-2\" }\n  }\n}\n").unwrap();
+    bad.types = Some(p);
+    let o = bad.run(&["alloc", "--type", "x"]);
+    assert_one_line_error(&o, 2, "line 3");
+    assert!(stderr(&o).contains("rnage"), "{}", stderr(&o));
+    bad.ok(&["alloc", "--range", "56230-56239"]);
+}
+
+#[test]
+fn export_json_env_nginx_and_their_filters() {
+    let r = reg_with_types();
+    let web: u16 = r
+        .ok(&["alloc", "--name", "web", "--range", "56300-56319", "--meta", "health_path=/hz"])
+        .trim()
+        .parse()
+        .unwrap();
+    let api: u16 = r.ok(&["alloc", "--name", "api.v2", "--type", "t-one"]).trim().parse().unwrap();
+    let _unnamed = r.ok(&["alloc", "--range", "56300-56319"]);
+    r.ok(&["group", "alloc", "g7", "--spec", "pg=0,redis=+2", "--range", "56320-56339"]);
+
+    // JSON (the default format): named services only, sorted by name.
+    for args in [&["export"][..], &["export", "--format", "json"], &["export", "--json"]] {
+        let v = r.json(args);
+        assert_eq!(v["portmgr_export"], 1);
+        let names: Vec<&str> = v["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["api.v2", "g7.pg", "g7.redis", "web"], "{v}");
+        let s = &v["services"][0];
+        assert_eq!(s["port"].as_u64().unwrap() as u16, api);
+        assert_eq!(s["type"], "t-one");
+        assert_eq!(s["protocols"], "tcp");
+        assert_eq!(v["services"][1]["group"], "g7");
+        assert_eq!(v["services"][1]["member"], "pg");
+    }
+
+    // .env: NAME_PORT=1234 lines, each after a portmgr comment.
+    let env = r.ok(&["export", "--format", "env"]);
+    assert_eq!(port_line(&env, "WEB_PORT"), web);
+    assert_eq!(port_line(&env, "API_V2_PORT"), api);
+    let pg = port_line(&env, "G7_PG_PORT");
+    assert_eq!(port_line(&env, "G7_REDIS_PORT"), pg + 2);
+    assert!(env.contains("# portmgr {\"name\":\"api.v2\",\"type\":\"t-one\"}"), "{env}");
+    assert_eq!(env.lines().filter(|l| l.contains("_PORT=")).count(), 4, "{env}");
+
+    // Filters.
+    let env = r.ok(&["export", "--format", "env", "--group", "g7"]);
+    assert_eq!(env.lines().filter(|l| l.contains("_PORT=")).count(), 2, "{env}");
+    let v = r.json(&["export", "--type", "t-one"]);
+    assert_eq!(v["services"].as_array().unwrap().len(), 1);
+    assert_eq!(v["services"][0]["name"], "api.v2");
+
+    // nginx to stdout: a location per service, proxying to its port, with a health location.
+    let ng = r.ok(&["export", "--format", "nginx"]);
+    assert!(ng.contains("location /web/ {"), "{ng}");
+    assert!(ng.contains(&format!("proxy_pass http://127.0.0.1:{web}/;")), "{ng}");
+    assert!(ng.contains("location = /web/health {"), "{ng}");
+    assert!(ng.contains(&format!("proxy_pass http://127.0.0.1:{web}/hz;")), "{ng}");
+    assert!(ng.contains(&format!("proxy_pass http://127.0.0.1:{api}/;")), "{ng}");
+    assert!(ng.contains("proxy_set_header Upgrade $http_upgrade;"), "{ng}");
+    assert!(ng.contains("proxy_http_version 1.1;"), "{ng}");
+    assert!(ng.contains("X-Content-Type-Options"), "{ng}");
+
+    // Errors.
+    assert_one_line_error(&r.run(&["export", "--format", "plain"]), 2, "json, env or nginx");
+    assert_one_line_error(&r.run(&["export", "--dir", "/tmp/x"]), 2, "--format nginx");
+    assert_one_line_error(&r.run(&["export", "--format", "nginx", "--reload"]), 2, "--dir");
+    assert_one_line_error(&r.run(&["export", "--format", "xml"]), 2, "xml");
+    assert_one_line_error(&r.run(&["export", "--type", "nope"]), 2, "unknown service type");
+    assert_one_line_error(&r.run(&["list", "--format", "nginx"]), 2, "export only");
+    // An empty registry exports an empty map.
+    let empty = reg();
+    assert_eq!(empty.json(&["export"])["services"].as_array().unwrap().len(), 0);
+}
+
+/// A stand-in for nginx: logs its arguments; `-t` fails while `fail-test` exists.
+fn fake_nginx(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let log = dir.join("nginx.log");
+    let flag = dir.join("fail-test");
+    let prog = dir.join("fake-nginx");
+    std::fs::write(
+        &prog,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\ncase \" $* \" in *' -t '*) if [ -e '{}' ]; then echo 'nginx: [emerg] unexpected \"}}\"' >&2; exit 1; fi;; esac\nexit 0\n",
+            log.display(),
+            flag.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (prog, log, flag)
+}
+
+#[test]
+fn export_nginx_dir_reload_and_rollback() {
+    let r = reg();
+    let web: u16 = r.ok(&["alloc", "--name", "web", "--range", "56340-56359"]).trim().parse().unwrap();
+    r.ok(&["alloc", "--name", "api", "--range", "56340-56359"]);
+    let out = r.tmp.path().join("nginx.d");
+    let outs = out.to_str().unwrap();
+
+    // --dir: one file per service, written atomically, no nginx involved.
+    let o = r.ok(&["export", "--format", "nginx", "--dir", outs]);
+    assert!(o.contains("wrote 2 file(s)"), "{o}");
+    let mut files: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, [".portmgr-nginx", "api.conf", "web.conf"]);
+    let conf = std::fs::read_to_string(out.join("web.conf")).unwrap();
+    assert!(conf.contains(&format!("proxy_pass http://127.0.0.1:{web}/;")), "{conf}");
+
+    // --reload: nginx -t, then nginx -s reload.
+    let (prog, log, flag) = fake_nginx(r.tmp.path());
+    let o = r.ok(&["export", "--format", "nginx", "--dir", outs, "--reload", "--nginx", prog.to_str().unwrap()]);
+    assert!(o.contains("nginx -t passed") && o.contains("nginx reloaded"), "{o}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(calls.lines().collect::<Vec<_>>(), ["-t", "-s reload"], "{calls}");
+
+    // With -p/-c: passed to both calls.
+    let p = r.tmp.path().to_str().unwrap();
+    r.ok(&[
+        "export",
+        "--format",
+        "nginx",
+        "--dir",
+        outs,
+        "--reload",
+        "--nginx",
+        prog.to_str().unwrap(),
+        "--nginx-prefix",
+        p,
+        "--nginx-conf",
+        "/x/nginx.conf",
+    ]);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains(&format!("-p {p} -c /x/nginx.conf -t")), "{calls}");
+    assert!(calls.contains(&format!("-p {p} -c /x/nginx.conf -s reload")), "{calls}");
+
+    // The test fails: the previous directory is put back, no reload, status 1.
+    r.ok(&["alloc", "--name", "extra", "--range", "56340-56359"]);
+    std::fs::write(&flag, "").unwrap();
+    std::fs::write(&log, "").unwrap();
+    let o = r.run(&["export", "--format", "nginx", "--dir", outs, "--reload", "--nginx", prog.to_str().unwrap()]);
+    assert_one_line_error(&o, 1, "failed its test");
+    assert!(stderr(&o).contains("emerg"), "{}", stderr(&o));
+    assert!(!out.join("extra.conf").exists(), "the failed configuration was left in place");
+    assert!(out.join("web.conf").exists() && out.join("api.conf").exists());
+    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), "-t", "reloaded after a failed test");
+    // nginx not found: also rolled back, status 1.
+    let o = r.run(&["export", "--format", "nginx", "--dir", outs, "--reload", "--nginx", "/nonexistent/nginx"]);
+    assert_one_line_error(&o, 1, "cannot run");
+    assert!(!out.join("extra.conf").exists());
+    // Fixed: applied.
+    std::fs::remove_file(&flag).unwrap();
+    r.ok(&["export", "--format", "nginx", "--dir", outs, "--reload", "--nginx", prog.to_str().unwrap()]);
+    assert!(out.join("extra.conf").exists());
+
+    // A non-empty directory portmgr did not write is refused.
+    let foreign = r.tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("keep.conf"), "x").unwrap();
+    let o = r.run(&["export", "--format", "nginx", "--dir", foreign.to_str().unwrap()]);
+    assert_one_line_error(&o, 2, "not written by portmgr");
+    assert!(foreign.join("keep.conf").exists());
+}
+
+#[test]
+fn import_keeps_previous_ports_and_reports_fallbacks() {
+    let r = reg_with_types();
+    let web: u16 = r.ok(&["alloc", "--name", "web", "--range", "56400-56409", "--meta", "k=v"]).trim().parse().unwrap();
+    let db: u16 = r.ok(&["alloc", "--name", "db", "--type", "t-one"]).trim().parse().unwrap();
+    let env_file = r.tmp.path().join(".env.dynamic");
+    let json_file = r.tmp.path().join("services.json");
+    std::fs::write(&env_file, r.ok(&["export", "--format", "env"])).unwrap();
+    std::fs::write(&json_file, r.ok(&["export", "--format", "json"])).unwrap();
+    r.ok(&["release", "--name", "web"]);
+    r.ok(&["release", "--name", "db"]);
+    assert!(r.held().is_empty());
+
+    // Both previous ports free: both kept, and the leases outlive the command.
+    let out = r.ok(&["import", env_file.to_str().unwrap()]);
+    assert!(out.contains(&format!("web {web} (kept its previous port)")), "{out}");
+    assert!(out.contains(&format!("db {db} (kept its previous port)")), "{out}");
+    let mut held = r.held();
+    held.sort();
+    let mut want = vec![web, db];
+    want.sort();
+    assert_eq!(held, want);
+    // Type and metadata came back with them.
+    let v = r.json(&["export"]);
+    let s: Vec<&serde_json::Value> = v["services"].as_array().unwrap().iter().collect();
+    assert_eq!(s[0]["name"], "db");
+    assert_eq!(s[0]["type"], "t-one");
+    assert_eq!(s[1]["metadata"]["k"], "v");
+    // Imported again while live: left as they are.
+    let v = r.json(&["import", json_file.to_str().unwrap(), "--json"]);
+    assert!(v["services"].as_array().unwrap().iter().all(|s| s["status"] == "existing"), "{v}");
+
+    // web's port is now taken by someone else: web moves to the range and is reported.
+    r.ok(&["release", "--name", "web"]);
+    r.ok(&["release", "--name", "db"]);
+    r.ok(&["alloc", "--preferred", &web.to_string(), "--required", "--range", "56400-56409"]);
+    let out = r.ok(&["import", env_file.to_str().unwrap(), "--range", "56410-56419", "--ttl", "10m"]);
+    let moved = out.lines().find(|l| l.starts_with("web ")).unwrap();
+    assert!(moved.contains(&format!("web {web} -> ")) && moved.contains("moved"), "{out}");
+    let new_web: u16 = moved.split("-> ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!((56410..=56419).contains(&new_web), "{out}");
+    assert!(out.contains(&format!("db {db} (kept its previous port)")), "{out}");
+    // --ttl: the imported leases carry it.
+    let list = r.json(&["list", "--name", "web", "--json"]);
+    assert!(list[0]["expires_ms"].as_u64().is_some(), "{list}");
+
+    // JSON report and --owner.
+    r.ok(&["release", "--name", "web"]);
+    let v = r.json(&["import", json_file.to_str().unwrap(), "--json", "--range", "56410-56419", "--owner", "1"]);
+    let web_rep = v["services"].as_array().unwrap().iter().find(|s| s["name"] == "web").unwrap().clone();
+    assert_eq!(web_rep["status"], "moved", "{v}");
+    assert_eq!(web_rep["previous_port"].as_u64().unwrap() as u16, web);
+    assert!(web_rep["reason"].as_str().unwrap().contains("taken"), "{v}");
+    let list = r.json(&["list", "--name", "web", "--json"]);
+    assert_eq!(list[0]["watch_pid"], 1, "{list}");
+
+    // A plain .env without portmgr comments, read from stdin; --format env output.
+    r.ok(&["release", "--name", "web"]);
+    let mut child = r.cmd(&["import", "-", "--format", "env", "--range", "56410-56419"]);
+    let mut child = child.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"# a comment\nOTHER=1\nCACHE_PORT=56425\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "CACHE_PORT=56425\n");
+
+    // A service that cannot be placed: reported, status 1, the others kept.
+    r.ok(&["release", "--name", "cache"]);
+    r.ok(&["alloc", "--preferred", "56425", "--required", "--range", "56420-56429"]);
+    let f = r.tmp.path().join("two.env");
+    std::fs::write(&f, "CACHE_PORT=56425\nQUEUE_PORT=56426\n").unwrap();
+    let o = r.run(&["import", f.to_str().unwrap(), "--range", "56425-56425"]);
+    assert_one_line_error(&o, 1, "1 service(s) could not be re-created: cache");
+    assert!(stdout(&o).contains("cache failed: "), "{}", stdout(&o));
+    assert!(stdout(&o).contains("queue 56426 (kept its previous port)"), "{}", stdout(&o));
+    assert!(r.held().contains(&56426));
+
+    // Errors.
+    assert_one_line_error(&r.run(&["import", "/nonexistent/file.env"]), 5, "cannot read");
+    std::fs::write(&f, "garbage\n").unwrap();
+    assert_one_line_error(&r.run(&["import", f.to_str().unwrap()]), 2, "line 1");
+    std::fs::write(&f, "{\"portmgr_export\": 1, \"services\": [{\"name\": \"x\"}]}").unwrap();
+    assert_one_line_error(&r.run(&["import", f.to_str().unwrap()]), 2, "port");
+    assert_one_line_error(&r.run(&["import", f.to_str().unwrap(), "--from", "yaml"]), 2, "yaml");
+    assert_one_line_error(&r.run(&["import"]), 2, "FILE");
+}
+
+#[test]
+fn group_alloc_is_all_or_nothing_and_release_list_work() {
+    let r = reg_with_types();
+    // Only one base fits in 56500-56504 for a layout spanning 5 ports; take its last port.
+    r.ok(&["alloc", "--preferred", "56504", "--required", "--range", "56500-56504"]);
+    let o = r.run(&["group", "alloc", "g1", "--spec", "a=0,b=+4", "--range", "56500-56504"]);
+    assert_one_line_error(&o, 3, "no base");
+    assert_eq!(r.held(), [56504], "a failed group left members behind");
+    assert!(r.ok(&["group", "list"]).is_empty());
+    r.ok(&["release", "56504"]);
+    let out = r.ok(&["group", "alloc", "g1", "--spec", "a=0,b=+4", "--range", "56500-56504"]);
+    assert_eq!(out, "a=56500\nb=56504\n");
+    // Members outlive the command.
+    let mut held = r.held();
+    held.sort();
+    assert_eq!(held, [56500, 56504]);
+
+    // A layout from the types config; --format env and --json; metadata on every member.
+    let env = r.ok(&["group", "alloc", "g2", "--layout", "trio", "--range", "56510-56529", "--format", "env"]);
+    let a = port_line(&env, "G2_A_PORT");
+    assert_eq!(port_line(&env, "G2_B_PORT"), a + 1);
+    assert_eq!(port_line(&env, "G2_C_PORT"), a + 2);
+    let v =
+        r.json(&["group", "alloc", "g3", "--layout", "trio", "--range", "56510-56529", "--meta", "job=17", "--json"]);
+    assert_eq!(v["group"], "g3");
+    let base = v["base"].as_u64().unwrap() as u16;
+    let members = v["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert_eq!(members[1]["name"], "g3.b");
+    assert_eq!(members[1]["type"], "t-two");
+    assert_eq!(members[2]["port"].as_u64().unwrap() as u16, base + 2);
+    let e = r.json(&["export", "--group", "g3"]);
+    assert!(e["services"].as_array().unwrap().iter().all(|s| s["metadata"]["job"] == "17"), "{e}");
+    // The built-in stack layout.
+    let out = r.ok(&["group", "alloc", "st", "--layout", "stack", "--range", "56600-57199", "--ttl", "5m"]);
+    let pg = port_line(&out, "postgres");
+    assert_eq!(port_line(&out, "auth"), pg + 401);
+    assert_eq!(port_line(&out, "frontend"), pg + 500);
+
+    // list / list --group / group list.
+    let gl = r.ok(&["group", "list"]);
+    assert!(gl.contains("g1 a=56500 b=56504"), "{gl}");
+    assert_eq!(gl.lines().count(), 4, "{gl}");
+    let v = r.json(&["group", "list", "--json"]);
+    assert_eq!(v.as_array().unwrap().len(), 4);
+    let listed = r.json(&["list", "--group", "g2", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    assert_eq!(r.json(&["list", "--type", "t-two", "--json"]).as_array().unwrap().len(), 2);
+
+    // Release.
+    assert_eq!(r.ok(&["group", "release", "g1"]), "56500\n56504\n");
+    assert_eq!(r.json(&["group", "release", "g2", "--json"])["released"].as_array().unwrap().len(), 3);
+    assert!(!r.ok(&["group", "list"]).contains("g1 "));
+    assert_one_line_error(&r.run(&["group", "release", "g1"]), 5, "g1");
+
+    // Errors.
+    assert_one_line_error(&r.run(&["group", "alloc", "g3", "--layout", "trio", "--range", "56510-56529"]), 4, "g3.a");
+    assert_one_line_error(&r.run(&["group", "alloc", "g9", "--layout", "nope"]), 2, "known layouts: stack, trio");
+    assert_one_line_error(&r.run(&["group", "alloc", "g9"]), 2, "--layout");
+    assert_one_line_error(&r.run(&["group", "alloc", "g9", "--layout", "trio", "--spec", "a=0"]), 2, "cannot be used");
+    assert_one_line_error(&r.run(&["group", "alloc", "g9", "--spec", "a=0,b"]), 2, "NAME=OFFSET");
+    assert_one_line_error(&r.run(&["group", "alloc", "g9", "--spec", "a=0,b=0"]), 2, "same offset");
+    assert_one_line_error(&r.run(&["group", "alloc", "g.9", "--spec", "a=0", "--range", "56530-56539"]), 2, "'.'");
+    assert_one_line_error(
+        &r.run(&["group", "alloc", "g9", "--spec", "a=0,b=20", "--range", "56530-56539"]),
+        2,
+        "too small",
+    );
+    assert_one_line_error(&r.run(&["group", "list", "--format", "env"]), 2, "--format env");
+    // Without a subcommand: the help, status 2 (as `portmgr` alone).
+    let o = r.run(&["group"]);
+    assert_eq!(code(&o), 2);
+    assert!(stdout(&o).contains("portmgr group alloc") || stderr(&o).contains("portmgr group alloc"));
+}
+
+#[test]
+fn concurrent_group_allocs_get_disjoint_groups() {
+    let r = reg();
+    // Eight processes at once place 4-port groups by the sequential strategy in 48 ports:
+    // without all-or-nothing placement under the registry they would collide.
+    for round in 0..2 {
+        let lo = 56700 + round * 100;
+        let range = format!("{lo}-{}", lo + 47);
+        let children: Vec<_> = (0..8)
+            .map(|i| {
+                r.cmd(&[
+                    "group",
+                    "alloc",
+                    &format!("r{round}-g{i}"),
+                    "--spec",
+                    "a=0,b=1,c=2,d=3",
+                    "--range",
+                    &range,
+                    "--strategy",
+                    "sequential",
+                    "--json",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        let mut all = Vec::new();
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            assert_eq!(code(&o), 0, "{}", stderr(&o));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let ports: Vec<u16> =
+                v["members"].as_array().unwrap().iter().map(|m| m["port"].as_u64().unwrap() as u16).collect();
+            let base = v["base"].as_u64().unwrap() as u16;
+            assert_eq!(ports, [base, base + 1, base + 2, base + 3]);
+            all.extend(ports);
+        }
+        let distinct: HashSet<u16> = all.iter().copied().collect();
+        assert_eq!(all.len(), 32);
+        assert_eq!(distinct.len(), 32, "two groups share a port: {all:?}");
+        let held: HashSet<u16> = r.held().into_iter().filter(|p| (lo..lo + 48).contains(p)).collect();
+        assert_eq!(held, distinct);
+    }
+}
+
+#[test]
+fn every_new_command_has_help_with_an_example() {
+    for cmd in
+        [&["export"][..], &["import"], &["group"], &["group", "alloc"], &["group", "release"], &["group", "list"]]
+    {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let o = Command::new(BIN).args(&args).output().unwrap();
+        assert_eq!(code(&o), 0, "{args:?}");
+        let h = stdout(&o);
+        assert!(h.contains("Example"), "{args:?}: {h}");
+        assert!(h.contains("--registry"), "{args:?}: {h}");
+    }
+    let h = stdout(&Command::new(BIN).args(["alloc", "--help"]).output().unwrap());
+    assert!(h.contains("--type") && h.contains("--meta"), "{h}");
+    let h = stdout(&Command::new(BIN).args(["list", "--help"]).output().unwrap());
+    assert!(h.contains("--type") && h.contains("--group"), "{h}");
+}
