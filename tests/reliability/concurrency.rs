@@ -138,7 +138,19 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
             n
         })
     };
-    let mut kids: Vec<Kid> = (0..procs).map(|i| spawn(crate::TEST, &dir, &format!("worker {secs} {}", i + 1), &[])).collect();
+    // C clients (through the C ABI) when libportmgr.so has been built next to the tests.
+    let c_worker = build_c_worker(d.path());
+    let c_procs = if c_worker.is_some() { knob("PORTMGR_RELIABILITY_C_PROCS", 4).min(procs) } else { 0 };
+    let mut kids: Vec<Kid> = (0..procs)
+        .map(|i| match &c_worker {
+            Some(exe) if i < c_procs => {
+                let mut cmd = std::process::Command::new(exe);
+                cmd.arg(&dir).args([START.to_string(), LEN.to_string(), secs.to_string(), (i + 1).to_string()]);
+                spawn_cmd(cmd)
+            }
+            _ => spawn(crate::TEST, &dir, &format!("worker {secs} {}", i + 1), &[]),
+        })
+        .collect();
     let mut intervals: HashMap<u16, Vec<(u64, u64, u32)>> = HashMap::new();
     let (mut allocated, mut released, mut exhausted, mut errors) = (0u64, 0u64, 0u64, 0u64);
     let mut bindfails = Vec::new();
@@ -184,7 +196,8 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
     let s = reg.stats().unwrap();
     let audit = s.allocations as i64 - s.releases as i64 - s.reclaimed as i64 - s.held as i64;
     eprintln!(
-        "RESULT concurrency: procs={procs} threads_each=4 seconds={secs} ports_allocated={allocated} released={released} intervals={held_ports} exhausted_retries={exhausted} other_errors={errors} duplicates={} bind_failures={} audit(alloc-rel-recl-live)={audit} live={} reclaimed={} file_reads={reads}",
+        "RESULT concurrency: procs={procs} (C clients {c_procs}{}) threads_each=4 seconds={secs} ports_allocated={allocated} released={released} intervals={held_ports} exhausted_retries={exhausted} other_errors={errors} duplicates={} bind_failures={} audit(alloc-rel-recl-live)={audit} live={} reclaimed={} file_reads={reads}",
+        if c_worker.is_some() { "" } else { "; libportmgr.so not built: cargo build --release --lib" },
         dups.len(),
         bindfails.len(),
         s.held,
@@ -200,4 +213,44 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
     assert_eq!(held_ports as u64, allocated);
     assert!(allocated > 1000 * secs.min(5), "too little work to mean anything: {allocated}");
     assert!(reads > 0);
+}
+
+/// Compile tests/reliability/c_worker.c against the libportmgr.so next to this test
+/// binary (target/<profile>/), or `PORTMGR_RELIABILITY_LIBDIR`. None when there is none.
+fn build_c_worker(tmp: &std::path::Path) -> Option<std::path::PathBuf> {
+    let libdir = match std::env::var_os("PORTMGR_RELIABILITY_LIBDIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::env::current_exe().ok()?.parent()?.parent()?.to_path_buf(),
+    };
+    if !libdir.join("libportmgr.so").exists() {
+        eprintln!("concurrency: no {}; Rust clients only", libdir.join("libportmgr.so").display());
+        return None;
+    }
+    // A private copy, plus a link named by its soname (build.rs sets one), as installed.
+    let lib = tmp.join("lib");
+    std::fs::create_dir_all(&lib).ok()?;
+    std::fs::copy(libdir.join("libportmgr.so"), lib.join("libportmgr.so")).ok()?;
+    let elf = std::process::Command::new("readelf").arg("-d").arg(lib.join("libportmgr.so")).output().ok()?;
+    let text = String::from_utf8_lossy(&elf.stdout);
+    if let Some(soname) = text.lines().find_map(|l| l.split("Library soname: [").nth(1)?.split(']').next()) {
+        let _ = std::os::unix::fs::symlink("libportmgr.so", lib.join(soname));
+    }
+    let libdir = lib;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = tmp.join("c_worker");
+    let st = std::process::Command::new("cc")
+        .args(["-O2", "-pthread", "-Wall", "-Werror"])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("tests/reliability/c_worker.c"))
+        .arg("-L")
+        .arg(&libdir)
+        .arg("-lportmgr")
+        .arg(format!("-Wl,-rpath,{}", libdir.display()))
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .ok()?;
+    assert!(st.success(), "c_worker.c did not compile against {}", libdir.display());
+    Some(exe)
 }
