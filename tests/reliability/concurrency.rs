@@ -141,14 +141,23 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
     // C clients (through the C ABI) when libportmgr.so has been built next to the tests.
     let c_worker = build_c_worker(d.path());
     let c_procs = if c_worker.is_some() { knob("PORTMGR_RELIABILITY_C_PROCS", 4).min(procs) } else { 0 };
+    // Python clients when a Python with the portmgr package is there.
+    let python = find_python();
+    let py_procs = if python.is_some() { knob("PORTMGR_RELIABILITY_PY_PROCS", 4).min(procs - c_procs) } else { 0 };
+    let args = |i: u64| [START.to_string(), LEN.to_string(), secs.to_string(), (i + 1).to_string()];
     let mut kids: Vec<Kid> = (0..procs)
-        .map(|i| match &c_worker {
-            Some(exe) if i < c_procs => {
-                let mut cmd = std::process::Command::new(exe);
-                cmd.arg(&dir).args([START.to_string(), LEN.to_string(), secs.to_string(), (i + 1).to_string()]);
+        .map(|i| {
+            if i < c_procs {
+                let mut cmd = std::process::Command::new(c_worker.as_ref().unwrap());
+                cmd.arg(&dir).args(args(i));
                 spawn_cmd(cmd)
+            } else if i < c_procs + py_procs {
+                let mut cmd = std::process::Command::new(python.as_ref().unwrap());
+                cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reliability/py_worker.py")).arg(&dir).args(args(i));
+                spawn_cmd(cmd)
+            } else {
+                spawn(crate::TEST, &dir, &format!("worker {secs} {}", i + 1), &[])
             }
-            _ => spawn(crate::TEST, &dir, &format!("worker {secs} {}", i + 1), &[]),
         })
         .collect();
     let mut intervals: HashMap<u16, Vec<(u64, u64, u32)>> = HashMap::new();
@@ -196,7 +205,7 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
     let s = reg.stats().unwrap();
     let audit = s.allocations as i64 - s.releases as i64 - s.reclaimed as i64 - s.held as i64;
     eprintln!(
-        "RESULT concurrency: procs={procs} (C clients {c_procs}{}) threads_each=4 seconds={secs} ports_allocated={allocated} released={released} intervals={held_ports} exhausted_retries={exhausted} other_errors={errors} duplicates={} bind_failures={} audit(alloc-rel-recl-live)={audit} live={} reclaimed={} file_reads={reads}",
+        "RESULT concurrency: procs={procs} (C clients {c_procs}{}, Python clients {py_procs}) threads_each=4 seconds={secs} ports_allocated={allocated} released={released} intervals={held_ports} exhausted_retries={exhausted} other_errors={errors} duplicates={} bind_failures={} audit(alloc-rel-recl-live)={audit} live={} reclaimed={} file_reads={reads}",
         if c_worker.is_some() { "" } else { "; libportmgr.so not built: cargo build --release --lib" },
         dups.len(),
         bindfails.len(),
@@ -253,4 +262,23 @@ fn build_c_worker(tmp: &std::path::Path) -> Option<std::path::PathBuf> {
         .ok()?;
     assert!(st.success(), "c_worker.c did not compile against {}", libdir.display());
     Some(exe)
+}
+
+/// A Python that can `import portmgr`: `PORTMGR_RELIABILITY_PYTHON`, the repository's
+/// .venv, or python3.
+fn find_python() -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let candidates: Vec<std::path::PathBuf> = std::env::var_os("PORTMGR_RELIABILITY_PYTHON")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([root.join(".venv/bin/python"), "python3".into()])
+        .collect();
+    for py in candidates {
+        let ok = std::process::Command::new(&py).args(["-c", "import portmgr"]).output().is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(py);
+        }
+    }
+    eprintln!("concurrency: no Python with the portmgr package; no Python clients");
+    None
 }
