@@ -164,37 +164,34 @@ pub fn accepts(addr: SocketAddr, timeout: Duration) -> bool {
 
 /// Poll until something accepts TCP connections on `addr`, or `timeout` passes.
 pub fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if accepts(addr, left.min(Duration::from_millis(500))) {
-            return Ok(());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::Timeout(format!(
-                "nothing accepted TCP connections on {addr} within {timeout:?}"
-            )));
-        }
-        std::thread::sleep(pause.min(left));
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
+    poll_until(timeout, |left| Ok(accepts(addr, left.min(Duration::from_millis(500)))), || {
+        format!("nothing accepted TCP connections on {addr} within {timeout:?}")
+    })
 }
 
 /// Poll until `port` is free for `protocols`, or `timeout` passes.
 pub fn wait_free(port: u16, protocols: Protocols, timeout: Duration) -> Result<()> {
+    poll_until(timeout, |_| is_free(port, protocols), || {
+        format!("port {port} ({protocols}) was still in use after {timeout:?}")
+    })
+}
+
+/// Call `ready(time left)` until it says yes, pausing 1 ms, 2 ms, ... up to 100 ms
+/// between calls; a timeout error built by `what` once `timeout` has passed.
+fn poll_until(
+    timeout: Duration,
+    mut ready: impl FnMut(Duration) -> Result<bool>,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(1);
     loop {
-        if is_free(port, protocols)? {
+        if ready(deadline.saturating_duration_since(Instant::now()))? {
             return Ok(());
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Error::Timeout(format!(
-                "port {port} ({protocols}) was still in use after {timeout:?}"
-            )));
+            return Err(Error::Timeout(what()));
         }
         std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_millis(100));
