@@ -580,6 +580,8 @@ macro_rules! req_args {
     };
 }
 
+mod mapping;
+
 impl PyRegistry {
     fn allocate_lease(&self, py: Python<'_>, args: ReqArgs) -> PyResult<PyLease> {
         let reg = &self.reg;
@@ -1133,5 +1135,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_pool, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_child, m)?)?;
+    mapping::register(m)?;
     Ok(())
 }

@@ -16,6 +16,15 @@ per user, so nobody is handed a port someone else holds, and a process that dies
     portmgr.release(port)
     sock = portmgr.bound_socket(proto="tcp")    # bound and listening: race-free
 
+Named services, types, groups, export and import (the ``portmgr::mapping`` layer)::
+
+    api = portmgr.allocate(name="api", type="rest-api", metadata={"owner": "team-a"})
+    portmgr.get_service("api").metadata         # {"owner": "team-a"}
+    with portmgr.allocate_group("ci-17", {"postgres": 0, "redis": 100}) as g:
+        g["redis"]                              # base + 100
+    portmgr.export("env")                       # "API_PORT=8083\n..."
+    report = portmgr.import_services(".env.dynamic")
+
 A port number (lease, free_port) is recorded in the registry but held by no socket,
 so your server can bind it; another program that does not use portmgr could still
 bind it first. A bound socket is the race-free hand-over.
@@ -32,14 +41,22 @@ import os
 import socket
 import sys
 import threading
-from typing import Iterable, Literal, Optional, Union
+from typing import Iterable, Literal, Mapping, Optional, Sequence, Union
 
 from . import _native
 from ._native import (
+    Group,
+    GroupMember,
+    ImportedService,
+    ImportReport,
     Lease,
     LeaseInfo,
+    NginxApplied,
     Registry,
     Reservation,
+    Service,
+    Services,
+    ServiceType,
     Stats,
     default_dir,
     default_pool,
@@ -92,6 +109,30 @@ __all__ = [
     "Stats",
     "default_dir",
     "default_pool",
+    # named services, types, groups, export and import
+    "Services",
+    "services",
+    "Service",
+    "ServiceType",
+    "get_or_allocate_service",
+    "list_services",
+    "get_service",
+    "get_service_by_port",
+    "services_by_type",
+    "services_by_group",
+    "update_metadata",
+    "service_types",
+    "allocate_group",
+    "release_group",
+    "Group",
+    "GroupMember",
+    "export",
+    "write_nginx_dir",
+    "apply_nginx",
+    "NginxApplied",
+    "import_services",
+    "ImportReport",
+    "ImportedService",
     # in-process reservation and probes
     "Reservation",
     "is_free",
@@ -166,6 +207,8 @@ def allocate(
     watch_pid: Optional[int] = None,
     host: Optional[str] = None,
     key: Optional[str] = None,
+    type: Optional[str] = None,
+    metadata: Optional[Mapping[str, str]] = None,
 ) -> Lease:
     """Allocate ports from the shared registry and return the :class:`Lease`.
 
@@ -181,10 +224,31 @@ def allocate(
                 None = as long as this process.
     watch_pid:  hold while that process lives.
     host:       probe this address instead of every address.
+    type:       a service type ("rest-api", "database", ... see :func:`service_types`):
+                without ``range``, the port is drawn from the type's range; the type
+                is recorded (:func:`services_by_type`).
+    metadata:   string key/values recorded with the lease (:func:`get_service`).
 
     The lease is not released by garbage collection: call ``release()``, use it as a
     context manager, or let the process exit.
     """
+    if type is not None or metadata is not None:
+        return services().allocate(
+            proto=proto,
+            count=count,
+            contiguous=contiguous,
+            range=range,
+            strategy=strategy,
+            name=name,
+            preferred=preferred,
+            required=required,
+            ttl=ttl,
+            watch_pid=watch_pid,
+            host=host,
+            key=key,
+            type=type,
+            metadata=None if metadata is None else dict(metadata),
+        )
     return registry().allocate(
         proto=proto,
         count=count,
@@ -351,6 +415,177 @@ def stats() -> Stats:
 def gc() -> builtins.list[LeaseInfo]:
     """Drop every dead or expired record of the default registry; returns what was freed."""
     return registry().gc()
+
+
+# ---------------------------------------------------------------------------------------
+# Named services, types, groups, export and import: each a call into portmgr::mapping.
+
+
+def services() -> Services:
+    """The mapping layer (:class:`Services`) on the default registry. The service types
+    config (``$PORTMGR_TYPES``, else ``~/.config/portmgr/types.json``) is read at each
+    call; ``Services(Registry(path), types=FILE)`` for another registry or config."""
+    return Services(registry())
+
+
+def get_or_allocate_service(
+    name: str,
+    *,
+    type: Optional[str] = None,
+    metadata: Optional[Mapping[str, str]] = None,
+    proto: Proto = "tcp",
+    count: int = 1,
+    contiguous: bool = False,
+    range: Optional[RangeLike] = None,
+    strategy: StrategyName = "random",
+    ttl: Optional[float] = None,
+) -> tuple[Service, Optional[Lease]]:
+    """The live service ``name`` if there is one: ``(service, None)`` (possibly another
+    process's; its type and metadata are left as they are); else allocate it as
+    :func:`allocate` does: ``(service, lease)``."""
+    return services().get_or_allocate(
+        name,
+        type=type,
+        metadata=None if metadata is None else dict(metadata),
+        proto=proto,
+        count=count,
+        contiguous=contiguous,
+        range=range,
+        strategy=strategy,
+        ttl=ttl,
+    )
+
+
+def list_services() -> builtins.list[Service]:
+    """Every live lease as a :class:`Service` (one per lease, with its type, group and
+    metadata), by first port."""
+    return services().list()
+
+
+def get_service(name: str) -> Optional[Service]:
+    """The live service ``name``, or None."""
+    return services().by_name(name)
+
+
+def get_service_by_port(port: int) -> Optional[Service]:
+    """The live service holding ``port``, or None."""
+    return services().by_port(port)
+
+
+def services_by_type(type: str) -> builtins.list[Service]:
+    """The live services of ``type`` (InvalidArgument for an unknown type)."""
+    return services().by_type(type)
+
+
+def services_by_group(group: str) -> builtins.list[Service]:
+    """The live members of ``group``."""
+    return services().by_group(group)
+
+
+def update_metadata(
+    name: str, set: Optional[Mapping[str, str]] = None, *, remove: Sequence[str] = ()
+) -> Service:
+    """Change the metadata of the live service ``name``: ``set`` entries added or
+    replaced, ``remove`` keys removed; returns the service as it now is."""
+    return services().update_metadata(
+        name, None if set is None else dict(set), remove=builtins.list(remove)
+    )
+
+
+def service_types() -> builtins.list[ServiceType]:
+    """Every service type in force (built-in table plus the config file), by name."""
+    return services().types()
+
+
+def allocate_group(
+    name: str,
+    layout: Union[str, Mapping[str, Union[int, tuple[int, Optional[str]]]], None] = None,
+    *,
+    metadata: Optional[Mapping[str, str]] = None,
+    range: Optional[RangeLike] = None,
+    strategy: StrategyName = "random",
+    max_attempts: int = 2000,
+    proto: Proto = "tcp",
+    ttl: Optional[float] = None,
+    watch_pid: Optional[int] = None,
+) -> Group:
+    """Allocate group ``name``: one base where every member port (base + offset) is
+    free, all members or none. Members are services named ``NAME.MEMBER``.
+
+    layout:  member name to offset (or ``(offset, type)``), a spec string
+             ``"postgres=0,redis=+100/cache"``, or a layout name from the types config
+             (default: the built-in ``"stack"``).
+    range:   where member ports may lie (default: the pool); bases are tried in
+             ``strategy`` order ("random" spreads parallel CI jobs apart).
+
+    The :class:`Group` is not released by garbage collection: call ``release()``, use
+    it as a context manager, call :func:`release_group`, or let the process exit.
+    """
+    return services().allocate_group(
+        name,
+        layout,
+        metadata=None if metadata is None else dict(metadata),
+        range=range,
+        strategy=strategy,
+        max_attempts=max_attempts,
+        proto=proto,
+        ttl=ttl,
+        watch_pid=watch_pid,
+    )
+
+
+def release_group(name: str) -> builtins.list[int]:
+    """Release every live member of group ``name`` (NotFound when none); returns the
+    ports freed."""
+    return services().release_group(name)
+
+
+def export(format: Literal["json", "env", "nginx"] = "json") -> str:
+    """The live named services as JSON (``{"portmgr_export": 1, "services": [...]}``),
+    ``.env`` (``NAME_PORT=1234`` lines) or nginx ``location`` blocks."""
+    return services().export(format)
+
+
+def write_nginx_dir(dir: Union[str, os.PathLike[str]]) -> NginxApplied:
+    """Write the nginx export to ``dir``, one ``NAME.conf`` per service, swapped in
+    atomically; nginx is neither tested nor reloaded (see :func:`apply_nginx`)."""
+    return services().write_nginx_dir(dir)
+
+
+def apply_nginx(
+    dir: Union[str, os.PathLike[str]],
+    *,
+    test_command: Optional[Sequence[str]] = None,
+    reload_command: Optional[Sequence[str]] = None,
+) -> NginxApplied:
+    """Write ``dir`` as :func:`write_nginx_dir` does, run ``test_command`` (default
+    ``nginx -t``) and only when it passes ``reload_command`` (default
+    ``nginx -s reload``); if either fails, the previous directory is restored and the
+    error carries nginx's output. An empty command skips that step."""
+    return services().apply_nginx(
+        dir,
+        test_command=None if test_command is None else builtins.list(test_command),
+        reload_command=None if reload_command is None else builtins.list(reload_command),
+    )
+
+
+def import_services(
+    path: Union[str, os.PathLike[str], None] = None,
+    *,
+    text: Optional[str] = None,
+    format: Optional[Literal["json", "env"]] = None,
+    range: Optional[RangeLike] = None,
+    ttl: Optional[float] = None,
+    watch_pid: Optional[int] = None,
+) -> ImportReport:
+    """Re-create services from a JSON export or a ``.env`` file (``path``, or the
+    ``text`` itself). Each name asks for its previous port first; one whose port is
+    taken falls back to ``range`` (else its type's range, else the pool) and is reported
+    as "moved"; a live name is left as it is ("existing"); failures are reported
+    ("failed", with the reason), not raised. The new leases are ``report.leases``."""
+    return services().import_services(
+        path, text=text, format=format, range=range, ttl=ttl, watch_pid=watch_pid
+    )
 
 
 def _cli(argv: Optional[Iterable[str]] = None) -> int:

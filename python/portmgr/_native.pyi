@@ -7,7 +7,7 @@ releases the GIL. Errors are subclasses of :class:`portmgr.errors.PortError`.
 import builtins
 import os
 import socket
-from typing import Literal, Optional, Union, final
+from typing import Literal, Mapping, Optional, Union, final
 
 from typing_extensions import Self
 
@@ -18,6 +18,14 @@ __all__ = [
     "LeaseInfo",
     "Stats",
     "Reservation",
+    "Services",
+    "Service",
+    "ServiceType",
+    "Group",
+    "GroupMember",
+    "ImportReport",
+    "ImportedService",
+    "NginxApplied",
     "is_free",
     "scan",
     "wait_listening",
@@ -271,6 +279,282 @@ class Reservation:
     def __len__(self) -> int: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...
+
+@final
+class Service:
+    """One live lease as the mapping views show it (one per lease, not per port)."""
+
+    @property
+    def name(self) -> Optional[str]:
+        """The service name (None for an unnamed lease)."""
+    @property
+    def port(self) -> int:
+        """The first port."""
+    @property
+    def ports(self) -> builtins.list[int]:
+        """All its ports, ascending."""
+    @property
+    def protocols(self) -> str:
+        """"tcp", "udp" or "both"."""
+    @property
+    def type(self) -> Optional[str]:
+        """Its service type, if any."""
+    @property
+    def group(self) -> Optional[str]:
+        """The group it belongs to, if any."""
+    @property
+    def member(self) -> Optional[str]:
+        """Its member name in the group, if any."""
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Its metadata (a new dict at each access)."""
+    @property
+    def lease_id(self) -> int: ...
+    @property
+    def owner_pid(self) -> int: ...
+    @property
+    def expires_ms(self) -> Optional[int]:
+        """When its TTL ends, milliseconds since the Unix epoch; None without a TTL."""
+    @property
+    def state(self) -> str:
+        """"held" or "pending"."""
+
+@final
+class ServiceType:
+    """A service type: a name and the range its services are drawn from."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def range(self) -> Optional[tuple[int, int]]:
+        """Inclusive; None means the registry's default pool."""
+    @property
+    def description(self) -> str: ...
+    @property
+    def source(self) -> str:
+        """"builtin" or the config file it came from."""
+
+@final
+class GroupMember:
+    """One member of an allocated group."""
+
+    @property
+    def member(self) -> str:
+        """Its name in the layout ("redis")."""
+    @property
+    def name(self) -> str:
+        """Its service name ("ci-17.redis")."""
+    @property
+    def offset(self) -> int: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def type(self) -> Optional[str]: ...
+
+@final
+class Group:
+    """An allocated group: every member's port, taken together. Not released by garbage
+    collection: by :meth:`release`, by leaving its ``with`` block, or at process exit."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def base(self) -> int:
+        """The base port (member ports are base + offset)."""
+    @property
+    def members(self) -> builtins.list[GroupMember]:
+        """The members, in layout order."""
+    @property
+    def ports(self) -> dict[str, int]:
+        """Member name to port, in layout order."""
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` or :meth:`keep` was called."""
+    def release(self) -> None:
+        """Release every member now. Idempotent."""
+    def keep(self) -> dict[str, int]:
+        """Stop managing the members from this object (held until the process exits;
+        any process of the user may release them). Returns member name to port."""
+    def __getitem__(self, member: str, /) -> int: ...
+    def __contains__(self, member: str, /) -> bool: ...
+    def __len__(self) -> int: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_exc: object) -> bool: ...
+
+@final
+class ImportedService:
+    """What an import did with one service."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def previous_port(self) -> int:
+        """The port it had in the file."""
+    @property
+    def port(self) -> Optional[int]:
+        """The port it has now (None when it failed)."""
+    @property
+    def status(self) -> str:
+        """"same", "moved", "existing" or "failed"."""
+    @property
+    def reason(self) -> Optional[str]:
+        """Why it moved or failed."""
+    @property
+    def type(self) -> Optional[str]: ...
+
+@final
+class ImportReport:
+    """What an import did; the new leases are not released by garbage collection."""
+
+    @property
+    def services(self) -> builtins.list[ImportedService]:
+        """One per entry of the file, in file order."""
+    @property
+    def moved(self) -> builtins.list[ImportedService]:
+        """The services that did not get their previous port."""
+    @property
+    def failed(self) -> builtins.list[ImportedService]:
+        """The services that could not be re-created."""
+    @property
+    def leases(self) -> builtins.list[Lease]:
+        """The leases created (not those already live)."""
+    def release(self) -> None:
+        """Release every lease the import created. Idempotent."""
+    def keep(self) -> builtins.list[int]:
+        """Keep every lease the import created; returns their ports."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_exc: object) -> bool: ...
+
+@final
+class NginxApplied:
+    """What writing (and applying) the nginx export did."""
+
+    @property
+    def dir(self) -> str: ...
+    @property
+    def files(self) -> builtins.list[str]:
+        """The files written (one per service), sorted."""
+    @property
+    def skipped(self) -> builtins.list[str]:
+        """Services left out, and why."""
+    @property
+    def tested(self) -> bool: ...
+    @property
+    def reloaded(self) -> bool: ...
+
+_Layout = Union[str, Mapping[str, Union[int, tuple[int, Optional[str]]]]]
+_Metadata = dict[str, str]
+
+@final
+class Services:
+    """The mapping layer on one registry (the default one when ``registry`` is None):
+    named services with types and metadata, groups, export and import. The service
+    types config (``types``, else ``$PORTMGR_TYPES``, else
+    ``~/.config/portmgr/types.json``) is read at each call."""
+
+    def __new__(
+        cls, registry: Optional[Registry] = None, *, types: Optional[Union[str, os.PathLike[str]]] = None
+    ) -> Self: ...
+    @property
+    def path(self) -> str:
+        """The registry's directory."""
+    def types(self) -> builtins.list[ServiceType]:
+        """Every service type in force, sorted by name."""
+    def layouts(self) -> builtins.list[str]:
+        """The group layout names in force (built in: "stack")."""
+    def allocate(
+        self,
+        *,
+        proto: _Proto = "tcp",
+        count: int = 1,
+        contiguous: bool = False,
+        range: Optional[_RangeLike] = None,
+        strategy: _StrategyName = "random",
+        name: Optional[str] = None,
+        preferred: Optional[int] = None,
+        required: bool = False,
+        ttl: Optional[float] = None,
+        watch_pid: Optional[int] = None,
+        host: Optional[str] = None,
+        key: Optional[str] = None,
+        type: Optional[str] = None,
+        metadata: Optional[_Metadata] = None,
+    ) -> Lease:
+        """Allocate as :meth:`Registry.allocate`, drawing from the range of ``type``
+        when no ``range`` is given; record the type and ``metadata``."""
+    def get_or_allocate(
+        self,
+        name: str,
+        *,
+        proto: _Proto = "tcp",
+        count: int = 1,
+        contiguous: bool = False,
+        range: Optional[_RangeLike] = None,
+        strategy: _StrategyName = "random",
+        preferred: Optional[int] = None,
+        required: bool = False,
+        ttl: Optional[float] = None,
+        watch_pid: Optional[int] = None,
+        host: Optional[str] = None,
+        key: Optional[str] = None,
+        type: Optional[str] = None,
+        metadata: Optional[_Metadata] = None,
+    ) -> tuple[Service, Optional[Lease]]:
+        """``(service, None)`` for a live ``name``, else ``(service, new_lease)``."""
+    def list(self) -> builtins.list[Service]:
+        """Every live lease, one Service each, by first port."""
+    def list_named(self) -> builtins.list[Service]:
+        """The live named services (what the exports show), by name."""
+    def by_name(self, name: str) -> Optional[Service]: ...
+    def by_port(self, port: int) -> Optional[Service]: ...
+    def by_type(self, type: str) -> builtins.list[Service]:
+        """The live services of ``type`` (InvalidArgument for an unknown type)."""
+    def by_group(self, group: str) -> builtins.list[Service]: ...
+    def update_metadata(
+        self, name: str, set: Optional[_Metadata] = None, *, remove: Optional[builtins.list[str]] = None
+    ) -> Service:
+        """Add or replace ``set`` entries, remove ``remove`` keys; returns the service."""
+    def allocate_group(
+        self,
+        group: str,
+        layout: Optional[_Layout] = None,
+        *,
+        metadata: Optional[_Metadata] = None,
+        range: Optional[_RangeLike] = None,
+        strategy: _StrategyName = "random",
+        max_attempts: int = 2000,
+        proto: _Proto = "tcp",
+        ttl: Optional[float] = None,
+        watch_pid: Optional[int] = None,
+    ) -> Group:
+        """Every member port free at one base, all or none; see
+        :func:`portmgr.allocate_group`."""
+    def release_group(self, group: str) -> builtins.list[int]:
+        """Release every live member of ``group``; returns the ports freed."""
+    def export(self, format: str = "json") -> str:
+        """The live named services as "json", "env" or "nginx" text."""
+    def write_nginx_dir(self, dir: Union[str, os.PathLike[str]]) -> NginxApplied:
+        """Write the nginx export to ``dir`` without testing or reloading nginx."""
+    def apply_nginx(
+        self,
+        dir: Union[str, os.PathLike[str]],
+        *,
+        test_command: Optional[builtins.list[str]] = None,
+        reload_command: Optional[builtins.list[str]] = None,
+    ) -> NginxApplied:
+        """Write ``dir``, test, reload; restore the previous directory on failure."""
+    def import_services(
+        self,
+        path: Optional[Union[str, os.PathLike[str]]] = None,
+        *,
+        text: Optional[str] = None,
+        format: Optional[str] = None,
+        range: Optional[_RangeLike] = None,
+        ttl: Optional[float] = None,
+        watch_pid: Optional[int] = None,
+    ) -> ImportReport:
+        """Re-create services from a JSON export or .env file; see
+        :func:`portmgr.import_services`."""
 
 def is_free(port: int, proto: _Proto = "tcp", *, host: Optional[str] = None) -> bool:
     """Whether ``port`` can be bound for ``proto`` on every address (or on ``host``)."""

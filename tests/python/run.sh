@@ -2,7 +2,8 @@
 # The Python package's tests, from nothing: a venv, the tools, `pip install .` (maturin
 # builds the extension), then pytest (API, errors, fork/threads, the plugin), the
 # cross-worker stress test under `pytest -n 4`, mypy --strict and stubtest.
-# Every test uses its own temporary registry (PORTMGR_DIR) and ports 48000-51999.
+# Every test uses its own temporary registry (PORTMGR_DIR) and ports 48000-51999
+# (test_mapping.py: explicit ranges in 58000-59999, and the built-in service type ranges).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -1,0 +1,919 @@
+//! The mapping layer (`portmgr::mapping`) for Python: the class `portmgr.Services` and its
+//! views. As thin as the rest of the skin: each method converts its arguments, makes one
+//! call into [`Services`] without the GIL, and converts the result.
+//!
+//! Groups and imported leases behave like `Lease`: not released by garbage collection
+//! (their core leases move to the parent module's `ABANDONED` list), released by
+//! `release()`, by leaving a `with` block, or when the process exits.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyKeyError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use super::{
+    ACTIVE, KEPT, PyLease, PyRegistry, RELEASED, ReqArgs, abandon, detached, range_arg, reg_err,
+};
+use crate::error::{Error, Result};
+use crate::mapping::{
+    ExportFormat, GroupInfo, GroupLayout, GroupLease, GroupMemberInfo, GroupOptions, ImportFormat,
+    ImportOptions, ImportOutcome, ImportedService, Metadata, NginxApplied, NginxDeploy, Service,
+    ServiceSpec, ServiceType, Services, TypeTable, write_nginx_dir,
+};
+use crate::range::PortRange;
+use crate::registry::Registry;
+use crate::strategy::Strategy;
+
+// ---------------------------------------------------------------------------------------
+// Views
+
+/// One live lease as the mapping views show it (one per lease, not per port).
+#[pyclass(name = "Service", module = "portmgr", frozen)]
+pub(super) struct PyService {
+    /// The service name (None for an unnamed lease).
+    #[pyo3(get)]
+    name: Option<String>,
+    /// The first port.
+    #[pyo3(get)]
+    port: u16,
+    /// All its ports, ascending.
+    #[pyo3(get)]
+    ports: Vec<u16>,
+    /// "tcp", "udp" or "both".
+    #[pyo3(get)]
+    protocols: String,
+    /// Its service type, if any.
+    #[pyo3(get, name = "type")]
+    service_type: Option<String>,
+    /// The group it belongs to, if any.
+    #[pyo3(get)]
+    group: Option<String>,
+    /// Its member name in the group, if any.
+    #[pyo3(get)]
+    member: Option<String>,
+    /// Its metadata (a new dict at each access).
+    #[pyo3(get)]
+    metadata: BTreeMap<String, String>,
+    /// The registry's lease id.
+    #[pyo3(get)]
+    lease_id: u64,
+    /// The process that allocated it.
+    #[pyo3(get)]
+    owner_pid: u32,
+    /// When its TTL ends (ms since the Unix epoch), or None.
+    #[pyo3(get)]
+    expires_ms: Option<u64>,
+    /// "held" or "pending".
+    #[pyo3(get)]
+    state: String,
+}
+
+impl From<Service> for PyService {
+    fn from(s: Service) -> Self {
+        PyService {
+            name: s.name,
+            port: s.port,
+            ports: s.ports,
+            protocols: s.protocols,
+            service_type: s.service_type,
+            group: s.group,
+            member: s.member,
+            metadata: s.metadata,
+            lease_id: s.lease_id,
+            owner_pid: s.owner_pid,
+            expires_ms: s.expires_ms,
+            state: s.state,
+        }
+    }
+}
+
+#[pymethods]
+impl PyService {
+    fn __repr__(&self) -> String {
+        let opt = |o: &Option<String>| o.as_ref().map_or("None".to_string(), |s| format!("{s:?}"));
+        format!(
+            "Service(name={}, port={}, type={}, group={}, metadata={:?})",
+            opt(&self.name),
+            self.port,
+            opt(&self.service_type),
+            opt(&self.group),
+            self.metadata
+        )
+    }
+}
+
+fn services_py(v: Vec<Service>) -> Vec<PyService> {
+    v.into_iter().map(Into::into).collect()
+}
+
+/// A service type: a name and the range its services are drawn from.
+#[pyclass(name = "ServiceType", module = "portmgr", frozen, get_all)]
+pub(super) struct PyServiceType {
+    /// The type's name ("rest-api").
+    name: String,
+    /// Its range, inclusive; None means the registry's default pool.
+    range: Option<(u16, u16)>,
+    /// What it is for.
+    description: String,
+    /// "builtin" or the config file it came from.
+    source: String,
+}
+
+impl From<ServiceType> for PyServiceType {
+    fn from(t: ServiceType) -> Self {
+        PyServiceType {
+            name: t.name,
+            range: t.range.map(|r| (r.start(), r.end())),
+            description: t.description,
+            source: t.source,
+        }
+    }
+}
+
+#[pymethods]
+impl PyServiceType {
+    fn __repr__(&self) -> String {
+        let range = self
+            .range
+            .map_or("pool".to_string(), |(a, b)| format!("{a}-{b}"));
+        format!("ServiceType(name={:?}, range={range:?})", self.name)
+    }
+}
+
+/// One member of an allocated group.
+#[pyclass(name = "GroupMember", module = "portmgr", frozen, get_all)]
+pub(super) struct PyGroupMember {
+    /// Its name in the layout ("redis").
+    member: String,
+    /// Its service name ("ci-17.redis").
+    name: String,
+    /// Its offset from the group's base.
+    offset: u16,
+    /// Its port.
+    port: u16,
+    /// Its service type, if any.
+    #[pyo3(name = "type")]
+    service_type: Option<String>,
+}
+
+impl From<&GroupMemberInfo> for PyGroupMember {
+    fn from(m: &GroupMemberInfo) -> Self {
+        PyGroupMember {
+            member: m.member.clone(),
+            name: m.name.clone(),
+            offset: m.offset,
+            port: m.port,
+            service_type: m.service_type.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyGroupMember {
+    fn __repr__(&self) -> String {
+        format!(
+            "GroupMember(member={:?}, port={}, offset={})",
+            self.member, self.port, self.offset
+        )
+    }
+}
+
+/// What an import did with one service.
+#[pyclass(name = "ImportedService", module = "portmgr", frozen, get_all)]
+pub(super) struct PyImportedService {
+    /// Its name.
+    name: String,
+    /// The port it had in the file.
+    previous_port: u16,
+    /// The port it has now (None when it failed).
+    port: Option<u16>,
+    /// "same", "moved" (its previous port was taken), "existing" (already live: left
+    /// as it is) or "failed".
+    status: String,
+    /// Why it moved or failed.
+    reason: Option<String>,
+    /// Its type.
+    #[pyo3(name = "type")]
+    service_type: Option<String>,
+}
+
+impl From<&ImportedService> for PyImportedService {
+    fn from(s: &ImportedService) -> Self {
+        PyImportedService {
+            name: s.name.clone(),
+            previous_port: s.previous_port,
+            port: s.port,
+            status: s.status.clone(),
+            reason: s.reason.clone(),
+            service_type: s.service_type.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyImportedService {
+    fn __repr__(&self) -> String {
+        format!(
+            "ImportedService(name={:?}, previous_port={}, port={:?}, status={:?})",
+            self.name, self.previous_port, self.port, self.status
+        )
+    }
+}
+
+/// What writing (and applying) the nginx export did.
+#[pyclass(name = "NginxApplied", module = "portmgr", frozen, get_all)]
+pub(super) struct PyNginxApplied {
+    /// The directory.
+    dir: String,
+    /// The files written (one per service), sorted.
+    files: Vec<String>,
+    /// Services left out, and why.
+    skipped: Vec<String>,
+    /// Whether the configuration test ran and passed.
+    tested: bool,
+    /// Whether nginx was reloaded.
+    reloaded: bool,
+}
+
+impl From<NginxApplied> for PyNginxApplied {
+    fn from(a: NginxApplied) -> Self {
+        PyNginxApplied {
+            dir: a.dir.to_string_lossy().into_owned(),
+            files: a.files,
+            skipped: a.skipped,
+            tested: a.tested,
+            reloaded: a.reloaded,
+        }
+    }
+}
+
+#[pymethods]
+impl PyNginxApplied {
+    fn __repr__(&self) -> String {
+        format!(
+            "NginxApplied(dir={:?}, files={:?}, tested={}, reloaded={})",
+            self.dir, self.files, self.tested, self.reloaded
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Groups
+
+/// An allocated group: every member's port, taken together. Not released by garbage
+/// collection: by `release()`, by leaving its `with` block, or when the process exits.
+#[pyclass(name = "Group", module = "portmgr", frozen)]
+pub(super) struct PyGroup {
+    inner: Mutex<Option<GroupLease>>,
+    registry: Registry,
+    info: GroupInfo,
+    pid: u32,
+    state: AtomicU8,
+}
+
+impl PyGroup {
+    fn new(g: GroupLease, registry: &Registry) -> PyGroup {
+        PyGroup {
+            info: g.info(),
+            inner: Mutex::new(Some(g)),
+            registry: registry.clone(),
+            pid: std::process::id(),
+            state: AtomicU8::new(ACTIVE),
+        }
+    }
+}
+
+impl Drop for PyGroup {
+    fn drop(&mut self) {
+        if let Some(g) = self.inner.get_mut().take()
+            && self.pid == std::process::id()
+        {
+            for m in g.members {
+                abandon(m.lease, &self.registry);
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl PyGroup {
+    /// The group's name.
+    #[getter]
+    fn name(&self) -> String {
+        self.info.group.clone()
+    }
+
+    /// The base port (member ports are base + offset).
+    #[getter]
+    fn base(&self) -> u16 {
+        self.info.base
+    }
+
+    /// The members, in layout order.
+    #[getter]
+    fn members(&self) -> Vec<PyGroupMember> {
+        self.info.members.iter().map(Into::into).collect()
+    }
+
+    /// Member name to port, in layout order.
+    #[getter]
+    fn ports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for m in &self.info.members {
+            d.set_item(&m.member, m.port)?;
+        }
+        Ok(d)
+    }
+
+    /// Whether `release()` or `keep()` was called.
+    #[getter]
+    fn released(&self) -> bool {
+        self.state.load(Ordering::Acquire) != ACTIVE
+    }
+
+    /// Release every member now. Idempotent.
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(mut g) = self.inner.lock().take() else {
+            return Ok(());
+        };
+        self.state.store(RELEASED, Ordering::Release);
+        detached(py, move || g.release()).map_err(reg_err(py))
+    }
+
+    /// Stop managing the members from this object: they stay held until the process
+    /// exits, and any process of the user may release them (`release_group(name)`).
+    /// Returns member name to port.
+    fn keep<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        if let Some(g) = self.inner.lock().take() {
+            self.state.store(KEPT, Ordering::Release);
+            detached(py, move || g.keep()).map_err(reg_err(py))?;
+        }
+        self.ports(py)
+    }
+
+    fn __getitem__(&self, member: &str) -> PyResult<u16> {
+        self.info
+            .members
+            .iter()
+            .find(|m| m.member == member)
+            .map(|m| m.port)
+            .ok_or_else(|| PyKeyError::new_err(member.to_string()))
+    }
+
+    fn __contains__(&self, member: &str) -> bool {
+        self.info.members.iter().any(|m| m.member == member)
+    }
+
+    fn __len__(&self) -> usize {
+        self.info.members.len()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.release(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match self.state.load(Ordering::Acquire) {
+            ACTIVE => "held",
+            RELEASED => "released",
+            _ => "kept",
+        };
+        let ports: Vec<String> = self
+            .info
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.member, m.port))
+            .collect();
+        format!(
+            "<portmgr.Group {:?} base={} {} {state}>",
+            self.info.group,
+            self.info.base,
+            ports.join(" ")
+        )
+    }
+}
+
+/// A layout given as a spec string (`"postgres=0,redis=+100/cache"`), the name of a
+/// configured layout (`"stack"`), or a mapping of member name to offset or
+/// `(offset, type)`.
+enum LayoutArg {
+    Spec(String),
+    Named(String),
+    Members(Vec<(String, i64, Option<String>)>),
+}
+
+fn layout_arg(obj: &Bound<'_, PyAny>) -> PyResult<LayoutArg> {
+    if obj.is_instance_of::<PyString>() {
+        let s: String = obj.extract()?;
+        return Ok(if s.contains(['=', ':']) {
+            LayoutArg::Spec(s)
+        } else {
+            LayoutArg::Named(s)
+        });
+    }
+    let type_err = || {
+        PyTypeError::new_err(
+            "layout must be a spec string (\"postgres=0,redis=100\"), a layout name, or a mapping of member \
+             name to offset or (offset, type)",
+        )
+    };
+    let items = obj.call_method0("items").map_err(|_| type_err())?;
+    let mut members = Vec::new();
+    for item in items.try_iter()? {
+        let (name, value): (String, Bound<'_, PyAny>) = item?.extract().map_err(|_| type_err())?;
+        let (offset, ty) = match value.extract::<i64>() {
+            Ok(o) => (o, None),
+            Err(_) => value
+                .extract::<(i64, Option<String>)>()
+                .map_err(|_| type_err())?,
+        };
+        members.push((name, offset, ty));
+    }
+    Ok(LayoutArg::Members(members))
+}
+
+impl LayoutArg {
+    fn layout(self, types: &TypeTable) -> Result<GroupLayout> {
+        match self {
+            LayoutArg::Spec(s) => GroupLayout::parse(&s),
+            LayoutArg::Named(n) => types.group(&n).cloned().ok_or_else(|| {
+                Error::invalid(format!(
+                    "no group layout named {n:?} (known: {}); or give members: \"postgres=0,redis=100\"",
+                    types.group_names().join(", ")
+                ))
+            }),
+            LayoutArg::Members(ms) => {
+                let mut l = GroupLayout::new();
+                for (name, offset, ty) in ms {
+                    let off = u16::try_from(offset).ok().filter(|&o| o < u16::MAX).ok_or_else(|| {
+                        Error::invalid(format!("group member {name:?}: offset {offset} must be from 0 to 65534"))
+                    })?;
+                    l = l.member(name, off, ty.as_deref());
+                }
+                Ok(l)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Import report
+
+/// What `import_services` did: one ImportedService per entry and the new leases. The
+/// leases are not released by garbage collection: by `release()`, by leaving its `with`
+/// block, or when the process exits.
+#[pyclass(name = "ImportReport", module = "portmgr", frozen)]
+pub(super) struct PyImportReport {
+    // The core outcome without its leases (those are `leases`), for `moved()`/`failed()`.
+    outcome: ImportOutcome,
+    leases: Vec<Py<PyLease>>,
+}
+
+fn imported(v: Vec<&ImportedService>) -> Vec<PyImportedService> {
+    v.into_iter().map(Into::into).collect()
+}
+
+#[pymethods]
+impl PyImportReport {
+    /// One per entry of the file, in file order.
+    #[getter]
+    fn services(&self) -> Vec<PyImportedService> {
+        imported(self.outcome.services.iter().collect())
+    }
+
+    /// The services that did not get their previous port.
+    #[getter]
+    fn moved(&self) -> Vec<PyImportedService> {
+        imported(self.outcome.moved())
+    }
+
+    /// The services that could not be re-created.
+    #[getter]
+    fn failed(&self) -> Vec<PyImportedService> {
+        imported(self.outcome.failed())
+    }
+
+    /// The leases created (not those already live), as Lease objects.
+    #[getter]
+    fn leases(&self, py: Python<'_>) -> Vec<Py<PyLease>> {
+        self.leases.iter().map(|l| l.clone_ref(py)).collect()
+    }
+
+    /// Release every lease the import created. Idempotent.
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        for l in &self.leases {
+            l.get().release(py)?;
+        }
+        Ok(())
+    }
+
+    /// Keep every lease the import created (see `Lease.keep`); returns their ports.
+    fn keep(&self, py: Python<'_>) -> PyResult<Vec<u16>> {
+        let mut ports = Vec::new();
+        for l in &self.leases {
+            ports.extend(l.get().keep(py)?);
+        }
+        Ok(ports)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.release(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<portmgr.ImportReport services={} moved={} failed={}>",
+            self.outcome.services.len(),
+            self.outcome.moved().len(),
+            self.outcome.failed().len()
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Services
+
+/// The mapping layer on one registry: named services with types and metadata, groups,
+/// export and import. The service types config (`$PORTMGR_TYPES`, else
+/// `~/.config/portmgr/types.json`, or the file `types`) is read at each call.
+#[pyclass(name = "Services", module = "portmgr", frozen)]
+pub(super) struct PyServices {
+    reg: Registry,
+    types: Option<PathBuf>,
+}
+
+impl PyServices {
+    /// The core handle (reads the types config: call without the GIL).
+    fn svc(&self) -> Result<Services> {
+        let table = match &self.types {
+            Some(p) => TypeTable::load(p)?,
+            None => TypeTable::load_default()?,
+        };
+        Ok(Services::with_types(self.reg.clone(), table))
+    }
+}
+
+fn spec_arg(service_type: Option<String>, metadata: Option<Metadata>) -> ServiceSpec {
+    ServiceSpec {
+        service_type,
+        metadata: metadata.unwrap_or_default(),
+        ..ServiceSpec::default()
+    }
+}
+
+/// A request template holding only the lifetime options (TTL, watched pid, protocols).
+fn template(proto: &str, ttl: Option<f64>, watch_pid: Option<i64>) -> ReqArgs {
+    ReqArgs {
+        proto: proto.to_owned(),
+        count: 1,
+        contiguous: false,
+        range: None,
+        strategy: "random".to_owned(),
+        name: None,
+        preferred: None,
+        required: false,
+        ttl,
+        watch_pid,
+        host: None,
+        key: None,
+    }
+}
+
+fn opt_range(
+    range: Option<Bound<'_, PyAny>>,
+) -> PyResult<Option<std::result::Result<PortRange, Error>>> {
+    range.as_ref().map(range_arg).transpose()
+}
+
+#[pymethods]
+impl PyServices {
+    #[new]
+    #[pyo3(signature = (registry = None, *, types = None))]
+    fn new(
+        py: Python<'_>,
+        registry: Option<Bound<'_, PyRegistry>>,
+        types: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        let reg = match registry {
+            Some(r) => r.get().reg.clone(),
+            None => detached(py, || Registry::open(crate::registry::default_dir()))
+                .map_err(reg_err(py))?,
+        };
+        Ok(PyServices { reg, types })
+    }
+
+    /// The registry's directory.
+    #[getter]
+    fn path(&self) -> String {
+        self.reg.dir().to_string_lossy().into_owned()
+    }
+
+    /// Every service type in force, sorted by name.
+    fn types(&self, py: Python<'_>) -> PyResult<Vec<PyServiceType>> {
+        let v = detached(py, || Ok(self.svc()?.types().types())).map_err(reg_err(py))?;
+        Ok(v.into_iter().map(Into::into).collect())
+    }
+
+    /// The group layout names in force (built in: "stack").
+    fn layouts(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        detached(py, || Ok(self.svc()?.types().group_names())).map_err(reg_err(py))
+    }
+
+    /// Allocate as `Registry.allocate` does, drawing from the range of `type` when no
+    /// `range` is given, and record the type and `metadata` with the lease.
+    #[pyo3(signature = (*, proto = "tcp", count = 1, contiguous = false, range = None, strategy = "random",
+                        name = None, preferred = None, required = false, ttl = None, watch_pid = None,
+                        host = None, key = None, r#type = None, metadata = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn allocate(
+        &self,
+        py: Python<'_>,
+        proto: &str,
+        count: i64,
+        contiguous: bool,
+        range: Option<Bound<'_, PyAny>>,
+        strategy: &str,
+        name: Option<String>,
+        preferred: Option<i64>,
+        required: bool,
+        ttl: Option<f64>,
+        watch_pid: Option<i64>,
+        host: Option<String>,
+        key: Option<String>,
+        r#type: Option<String>,
+        metadata: Option<Metadata>,
+    ) -> PyResult<PyLease> {
+        let args = req_args!(
+            py, proto, count, contiguous, range, strategy, name, preferred, required, ttl,
+            watch_pid, host, key
+        );
+        let spec = spec_arg(r#type, metadata);
+        let lease =
+            detached(py, || self.svc()?.allocate(&args.request()?, &spec)).map_err(reg_err(py))?;
+        Ok(PyLease::new(lease, &self.reg))
+    }
+
+    /// The live service `name` if there is one: `(service, None)`; else allocate it as
+    /// `allocate` does: `(service, lease)`.
+    #[pyo3(signature = (name, *, proto = "tcp", count = 1, contiguous = false, range = None, strategy = "random",
+                        preferred = None, required = false, ttl = None, watch_pid = None, host = None,
+                        key = None, r#type = None, metadata = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn get_or_allocate(
+        &self,
+        py: Python<'_>,
+        name: String,
+        proto: &str,
+        count: i64,
+        contiguous: bool,
+        range: Option<Bound<'_, PyAny>>,
+        strategy: &str,
+        preferred: Option<i64>,
+        required: bool,
+        ttl: Option<f64>,
+        watch_pid: Option<i64>,
+        host: Option<String>,
+        key: Option<String>,
+        r#type: Option<String>,
+        metadata: Option<Metadata>,
+    ) -> PyResult<(PyService, Option<PyLease>)> {
+        let name = Some(name);
+        let args = req_args!(
+            py, proto, count, contiguous, range, strategy, name, preferred, required, ttl,
+            watch_pid, host, key
+        );
+        let spec = spec_arg(r#type, metadata);
+        let (s, lease) = detached(py, || self.svc()?.get_or_allocate(&args.request()?, &spec))
+            .map_err(reg_err(py))?;
+        Ok((s.into(), lease.map(|l| PyLease::new(l, &self.reg))))
+    }
+
+    /// Every live lease, one Service each, by first port.
+    fn list(&self, py: Python<'_>) -> PyResult<Vec<PyService>> {
+        Ok(services_py(
+            detached(py, || self.svc()?.list()).map_err(reg_err(py))?,
+        ))
+    }
+
+    /// The live named services (what the exports show), by name.
+    fn list_named(&self, py: Python<'_>) -> PyResult<Vec<PyService>> {
+        Ok(services_py(
+            detached(py, || self.svc()?.list_named()).map_err(reg_err(py))?,
+        ))
+    }
+
+    /// The live service called `name`, or None.
+    fn by_name(&self, py: Python<'_>, name: &str) -> PyResult<Option<PyService>> {
+        Ok(detached(py, || self.svc()?.by_name(name))
+            .map_err(reg_err(py))?
+            .map(Into::into))
+    }
+
+    /// The live service holding `port`, or None.
+    fn by_port(&self, py: Python<'_>, port: i64) -> PyResult<Option<PyService>> {
+        let port = super::port_arg("port", port).map_err(reg_err(py))?;
+        Ok(detached(py, || self.svc()?.by_port(port))
+            .map_err(reg_err(py))?
+            .map(Into::into))
+    }
+
+    /// The live services of type `type` (InvalidArgument for an unknown type).
+    fn by_type(&self, py: Python<'_>, r#type: &str) -> PyResult<Vec<PyService>> {
+        Ok(services_py(
+            detached(py, || self.svc()?.by_type(r#type)).map_err(reg_err(py))?,
+        ))
+    }
+
+    /// The live members of group `group`.
+    fn by_group(&self, py: Python<'_>, group: &str) -> PyResult<Vec<PyService>> {
+        Ok(services_py(
+            detached(py, || self.svc()?.by_group(group)).map_err(reg_err(py))?,
+        ))
+    }
+
+    /// Change the metadata of the live service `name`: `set` entries added or replaced,
+    /// `remove` keys removed. Returns the service as it now is.
+    #[pyo3(signature = (name, set = None, *, remove = None))]
+    fn update_metadata(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        set: Option<Metadata>,
+        remove: Option<Vec<String>>,
+    ) -> PyResult<PyService> {
+        let (set, remove) = (set.unwrap_or_default(), remove.unwrap_or_default());
+        Ok(
+            detached(py, || self.svc()?.update_metadata(name, &set, &remove))
+                .map_err(reg_err(py))?
+                .into(),
+        )
+    }
+
+    /// Allocate group `group`: every member port (base + offset) free at one base, all
+    /// or none. Members are named "GROUP.MEMBER" and carry the group, member, type and
+    /// `metadata`.
+    #[pyo3(signature = (group, layout = None, *, metadata = None, range = None, strategy = "random",
+                        max_attempts = 2000, proto = "tcp", ttl = None, watch_pid = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn allocate_group(
+        &self,
+        py: Python<'_>,
+        group: String,
+        layout: Option<Bound<'_, PyAny>>,
+        metadata: Option<Metadata>,
+        range: Option<Bound<'_, PyAny>>,
+        strategy: &str,
+        max_attempts: usize,
+        proto: &str,
+        ttl: Option<f64>,
+        watch_pid: Option<i64>,
+    ) -> PyResult<PyGroup> {
+        let layout = match layout {
+            Some(l) => layout_arg(&l)?,
+            None => LayoutArg::Named("stack".into()),
+        };
+        let range = opt_range(range)?;
+        let tmpl = template(proto, ttl, watch_pid);
+        let strategy = strategy.to_owned();
+        let metadata = metadata.unwrap_or_default();
+        let g = detached(py, || {
+            let svc = self.svc()?;
+            let layout = layout.layout(svc.types())?;
+            let strategy: Strategy = strategy.parse()?;
+            let opts = GroupOptions {
+                range: range.transpose()?,
+                strategy,
+                max_attempts,
+                request: tmpl.request()?,
+            };
+            svc.allocate_group(&group, &layout, &metadata, &opts)
+        })
+        .map_err(reg_err(py))?;
+        Ok(PyGroup::new(g, &self.reg))
+    }
+
+    /// Release every live member of group `group` (NotFound when none); returns the
+    /// ports freed.
+    fn release_group(&self, py: Python<'_>, group: &str) -> PyResult<Vec<u16>> {
+        detached(py, || self.svc()?.release_group(group)).map_err(reg_err(py))
+    }
+
+    /// The live named services as "json", "env" or "nginx" text.
+    #[pyo3(signature = (format = "json"))]
+    fn export(&self, py: Python<'_>, format: &str) -> PyResult<String> {
+        detached(py, || self.svc()?.export(format.parse::<ExportFormat>()?)).map_err(reg_err(py))
+    }
+
+    /// Write the nginx export to `dir` (one NAME.conf per service, swapped in atomically),
+    /// without testing or reloading nginx.
+    fn write_nginx_dir(&self, py: Python<'_>, dir: PathBuf) -> PyResult<PyNginxApplied> {
+        Ok(
+            detached(py, || write_nginx_dir(&dir, &self.svc()?.list_named()?))
+                .map_err(reg_err(py))?
+                .into(),
+        )
+    }
+
+    /// Write the nginx export to `dir` as `write_nginx_dir` does, run `test_command`
+    /// (default `nginx -t`) and only when it passes `reload_command` (default
+    /// `nginx -s reload`); on failure the previous directory is restored. An empty
+    /// command skips that step.
+    #[pyo3(signature = (dir, *, test_command = None, reload_command = None))]
+    fn apply_nginx(
+        &self,
+        py: Python<'_>,
+        dir: PathBuf,
+        test_command: Option<Vec<String>>,
+        reload_command: Option<Vec<String>>,
+    ) -> PyResult<PyNginxApplied> {
+        let mut deploy = NginxDeploy::new(dir);
+        if let Some(c) = test_command {
+            deploy.test_command = (!c.is_empty()).then_some(c);
+        }
+        if let Some(c) = reload_command {
+            deploy.reload_command = (!c.is_empty()).then_some(c);
+        }
+        Ok(detached(py, || deploy.apply(&self.svc()?.list_named()?))
+            .map_err(reg_err(py))?
+            .into())
+    }
+
+    /// Re-create services from a JSON export or a .env file (`path`, or the `text`
+    /// itself): each name asks for its previous port first; a taken port falls back to
+    /// `range` (else the service's type's range, else the pool) and is reported as
+    /// "moved"; a live name is left as it is ("existing"); failures are reported, not
+    /// raised. `format`: "json", "env", or None to guess.
+    #[pyo3(signature = (path = None, *, text = None, format = None, range = None, ttl = None, watch_pid = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn import_services(
+        &self,
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        text: Option<String>,
+        format: Option<String>,
+        range: Option<Bound<'_, PyAny>>,
+        ttl: Option<f64>,
+        watch_pid: Option<i64>,
+    ) -> PyResult<PyImportReport> {
+        let range = opt_range(range)?;
+        let tmpl = template("tcp", ttl, watch_pid);
+        let mut outcome = detached(py, || {
+            let text = match (path, text) {
+                (Some(p), None) => std::fs::read_to_string(&p).map_err(|e| {
+                    Error::os(format!("reading the import file {}", p.display()), e)
+                })?,
+                (None, Some(t)) => t,
+                _ => {
+                    return Err(Error::invalid(
+                        "import_services needs a path or text=, not both",
+                    ));
+                }
+            };
+            let format = format.map(|f| f.parse::<ImportFormat>()).transpose()?;
+            let opts = ImportOptions {
+                range: range.transpose()?,
+                request: Some(tmpl.request()?),
+            };
+            self.svc()?.import_text(&text, format, &opts)
+        })
+        .map_err(reg_err(py))?;
+        let leases = std::mem::take(&mut outcome.leases)
+            .into_iter()
+            .map(|l| Py::new(py, PyLease::new(l, &self.reg)))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(PyImportReport { outcome, leases })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("portmgr.Services({:?})", self.reg.dir().to_string_lossy())
+    }
+}
+
+/// Add the mapping classes to the module.
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyServices>()?;
+    m.add_class::<PyService>()?;
+    m.add_class::<PyServiceType>()?;
+    m.add_class::<PyGroup>()?;
+    m.add_class::<PyGroupMember>()?;
+    m.add_class::<PyImportReport>()?;
+    m.add_class::<PyImportedService>()?;
+    m.add_class::<PyNginxApplied>()?;
+    Ok(())
+}
