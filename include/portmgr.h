@@ -165,7 +165,9 @@ typedef struct portmgr_lease portmgr_lease;
  * `portmgr_registry_set_lock_timeout`, `portmgr_allocate`, `portmgr_allocate_bound`,
  * `portmgr_release_port`, `portmgr_release_name`, `portmgr_renew_port`,
  * `portmgr_renew_name`, `portmgr_lookup_name`, `portmgr_registry_list_json`,
- * `portmgr_registry_stats_json`, `portmgr_registry_gc`.
+ * `portmgr_registry_stats_json`, `portmgr_registry_gc`; for named services, types and
+ * groups: `portmgr_services_json`, `portmgr_export`, `portmgr_export_nginx_dir`,
+ * `portmgr_import`, `portmgr_group_allocate`, `portmgr_group_release`.
  *
  * Thread-safety: one handle may be used by any number of threads at once. Leases keep
  * working after their registry handle is closed (they hold their own reference).
@@ -185,7 +187,8 @@ typedef struct portmgr_registry portmgr_registry;
  * `portmgr_request_set_hash_key`, `portmgr_request_set_name`,
  * `portmgr_request_set_count`, `portmgr_request_set_contiguous`,
  * `portmgr_request_set_ttl_ms`, `portmgr_request_set_watch_pid`,
- * `portmgr_request_set_preferred`, `portmgr_request_set_probe_addr`.
+ * `portmgr_request_set_preferred`, `portmgr_request_set_probe_addr`,
+ * `portmgr_request_set_type`, `portmgr_request_set_metadata`.
  *
  * A new request asks for one TCP port from the default pool, random strategy, held
  * while the allocating process lives. A request is only a description: it may be used
@@ -307,8 +310,13 @@ portmgr_status portmgr_registry_set_lock_timeout(portmgr_registry *reg, uint64_t
  * If the process exits or dies first, its ports are freed at once (unless the request
  * set a TTL or a watched process).
  *
+ * With a service type (`portmgr_request_set_type`) and no range, the port comes from the
+ * type's range; the type and metadata (`portmgr_request_set_metadata`) are recorded
+ * with the lease (or nothing is allocated).
+ *
  * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handles, NULL `out`, an inconsistent
- * request), `PORTMGR_EXHAUSTED` (no free port in the range), `PORTMGR_IN_USE` (the
+ * request, an unknown service type or a broken types config file),
+ * `PORTMGR_EXHAUSTED` (no free port in the range), `PORTMGR_IN_USE` (the
  * name is held, or a required preferred port is taken), `PORTMGR_TIMEOUT`,
  * `PORTMGR_OS`, `PORTMGR_REGISTRY_CORRUPT`. Thread-safe: allocations from many
  * threads and processes never get the same port.
@@ -336,7 +344,8 @@ portmgr_status portmgr_allocate(portmgr_registry *reg,
  *
  * On `PORTMGR_OK`, `*out` is a new lease the caller owns, as for `portmgr_allocate`.
  * Nothing is written on failure, and no descriptor is leaked. Errors: as
- * `portmgr_allocate`, plus `PORTMGR_INVALID_ARGUMENT` when `fds` is NULL or too short.
+ * `portmgr_allocate`, plus `PORTMGR_INVALID_ARGUMENT` when `fds` is NULL or too short,
+ * or when the request has a service type or metadata (use `portmgr_allocate` for those).
  * Thread-safe.
  *
  * # Safety
@@ -601,6 +610,40 @@ portmgr_status portmgr_request_set_preferred(portmgr_request *req, uint16_t port
 portmgr_status portmgr_request_set_probe_addr(portmgr_request *req, const char *addr);
 
 /**
+ * Give the lease a service type (UTF-8, copied; 1 to 32 of `a-z 0-9 - _`, e.g.
+ * `"rest-api"`), recorded by `portmgr_allocate` and shown by `portmgr_services_json` and
+ * `portmgr_export`. When the request names no range, the port is drawn from the type's
+ * range (`rest-api`: 8080-8099, `database`: 5400-5499, ...; the types config file may
+ * change them, see docs/mapping.md); an explicit range wins. NULL removes the type.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or a malformed type name. A
+ * well-formed but unknown type is reported by `portmgr_allocate`
+ * (`PORTMGR_INVALID_ARGUMENT`, naming the known types). `portmgr_allocate_bound` does
+ * not take a type. Thread-safe: calls on one request take turns.
+ *
+ * # Safety
+ * `service_type` is NULL or a NUL-terminated string.
+ */
+portmgr_status portmgr_request_set_type(portmgr_request *req, const char *service_type);
+
+/**
+ * Set metadata entry `key` to `value` (both UTF-8, copied), recorded with the lease by
+ * `portmgr_allocate` (or given to every member by `portmgr_group_allocate`); NULL
+ * `value` removes the entry. At most 64 entries; keys 1 to 128 bytes without control
+ * characters or `=`; values at most 4096 bytes without control characters but tab.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, a NULL or non-UTF-8 key, a
+ * non-UTF-8 value, or an entry out of those bounds (the request is then unchanged).
+ * Thread-safe: calls on one request take turns.
+ *
+ * # Safety
+ * `key` is NULL or a NUL-terminated string; `value` is NULL or a NUL-terminated string.
+ */
+portmgr_status portmgr_request_set_metadata(portmgr_request *req,
+                                            const char *key,
+                                            const char *value);
+
+/**
  * The (first) port of the lease: for a multi-port lease the first of
  * `portmgr_lease_ports` (the lowest, for a contiguous block).
  *
@@ -656,6 +699,167 @@ portmgr_status portmgr_lease_release(portmgr_lease *lease);
  * the same). Thread-safe.
  */
 portmgr_status portmgr_lease_keep(portmgr_lease *lease);
+
+/**
+ * Every live lease of the registry as a service, by first port, as a JSON array of
+ * objects: `name` (or null), `port`, `ports`, `protocols`, `type` (or null), `group`,
+ * `member` (or null), `metadata` (an object of strings), `lease_id`, `owner_pid`,
+ * `expires_ms` (or null), `state`. With `service_type` not NULL, only the services of
+ * that type. New keys may be added.
+ *
+ * Copied into `buf` and sized as `portmgr_registry_list_json` (snprintf-style; on
+ * `PORTMGR_OK`, `*out_len` is the full length without the NUL).
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL `out_len`, NULL `buf` with
+ * `len > 0`, an unknown type, a broken types config file), `PORTMGR_TIMEOUT`.
+ * Thread-safe.
+ *
+ * # Safety
+ * `service_type` is NULL or a NUL-terminated string; `buf` is NULL or valid for writing `len`
+ * bytes; `out_len` is NULL or valid for writing a `size_t`.
+ */
+portmgr_status portmgr_services_json(const portmgr_registry *reg,
+                                     const char *service_type,
+                                     char *buf,
+                                     size_t len,
+                                     size_t *out_len);
+
+/**
+ * Export the live named services in `format`: `"json"` (`{"portmgr_export": 1,
+ * "services": [{"name", "port", "ports", "protocols", "type", "group", "member",
+ * "metadata"}]}`), `"env"` (`NAME_PORT=1234` lines, each after a `# portmgr {...}`
+ * comment) or `"nginx"` (`location` blocks for inclusion inside a `server { }`). See
+ * docs/mapping.md for the formats.
+ *
+ * Copied into `buf` snprintf-style: at most `len - 1` bytes and a NUL. On `PORTMGR_OK`,
+ * `*out_len` is the full length without the NUL; if it is `>= len` the text was
+ * truncated: call again with `*out_len + 1` bytes (`buf` NULL and `len` 0 asks for the
+ * size only).
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL or unknown `format`, NULL
+ * `out_len`, NULL `buf` with `len > 0`, two names that map to one `.env` variable, a
+ * broken types config file), `PORTMGR_TIMEOUT`. Thread-safe.
+ *
+ * # Safety
+ * `format` is NULL or a NUL-terminated string; `buf` is NULL or valid for writing `len`
+ * bytes; `out_len` is NULL or valid for writing a `size_t`.
+ */
+portmgr_status portmgr_export(const portmgr_registry *reg,
+                              const char *format,
+                              char *buf,
+                              size_t len,
+                              size_t *out_len);
+
+/**
+ * Write the nginx export into directory `dir` (a path of any bytes): one `NAME.conf`
+ * per service, the directory replaced atomically (it must be missing, empty, or one
+ * portmgr wrote). With `reload`, then run `nginx -t` and, only when it passes,
+ * `nginx -s reload` (nginx found in `PATH`); when either fails the previous directory is
+ * put back and the last error carries nginx's output.
+ *
+ * On `PORTMGR_OK`, `*out_files` (if not NULL) is the number of files written.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL or empty `dir`, a directory
+ * portmgr did not write, the nginx test or reload failed), `PORTMGR_OS`,
+ * `PORTMGR_TIMEOUT`. Thread-safe; calls on one directory take turns.
+ *
+ * # Safety
+ * `dir` is NULL or a NUL-terminated string; `out_files` is NULL or valid for writing a
+ * `size_t`.
+ */
+portmgr_status portmgr_export_nginx_dir(const portmgr_registry *reg,
+                                        const char *dir,
+                                        bool reload,
+                                        size_t *out_files);
+
+/**
+ * Re-create services from `text` (`text_len` bytes of UTF-8, not necessarily
+ * NUL-terminated): a JSON export or `.env` lines (JSON when it starts with `{`), for
+ * example a file saved by `portmgr_export`. Each service asks for its previous port;
+ * when that is taken it moves to a free port of the request's range (else its type's
+ * range, else the pool). A name that is live already is left as it is.
+ *
+ * `req` (NULL: the defaults) is the template of every lease: range (for moved
+ * services), TTL, watched process, strategy. The new leases are kept, as by
+ * `portmgr_lease_keep`: held until this process exits (or the TTL or watched process
+ * ends), released with `portmgr_release_name` / `portmgr_release_port`.
+ *
+ * The report goes into `buf` snprintf-style (on `PORTMGR_OK`, `*out_len` is its full
+ * length): `{"services": [{"name", "previous_port", "port" (or null), "status": "same"
+ * | "moved" | "existing" | "failed", "reason" (or null), "type"}]}`, one per service in
+ * file order. One service failing does not stop the others and is no error status:
+ * read the report. The import is done even when the report is truncated (asking again
+ * reports the services as "existing"), so give a generous buffer.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handles, NULL `text` with `text_len >
+ * 0`, text that is not UTF-8 or not a valid export or `.env` (the message names the
+ * line), a request with a service type or metadata (those come from the text), NULL
+ * `out_len`, NULL `buf` with `len > 0`), `PORTMGR_TIMEOUT`. Thread-safe.
+ *
+ * # Safety
+ * `text` is NULL or valid for reading `text_len` bytes; `buf` is NULL or valid for
+ * writing `len` bytes; `out_len` is NULL or valid for writing a `size_t`.
+ */
+portmgr_status portmgr_import(portmgr_registry *reg,
+                              const char *text,
+                              size_t text_len,
+                              const portmgr_request *req,
+                              char *buf,
+                              size_t len,
+                              size_t *out_len);
+
+/**
+ * Allocate group `group` (a service name without `.`): every member of `layout` at one
+ * base port, all or none. `layout` is a layout name (`"stack"`: postgres +0, redis +100,
+ * clickhouse_http +200, clickhouse_tcp +300, backend +400, auth +401, frontend +500; or
+ * one from the types config file) or a spec `"NAME=OFFSET[/TYPE],..."` such as
+ * `"pg=0,redis=+100,api=400/rest-api"`. Members are services named `GROUP.MEMBER`
+ * (`portmgr_lookup_name(reg, "ci-17.redis", &port)`), recorded with the group, member
+ * and type. Two processes placing groups at once always get disjoint ports.
+ *
+ * `req` (NULL: the defaults) is the template: its range is where the members' ports
+ * may lie (default: the pool), its strategy the order bases are tried in (random by
+ * default), its TTL and watched process the members' lifetime, its metadata
+ * (`portmgr_request_set_metadata`) given to every member. The members are kept, as by
+ * `portmgr_lease_keep`: held until this process exits (or the TTL or watched process
+ * ends); `portmgr_group_release` releases them all.
+ *
+ * On `PORTMGR_OK`, `ports[0..n]` are the members' ports in layout order and
+ * `*out_count` (if not NULL) is n. `ports` must have room for every member (checked
+ * before anything is allocated).
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handles; NULL or invalid `group` or
+ * `layout`; an unknown layout; `ports` NULL or too short; a request with a service type;
+ * a range too small for the layout), `PORTMGR_EXHAUSTED` (no base has every member port
+ * free: nothing is held), `PORTMGR_IN_USE` (a member's name is live already),
+ * `PORTMGR_TIMEOUT`. Thread-safe.
+ *
+ * # Safety
+ * `group` and `layout` are NULL or NUL-terminated strings; `ports` is NULL or valid for
+ * writing `ports_len` `uint16_t`s; `out_count` is NULL or valid for writing a `size_t`.
+ */
+portmgr_status portmgr_group_allocate(portmgr_registry *reg,
+                                      const char *group,
+                                      const char *layout,
+                                      const portmgr_request *req,
+                                      uint16_t *ports,
+                                      size_t ports_len,
+                                      size_t *out_count);
+
+/**
+ * Release every live member of group `group` (UTF-8), whoever allocated it (as
+ * `portmgr_release_port`). On `PORTMGR_OK`, `*out_freed` (if not NULL) is the number of
+ * ports freed.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL or non-UTF-8 `group`),
+ * `PORTMGR_NOT_FOUND` (no live member), `PORTMGR_NOT_OWNER`, `PORTMGR_TIMEOUT`.
+ * Thread-safe.
+ *
+ * # Safety
+ * `group` is NULL or a NUL-terminated string; `out_freed` is NULL or valid for writing a
+ * `size_t`.
+ */
+portmgr_status portmgr_group_release(portmgr_registry *reg, const char *group, size_t *out_freed);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -17,7 +17,16 @@ use std::sync::{Arc, LazyLock, Once};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::mapping::ServiceSpec;
 use crate::registry::{Lease, Registry, Request};
+
+/// A request as the C API holds it: the core request and, for the service calls, the
+/// service type and metadata to record (`portmgr_request_set_type`, `_set_metadata`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RequestEntry {
+    pub(crate) req: Request,
+    pub(crate) spec: ServiceSpec,
+}
 
 /// A lease as the C API holds it: its ports (fixed at allocation) and the lease itself
 /// (taken out when released or kept).
@@ -30,7 +39,7 @@ pub(crate) struct LeaseEntry {
 
 pub(crate) enum Entry {
     Registry(Registry),
-    Request(Arc<Mutex<Request>>),
+    Request(Arc<Mutex<RequestEntry>>),
     Lease(Arc<LeaseEntry>),
 }
 
@@ -113,7 +122,7 @@ pub(crate) fn registry<T>(p: *const T, what: &str, take: bool) -> Result<Registr
 }
 
 /// The request behind handle `p`; `take` also removes the handle.
-pub(crate) fn request<T>(p: *const T, what: &str, take: bool) -> Result<Arc<Mutex<Request>>> {
+pub(crate) fn request<T>(p: *const T, what: &str, take: bool) -> Result<Arc<Mutex<RequestEntry>>> {
     lookup(p, what, "portmgr_request", take, |e| match e {
         Entry::Request(r) => Some(r.clone()),
         _ => None,

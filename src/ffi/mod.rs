@@ -43,7 +43,8 @@
 
 #![allow(non_camel_case_types)]
 
-// Declaration order is the header's order: free functions, registry, request, lease.
+// Declaration order is the header's order: free functions, registry, request, lease,
+// services (types, export, import, groups).
 mod guard;
 mod handles;
 mod misc;
@@ -51,9 +52,11 @@ mod registry;
 mod request;
 
 mod lease;
+mod services;
 
 pub use guard::{portmgr_status, portmgr_status_code};
 pub use lease::*;
 pub use misc::*;
 pub use registry::*;
 pub use request::*;
+pub use services::*;

@@ -10,10 +10,11 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::guard::{c_bytes, c_str, copy_out, guard, need, portmgr_status, put};
-use super::handles::{self, Entry, LeaseEntry};
+use super::handles::{self, Entry, LeaseEntry, RequestEntry};
 use super::lease::portmgr_lease;
 use super::request::portmgr_request;
 use crate::error::{Error, Result};
+use crate::mapping::{ServiceSpec, Services};
 use crate::registry::{Registry, Request};
 
 /// A handle on one registry directory: the shared, crash-safe table of who holds which
@@ -25,7 +26,9 @@ use crate::registry::{Registry, Request};
 /// `portmgr_registry_set_lock_timeout`, `portmgr_allocate`, `portmgr_allocate_bound`,
 /// `portmgr_release_port`, `portmgr_release_name`, `portmgr_renew_port`,
 /// `portmgr_renew_name`, `portmgr_lookup_name`, `portmgr_registry_list_json`,
-/// `portmgr_registry_stats_json`, `portmgr_registry_gc`.
+/// `portmgr_registry_stats_json`, `portmgr_registry_gc`; for named services, types and
+/// groups: `portmgr_services_json`, `portmgr_export`, `portmgr_export_nginx_dir`,
+/// `portmgr_import`, `portmgr_group_allocate`, `portmgr_group_release`.
 ///
 /// Thread-safety: one handle may be used by any number of threads at once. Leases keep
 /// working after their registry handle is closed (they hold their own reference).
@@ -99,12 +102,17 @@ pub extern "C" fn portmgr_registry_set_lock_timeout(reg: *mut portmgr_registry, 
     })
 }
 
-/// The request behind `req`, or the default request for NULL.
-fn request_of(req: *const portmgr_request) -> Result<Request> {
-    if req.is_null() { Ok(Request::new()) } else { Ok(handles::request(req, "req", false)?.lock().clone()) }
+/// The request (with its service type and metadata) behind `req`, or the default request
+/// for NULL.
+pub(crate) fn request_of(req: *const portmgr_request) -> Result<RequestEntry> {
+    if req.is_null() {
+        Ok(RequestEntry { req: Request::new(), spec: ServiceSpec::default() })
+    } else {
+        Ok(handles::request(req, "req", false)?.lock().clone())
+    }
 }
 
-fn new_lease(lease: crate::registry::Lease) -> usize {
+pub(crate) fn new_lease(lease: crate::registry::Lease) -> usize {
     let ports = lease.ports().to_vec();
     let pid = std::process::id();
     handles::insert(Entry::Lease(Arc::new(LeaseEntry { ports, pid, lease: Mutex::new(Some(lease)) })))
@@ -121,8 +129,13 @@ fn new_lease(lease: crate::registry::Lease) -> usize {
 /// If the process exits or dies first, its ports are freed at once (unless the request
 /// set a TTL or a watched process).
 ///
+/// With a service type (`portmgr_request_set_type`) and no range, the port comes from the
+/// type's range; the type and metadata (`portmgr_request_set_metadata`) are recorded
+/// with the lease (or nothing is allocated).
+///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handles, NULL `out`, an inconsistent
-/// request), `PORTMGR_EXHAUSTED` (no free port in the range), `PORTMGR_IN_USE` (the
+/// request, an unknown service type or a broken types config file),
+/// `PORTMGR_EXHAUSTED` (no free port in the range), `PORTMGR_IN_USE` (the
 /// name is held, or a required preferred port is taken), `PORTMGR_TIMEOUT`,
 /// `PORTMGR_OS`, `PORTMGR_REGISTRY_CORRUPT`. Thread-safe: allocations from many
 /// threads and processes never get the same port.
@@ -139,7 +152,11 @@ pub unsafe extern "C" fn portmgr_allocate(
         let registry = handles::registry(reg, "reg", false)?;
         let request = request_of(req)?;
         need(out, "out")?;
-        let lease = registry.allocate(&request)?;
+        let lease = if request.spec == ServiceSpec::default() {
+            registry.allocate(&request.req)?
+        } else {
+            Services::new(registry)?.allocate(&request.req, &request.spec)?
+        };
         let id = new_lease(lease);
         // SAFETY: checked non-NULL above; valid for writes by the contract.
         unsafe { put(out, handles::to_ptr(id)) };
@@ -162,7 +179,8 @@ pub unsafe extern "C" fn portmgr_allocate(
 ///
 /// On `PORTMGR_OK`, `*out` is a new lease the caller owns, as for `portmgr_allocate`.
 /// Nothing is written on failure, and no descriptor is leaked. Errors: as
-/// `portmgr_allocate`, plus `PORTMGR_INVALID_ARGUMENT` when `fds` is NULL or too short.
+/// `portmgr_allocate`, plus `PORTMGR_INVALID_ARGUMENT` when `fds` is NULL or too short,
+/// or when the request has a service type or metadata (use `portmgr_allocate` for those).
 /// Thread-safe.
 ///
 /// # Safety
@@ -179,7 +197,12 @@ pub unsafe extern "C" fn portmgr_allocate_bound(
 ) -> portmgr_status {
     guard(|| {
         let registry = handles::registry(reg, "reg", false)?;
-        let request = request_of(req)?;
+        let RequestEntry { req: request, spec } = request_of(req)?;
+        if spec != ServiceSpec::default() {
+            return Err(Error::invalid(
+                "portmgr_allocate_bound does not record a service type or metadata; use portmgr_allocate for those",
+            ));
+        }
         need(out, "out")?;
         need(fds, "fds")?;
         let per_port = usize::from(request.protocols.tcp()) + usize::from(request.protocols.udp());
@@ -319,7 +342,12 @@ pub unsafe extern "C" fn portmgr_lookup_name(
 /// # Safety
 /// `buf` NULL or writable for `len` bytes; `out_len` non-NULL checked by the caller and
 /// writable.
-unsafe fn json_out(value: &impl serde::Serialize, buf: *mut c_char, len: usize, out_len: *mut usize) -> Result<()> {
+pub(crate) unsafe fn json_out(
+    value: &impl serde::Serialize,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> Result<()> {
     if buf.is_null() && len > 0 {
         return Err(Error::invalid("`buf` is NULL but `len` is not 0"));
     }

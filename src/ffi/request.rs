@@ -11,8 +11,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::guard::{c_str, guard, need, portmgr_status, put};
-use super::handles::{self, Entry};
+use super::handles::{self, Entry, RequestEntry};
 use crate::error::{Error, Result};
+use crate::mapping::{validate_metadata, validate_type_name};
 use crate::range::{PortRange, Protocols};
 use crate::registry::{MAX_COUNT, Request, validate_name};
 use crate::strategy::Strategy;
@@ -27,7 +28,8 @@ use crate::strategy::Strategy;
 /// `portmgr_request_set_hash_key`, `portmgr_request_set_name`,
 /// `portmgr_request_set_count`, `portmgr_request_set_contiguous`,
 /// `portmgr_request_set_ttl_ms`, `portmgr_request_set_watch_pid`,
-/// `portmgr_request_set_preferred`, `portmgr_request_set_probe_addr`.
+/// `portmgr_request_set_preferred`, `portmgr_request_set_probe_addr`,
+/// `portmgr_request_set_type`, `portmgr_request_set_metadata`.
 ///
 /// A new request asks for one TCP port from the default pool, random strategy, held
 /// while the allocating process lives. A request is only a description: it may be used
@@ -51,15 +53,18 @@ pub const PORTMGR_STRATEGY_KERNEL: u32 = 3;
 
 /// Run `f` on the request behind handle `req`.
 fn edit(req: *mut portmgr_request, f: impl FnOnce(&mut Request) -> Result<()>) -> portmgr_status {
-    guard(|| {
-        let r = handles::request(req, "req", false)?;
-        let mut r = r.lock();
-        // Work on a copy so that a failing setter leaves the request as it was.
-        let mut next = r.clone();
-        f(&mut next)?;
-        *r = next;
-        Ok(())
-    })
+    guard(|| edit_entry(req, |e| f(&mut e.req)))
+}
+
+/// Run `f` on the whole entry (request and service spec) behind handle `req`.
+fn edit_entry(req: *mut portmgr_request, f: impl FnOnce(&mut RequestEntry) -> Result<()>) -> Result<()> {
+    let r = handles::request(req, "req", false)?;
+    let mut r = r.lock();
+    // Work on a copy so that a failing setter leaves the request as it was.
+    let mut next = r.clone();
+    f(&mut next)?;
+    *r = next;
+    Ok(())
 }
 
 /// Make a new request with the defaults (one TCP port, default pool, random strategy).
@@ -74,7 +79,8 @@ fn edit(req: *mut portmgr_request, f: impl FnOnce(&mut Request) -> Result<()>) -
 pub unsafe extern "C" fn portmgr_request_new(out: *mut *mut portmgr_request) -> portmgr_status {
     guard(|| {
         need(out, "out")?;
-        let id = handles::insert(Entry::Request(Arc::new(Mutex::new(Request::new()))));
+        let entry = RequestEntry { req: Request::new(), ..RequestEntry::default() };
+        let id = handles::insert(Entry::Request(Arc::new(Mutex::new(entry))));
         // SAFETY: checked non-NULL above; valid for writes by the contract.
         unsafe { put(out, handles::to_ptr(id)) };
         Ok(())
@@ -315,5 +321,78 @@ pub unsafe extern "C" fn portmgr_request_set_probe_addr(
             text.parse().map_err(|_| Error::invalid(format!("{text:?} is not an IPv4 or IPv6 address")))?;
         r.probe_addr = Some(ip);
         Ok(())
+    })
+}
+
+/// Give the lease a service type (UTF-8, copied; 1 to 32 of `a-z 0-9 - _`, e.g.
+/// `"rest-api"`), recorded by `portmgr_allocate` and shown by `portmgr_services_json` and
+/// `portmgr_export`. When the request names no range, the port is drawn from the type's
+/// range (`rest-api`: 8080-8099, `database`: 5400-5499, ...; the types config file may
+/// change them, see docs/mapping.md); an explicit range wins. NULL removes the type.
+///
+/// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle or a malformed type name. A
+/// well-formed but unknown type is reported by `portmgr_allocate`
+/// (`PORTMGR_INVALID_ARGUMENT`, naming the known types). `portmgr_allocate_bound` does
+/// not take a type. Thread-safe: calls on one request take turns.
+///
+/// # Safety
+/// `service_type` is NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn portmgr_request_set_type(
+    req: *mut portmgr_request,
+    service_type: *const c_char,
+) -> portmgr_status {
+    guard(|| {
+        edit_entry(req, |e| {
+            if service_type.is_null() {
+                e.spec.service_type = None;
+                return Ok(());
+            }
+            // SAFETY: `service_type` is non-NULL and NUL-terminated (contract).
+            let t = unsafe { c_str(service_type, "service_type") }?;
+            validate_type_name(t)?;
+            e.spec.service_type = Some(t.to_owned());
+            Ok(())
+        })
+    })
+}
+
+/// Set metadata entry `key` to `value` (both UTF-8, copied), recorded with the lease by
+/// `portmgr_allocate` (or given to every member by `portmgr_group_allocate`); NULL
+/// `value` removes the entry. At most 64 entries; keys 1 to 128 bytes without control
+/// characters or `=`; values at most 4096 bytes without control characters but tab.
+///
+/// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, a NULL or non-UTF-8 key, a
+/// non-UTF-8 value, or an entry out of those bounds (the request is then unchanged).
+/// Thread-safe: calls on one request take turns.
+///
+/// # Safety
+/// `key` is NULL or a NUL-terminated string; `value` is NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn portmgr_request_set_metadata(
+    req: *mut portmgr_request,
+    key: *const c_char,
+    value: *const c_char,
+) -> portmgr_status {
+    guard(|| {
+        // SAFETY: `key` is NULL or NUL-terminated (contract).
+        let key = unsafe { c_str(key, "key") }?.to_owned();
+        let value = if value.is_null() {
+            None
+        } else {
+            // SAFETY: `value` is non-NULL and NUL-terminated (contract).
+            Some(unsafe { c_str(value, "value") }?.to_owned())
+        };
+        edit_entry(req, |e| {
+            match value {
+                Some(v) => {
+                    e.spec.metadata.insert(key, v);
+                }
+                None => {
+                    e.spec.metadata.remove(&key);
+                }
+            }
+            validate_metadata(&e.spec.metadata)
+        })
     })
 }
