@@ -320,6 +320,26 @@ def test_group_outlives_its_object_until_release_group() -> None:
     assert portmgr.release_group("kept") == [g2["a"]]
 
 
+def test_group_inherited_by_fork_is_the_parents() -> None:
+    import os
+
+    g = portmgr.allocate_group("fk", {"a": 0, "b": 3}, range=(LO, HI))
+    pid = os.fork()
+    if pid == 0:  # the child: releasing or dropping the parent's group does nothing
+        code = 1
+        try:
+            g.release()
+            del g
+            code = 0 if len(portmgr.services_by_group("fk")) == 2 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not g.released and all(held(p) for p in g.ports.values())
+    g.release()
+    assert portmgr.leases() == []
+
+
 def test_concurrent_processes_get_disjoint_groups() -> None:
     code = """
         import sys, portmgr
@@ -571,3 +591,105 @@ def test_gil_is_released_while_mapping_calls_wait(registry_dir: Path) -> None:
         if child.stdin:
             child.stdin.close()
         stop(child)
+
+
+# ---------------------------------------------------------------------------------------
+# A real nginx (skipped when there is none): apply_nginx tests the export with nginx -t,
+# and a request through nginx reaches the backend on the service's allocated port.
+
+
+def _backend(port: int, name: str) -> Any:
+    import http.server
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"backend {name} saw {self.path} prefix={self.headers.get('X-Forwarded-Prefix')}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+
+
+def test_real_nginx_routes_to_allocated_ports() -> None:
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+    if nginx is None:
+        pytest.skip("nginx is not installed")
+    rng = (58600, 58699)
+    front = portmgr.allocate(name="nginx", range=rng)
+    web = portmgr.allocate(name="web", type="rest-api", range=rng)
+    backends = [_backend(web.port, "web")]
+    prefix = Path(tempfile.mkdtemp(prefix="portmgr-py-nginx-"))
+    root = os.geteuid() == 0
+    if root:
+        prefix.chmod(0o755)  # nginx's workers drop to nobody
+    conf = prefix / "nginx.conf"
+    p = str(prefix)
+    conf.write_text(
+        f"daemon off;\n{'user nobody nogroup;' if root else ''}\nworker_processes 1;\npid {p}/nginx.pid;\n"
+        f"error_log {p}/error.log info;\nevents {{ worker_connections 64; }}\nhttp {{\n"
+        f"  access_log {p}/access.log;\n  client_body_temp_path {p}/cb;\n  proxy_temp_path {p}/proxy;\n"
+        f"  fastcgi_temp_path {p}/fcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n"
+        f"  server {{\n    listen 127.0.0.1:{front.port};\n    include {p}/services/*.conf;\n  }}\n}}\n"
+    )
+    base = [nginx, "-e", f"{p}/error.log", "-p", f"{p}/", "-c", str(conf)]
+    server = None
+    try:
+        applied = portmgr.apply_nginx(prefix / "services", test_command=base + ["-t"], reload_command=[])
+        assert applied.tested and not applied.reloaded and applied.files == ["nginx.conf", "web.conf"]
+        server = subprocess.Popen(base, stdin=subprocess.DEVNULL)
+        portmgr.wait_listening(front.port, timeout=10)
+        status, body = _get(front.port, "/web/hello")
+        assert status == 200 and body == "backend web saw /hello prefix=/web", body
+        status, body = _get(front.port, "/web/health")
+        assert status == 200 and body.startswith("backend web saw /health"), body
+
+        # A new service: exported, tested, reloaded; nginx routes to it.
+        api = portmgr.allocate(name="api", range=rng)
+        backends.append(_backend(api.port, "api"))
+        applied = portmgr.apply_nginx(
+            prefix / "services", test_command=base + ["-t"], reload_command=base + ["-s", "reload"]
+        )
+        assert applied.tested and applied.reloaded and "api.conf" in applied.files
+        # Old workers may take a connection or two while they wind down: wait for the
+        # new configuration to answer three times in a row.
+        want, streak, last = (200, "backend api saw /x prefix=/api"), 0, (0, "")
+        deadline = time.monotonic() + 15
+        while streak < 3 and time.monotonic() < deadline:
+            last = _get(front.port, "/api/x")
+            streak = streak + 1 if last == want else 0
+            time.sleep(0.05)
+        assert streak == 3, last
+        api.release()
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        for b in backends:
+            b.shutdown()
+            b.server_close()
+        front.release()
+        web.release()
+        shutil.rmtree(prefix, ignore_errors=True)
