@@ -335,7 +335,8 @@ def get_or_allocate(
     ttl: Optional[float] = None,
 ) -> Union[Lease, builtins.list[LeaseInfo]]:
     """The live lease named ``name`` (a list of :class:`LeaseInfo`, possibly another
-    process's) if there is one, else a new :class:`Lease` for it."""
+    process's) if there is one, else a new :class:`Lease` for it. With a service type
+    or metadata: :func:`get_or_allocate_service`."""
     return registry().get_or_allocate(
         name, proto=proto, count=count, contiguous=contiguous, range=range, strategy=strategy, ttl=ttl
     )
