@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run every cargo-fuzz target for N seconds each (default 60): `scripts/fuzz.sh [N]`.
+# Needs a nightly toolchain and cargo-fuzz (installed here when missing). Not part of
+# `cargo test`: fuzz/ is its own workspace. Corpus seeds live in fuzz/corpus/<target>/;
+# new inputs found by a run land in fuzz/corpus/<target>/ too (commit the useful ones).
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+secs="${1:-60}"
+if ! rustup toolchain list | grep -q nightly; then
+  echo "fuzz: no nightly toolchain (rustup toolchain install nightly)" >&2
+  exit 1
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "fuzz: installing cargo-fuzz (a few minutes)" >&2
+  cargo install cargo-fuzz --locked
+fi
+for t in range_parse registry_file c_api_sequence; do
+  mkdir -p "corpus/$t"
+  echo "== fuzz $t for ${secs}s"
+  # One job; -rss_limit_mb guards OOM; a crash leaves fuzz/artifacts/$t/crash-* and fails.
+  out=$(cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1) || {
+    echo "$out" | tail -40
+    echo "RESULT fuzz $t: CRASH (see fuzz/artifacts/$t)"
+    exit 1
+  }
+  runs=$(echo "$out" | grep -o 'stat::number_of_executed_units: *[0-9]*' | grep -o '[0-9]*$' || echo "?")
+  echo "RESULT fuzz $t: seconds=$secs execs=$runs crashes=0"
+done
