@@ -586,3 +586,153 @@ fn every_new_command_has_help_with_an_example() {
     let h = stdout(&Command::new(BIN).args(["list", "--help"]).output().unwrap());
     assert!(h.contains("--type") && h.contains("--group"), "{h}");
 }
+
+/// A tiny HTTP backend on 127.0.0.1:`port`: answers every request with its name and the
+/// request line it saw.
+fn backend(name: &'static str, port: u16) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("backend {name}: {e}"));
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            let mut buf = Vec::new();
+            let mut b = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&buf);
+            let body = format!("backend {name} saw {}\n", head.lines().next().unwrap_or(""));
+            let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+}
+
+/// GET `path` from 127.0.0.1:`port`: (status line, body).
+fn get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (String::new(), String::new()) };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ok() {
+        assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `portmgr export --format nginx --dir D --reload` against a real, unprivileged nginx
+/// on a loopback port (installed by scripts/ensure-nginx.sh when missing): requests
+/// through nginx reach the services' backends; a configuration nginx rejects is rolled
+/// back and nginx keeps serving.
+#[test]
+fn export_reload_with_a_real_nginx() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ensure-nginx.sh");
+    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "nginx is needed for this test; {} could not provide it", script.display());
+    let nginx = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
+
+    let r = reg();
+    let web: u16 = r.ok(&["alloc", "--name", "web", "--range", "57200-57249"]).trim().parse().unwrap();
+    let front: u16 = r.ok(&["alloc", "--range", "57250-57299"]).trim().parse().unwrap();
+    backend("web", web);
+    let prefix = r.tmp.path().to_path_buf();
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        // nginx's workers drop to nobody: let them reach the prefix.
+        std::fs::set_permissions(&prefix, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let p = prefix.display().to_string();
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\n{user}worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
+             events {{ worker_connections 64; }}\nhttp {{\n    access_log {p}/access.log;\n\
+             client_body_temp_path {p}/client_body;\n    proxy_temp_path {p}/proxy;\n\
+             fastcgi_temp_path {p}/fastcgi;\n    uwsgi_temp_path {p}/uwsgi;\n    scgi_temp_path {p}/scgi;\n\
+             server {{\n        listen 127.0.0.1:{front};\n        location /taken/ {{ return 204; }}\n\
+             include {p}/services/*.conf;\n    }}\n}}\n",
+            user = if root { "user nobody nogroup;\n" } else { "" },
+        ),
+    )
+    .unwrap();
+    let services = format!("{p}/services");
+    let conf_s = conf.display().to_string();
+    let prefix_s = format!("{p}/");
+    let reload = |r: &Reg| {
+        r.run(&[
+            "export",
+            "--format",
+            "nginx",
+            "--dir",
+            &services,
+            "--reload",
+            "--nginx",
+            &nginx,
+            "--nginx-prefix",
+            &prefix_s,
+            "--nginx-conf",
+            &conf_s,
+        ])
+    };
+
+    // Written first, then nginx starts on it.
+    r.ok(&["export", "--format", "nginx", "--dir", &services]);
+    struct Nginx(std::process::Child);
+    impl Drop for Nginx {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGQUIT) };
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < end {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Nginx(
+        Command::new(&nginx)
+            .args(["-e", &format!("{p}/error.log"), "-p", &prefix_s, "-c", &conf_s])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("nginx to route /web/", || get(front, "/web/x").1.starts_with("backend web saw GET /x "));
+    let (status, body) = get(front, "/web/health");
+    assert!(status.contains("200") && body.starts_with("backend web saw GET /health "), "{status} {body}");
+
+    // A new service: `--reload` tests, reloads, and nginx routes to it.
+    let api: u16 = r.ok(&["alloc", "--name", "api", "--range", "57200-57249"]).trim().parse().unwrap();
+    backend("api", api);
+    let o = reload(&r);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("nginx -t passed") && stdout(&o).contains("nginx reloaded"), "{}", stdout(&o));
+    wait_for("the reload to route /api/", || get(front, "/api/y").1.starts_with("backend api saw GET /y "));
+
+    // A service whose location clashes with the hand-written one: nginx -t fails, the
+    // directory is rolled back, status 1, nginx keeps serving.
+    r.ok(&["alloc", "--name", "taken", "--range", "57200-57249"]);
+    let o = reload(&r);
+    assert_one_line_error(&o, 1, "duplicate location");
+    assert!(!prefix.join("services/taken.conf").exists());
+    assert!(prefix.join("services/api.conf").exists());
+    assert!(get(front, "/api/z").1.starts_with("backend api saw GET /z "));
+    assert!(get(front, "/taken/").0.contains("204"));
+}
