@@ -158,6 +158,12 @@ fn every_builtin_type_has_its_range_and_allocates_from_it() {
         assert_eq!(svc.by_type(name).unwrap()[0].port, lease.port());
         assert_eq!(t.range_for(name, svc.registry()).unwrap(), want);
     }
+    // An unknown type is refused, with or without an explicit range.
+    for req in [Request::new(), Request::new().range(PortRange::new(56900, 56910).unwrap())] {
+        let e = svc.allocate(&req, &ServiceSpec::typed("nope")).unwrap_err();
+        assert_eq!(e.code(), portmgr::ErrorCode::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("unknown service type"), "{e}");
+    }
     // The serialized view of a type.
     let v = serde_json::to_value(t.get("grpc").unwrap()).unwrap();
     assert_eq!(v["range"], "50050-50099");

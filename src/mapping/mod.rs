@@ -173,10 +173,13 @@ impl Services {
     /// The request `req` with the range of `spec`'s type filled in (when it names none).
     pub fn typed_request(&self, req: &Request, spec: &ServiceSpec) -> Result<Request> {
         let mut req = req.clone();
-        if let Some(t) = &spec.service_type
-            && req.range.is_none()
-        {
-            req.range = Some(self.types.range_for(t, &self.reg)?);
+        if let Some(t) = &spec.service_type {
+            // An unknown type is an error even with an explicit range: it would be
+            // recorded, and then no lookup by that type could work.
+            self.types.require(t)?;
+            if req.range.is_none() {
+                req.range = Some(self.types.range_for(t, &self.reg)?);
+            }
         }
         Ok(req)
     }
