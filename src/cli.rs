@@ -1183,7 +1183,16 @@ fn group_alloc(cli: &Cli, fmt: Format, a: &GroupAllocArgs) -> R<i32> {
     if let Some(s) = &a.strategy {
         opts.strategy = s.clone();
     }
-    let lease = svc.allocate_group(&a.name, &layout, &metadata(&a.meta), &opts)?;
+    let lease = svc.allocate_group(&a.name, &layout, &metadata(&a.meta), &opts).map_err(|e| match &e {
+        Error::NameInUse { name, .. } => fail(
+            EXIT_IN_USE,
+            format!(
+                "member service {name:?} is already held; use the group (`portmgr group list`) or release it first (`portmgr group release {}`)",
+                a.name
+            ),
+        ),
+        _ => Fail::from(e),
+    })?;
     let info = lease.info();
     let text = match fmt {
         Format::Json => format!("{}\n", serde_json::to_string_pretty(&info).unwrap_or_default()),

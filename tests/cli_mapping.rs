@@ -502,7 +502,9 @@ fn group_alloc_is_all_or_nothing_and_release_list_work() {
     assert_one_line_error(&r.run(&["group", "release", "g1"]), 5, "g1");
 
     // Errors.
-    assert_one_line_error(&r.run(&["group", "alloc", "g3", "--layout", "trio", "--range", "56510-56529"]), 4, "g3.a");
+    let o = r.run(&["group", "alloc", "g3", "--layout", "trio", "--range", "56510-56529"]);
+    assert_one_line_error(&o, 4, "\"g3.a\" is already held");
+    assert!(stderr(&o).contains("portmgr group release g3"), "{}", stderr(&o));
     assert_one_line_error(&r.run(&["group", "alloc", "g9", "--layout", "nope"]), 2, "known layouts: stack, trio");
     assert_one_line_error(&r.run(&["group", "alloc", "g9"]), 2, "--layout");
     assert_one_line_error(&r.run(&["group", "alloc", "g9", "--layout", "trio", "--spec", "a=0"]), 2, "cannot be used");
