@@ -738,3 +738,42 @@ fn export_reload_with_a_real_nginx() {
     assert!(get(front, "/api/z").1.starts_with("backend api saw GET /z "));
     assert!(get(front, "/taken/").0.contains("204"));
 }
+
+/// `group alloc` and `import` hold their ports as `alloc` does: by default while the
+/// calling process lives, with `--owner PID` while PID lives, with `--ttl` for that long.
+#[test]
+fn group_and_import_leases_live_as_long_as_alloc_says() {
+    let r = reg();
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    let owner = sleeper.id().to_string();
+    r.ok(&["group", "alloc", "w", "--spec", "a=0,b=1", "--range", "57300-57319", "--owner", &owner]);
+    let f = r.tmp.path().join("x.env");
+    std::fs::write(&f, "X_PORT=57330\n").unwrap();
+    r.ok(&["import", f.to_str().unwrap(), "--owner", &owner]);
+    let v = r.json(&["group", "alloc", "t", "--spec", "a=0", "--range", "57300-57319", "--ttl", "1500ms", "--json"]);
+    let t = v["members"][0]["port"].as_u64().unwrap() as u16;
+    // Default: this test process (the parent of portmgr) is watched.
+    r.ok(&["group", "alloc", "d", "--spec", "a=0", "--range", "57300-57319"]);
+    let list = r.json(&["list", "--json"]);
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{list}");
+    let watch = |name: &str| rows.iter().find(|i| i["name"] == name).unwrap()["watch_pid"].clone();
+    assert_eq!(watch("w.a"), sleeper.id());
+    assert_eq!(watch("x"), sleeper.id());
+    assert_eq!(watch("d.a"), std::process::id());
+    assert!(watch("t.a").is_null());
+
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while r.held().contains(&t) {
+        assert!(std::time::Instant::now() < end, "the TTL member outlived its TTL");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while r.held().len() != 1 {
+        assert!(std::time::Instant::now() < end, "the watched process's ports were not freed: {:?}", r.held());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(r.ok(&["group", "list"]).lines().collect::<Vec<_>>().len(), 1);
+}
