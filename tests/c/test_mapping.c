@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -182,6 +183,48 @@ static void test_export(uint16_t *web_out) {
     CHECK_OK(portmgr_export_nginx_dir(reg, ngx, false, NULL)); /* replaced: ours */
     CHECK_ST(portmgr_export_nginx_dir(reg, "", false, &files), PORTMGR_INVALID_ARGUMENT);
     CHECK_ST(portmgr_export_nginx_dir(reg, NULL, false, &files), PORTMGR_INVALID_ARGUMENT);
+
+    /* reload: `nginx -t`, then `nginx -s reload` (nginx from PATH: a stand-in here that
+     * fails the test while DIR.fail exists); a failed test puts the old directory back. */
+    char bindir[4200], script[4300], flag[4200], oldpath[8192];
+    snprintf(bindir, sizeof bindir, "%s.bin", dir);
+    snprintf(script, sizeof script, "%s/nginx", bindir);
+    snprintf(flag, sizeof flag, "%s.fail", dir);
+    CHECK(mkdir(bindir, 0755) == 0);
+    FILE *f = fopen(script, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fprintf(f, "#!/bin/sh\nif [ \"$1\" = -t ] && [ -e '%s' ]; then echo 'nginx: [emerg] no' >&2; exit 1; fi\nexit 0\n",
+                flag);
+        fclose(f);
+    }
+    CHECK(chmod(script, 0755) == 0);
+    snprintf(oldpath, sizeof oldpath, "%s", getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+    char newpath[12400];
+    snprintf(newpath, sizeof newpath, "%s:%s", bindir, oldpath);
+    setenv("PATH", newpath, 1);
+    files = 0;
+    CHECK_OK(portmgr_export_nginx_dir(reg, ngx, true, &files));
+    CHECK(files == 2);
+    portmgr_lease *late = NULL;
+    CHECK_OK(portmgr_request_set_name(req, "late"));
+    CHECK_OK(portmgr_request_set_type(req, NULL));
+    REQUIRE_OK(portmgr_allocate(reg, req, &late));
+    f = fopen(flag, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    files = 99;
+    CHECK_ST(portmgr_export_nginx_dir(reg, ngx, true, &files), PORTMGR_INVALID_ARGUMENT);
+    CHECK(files == 99 && strstr(last_err(), "emerg") != NULL);
+    snprintf(file, sizeof file, "%s/late.conf", ngx);
+    CHECK(access(file, F_OK) != 0);
+    snprintf(file, sizeof file, "%s/web.conf", ngx);
+    CHECK(access(file, F_OK) == 0);
+    unlink(flag);
+    CHECK_OK(portmgr_export_nginx_dir(reg, ngx, true, &files));
+    CHECK(files == 3);
+    setenv("PATH", oldpath, 1);
+    CHECK_OK(portmgr_lease_release(late));
 
     *web_out = wp;
     portmgr_lease_keep(web); /* released by name in test_import */
