@@ -29,17 +29,21 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-600}"
 # Tests never touch the user's real registry.
 PORTMGR_DIR="$(mktemp -d)/registry"
 export PORTMGR_DIR
-log=target/reliability-long.log
-mkdir -p target
+# C clients join the concurrency run when libportmgr.so sits next to the test binaries.
+cargo build --release --lib
+if [ -x .venv/bin/python ]; then export PORTMGR_RELIABILITY_PYTHON="${PORTMGR_RELIABILITY_PYTHON:-$(pwd)/.venv/bin/python}"; fi
+tdir="${CARGO_TARGET_DIR:-target}"
+log="$tdir/reliability-long.log"
+mkdir -p "$tdir"
 {
   echo "# portmgr reliability, long mode: $(date -u +%Y-%m-%dT%H:%MZ), nproc $(nproc), $(uname -r)"
-  cargo test --release --test reliability -- --nocapture --test-threads=1 2>&1
-  cargo test --release --features failpoints --test reliability_crash -- --nocapture --test-threads=1 2>&1
-} | tee "$log.raw" | grep -E '^(RESULT|# |test result|  )' | tee "$log"
+  cargo test --release --test reliability -- --nocapture --test-threads=1 2>&1 || true
+  cargo test --release --features failpoints --test reliability_crash -- --nocapture --test-threads=1 2>&1 || true
+} | tee "$log.raw" | grep -E 'RESULT|^# |^test result|^  ' | sed 's/^test .* \.\.\. RESULT/RESULT/' | tee "$log"
 if [ "$FUZZ_SECONDS" != 0 ]; then
-  scripts/fuzz.sh "$FUZZ_SECONDS" 2>&1 | tee -a "$log"
+  scripts/fuzz.sh "$FUZZ_SECONDS" 2>&1 | tee -a "$log.raw" | grep -E '^(RESULT|==)' | tee -a "$log" || true
 fi
-if grep -q 'FAILED\|panicked' "$log.raw"; then
+if grep -q 'FAILED\|panicked\|CRASH' "$log.raw" || ! grep -q 'test result: ok' "$log.raw"; then
   echo "reliability: FAILED (details in $log.raw)"
   exit 1
 fi

@@ -23,6 +23,8 @@ mod probe_table;
 mod io_faults;
 #[path = "reliability/concurrency.rs"]
 mod concurrency;
+#[path = "reliability/ffi_hostile.rs"]
+mod ffi_hostile;
 
 pub const TEST: &str = "child_role";
 
