@@ -11,7 +11,7 @@
 #   5. cross-language: a C process and a Rust process allocate from one registry at once;
 #   6. the README's C example, compiled with exactly `cc app.c $(pkg-config --cflags --libs portmgr)`.
 #
-# Every test uses its own temp registry directory and ports 46000-47999 on loopback.
+# Every test uses its own temp registry directory and ports 26000-27999 on loopback.
 # Installs what it lacks (gcc, g++, pkg-config, valgrind) with apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -114,10 +114,10 @@ run_test "test_api linked statically" test_api_static
 
 # 5. Cross-language: C and Rust allocate concurrently from one registry directory.
 reg="$work/reg-xlang"; go="$work/go"; finish="$work/finish"; count=400
-"$bin/xlang_peer" "$reg" 46400 47999 "$count" "$work/ports-c" "$go" "$finish" >"$work/xlang-c.log" 2>&1 &
+"$bin/xlang_peer" "$reg" 26400 27999 "$count" "$work/ports-c" "$go" "$finish" >"$work/xlang-c.log" 2>&1 &
 pids+=($!); c_pid=$!
 "${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')}/release/examples/c_abi_peer" \
-  "$reg" 46400 47999 "$count" "$work/ports-rust" "$go" "$finish" >"$work/xlang-rust.log" 2>&1 &
+  "$reg" 26400 27999 "$count" "$work/ports-rust" "$go" "$finish" >"$work/xlang-rust.log" 2>&1 &
 pids+=($!); rust_pid=$!
 sleep 0.2; touch "$go"
 for _ in $(seq 600); do

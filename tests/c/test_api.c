@@ -2,7 +2,7 @@
  * arguments, invalid UTF-8, forged and stale handles, multi-port leases, bound sockets,
  * JSON views, keep/renew, names.
  *
- * Usage: test_api REGISTRY_DIR   (a fresh directory; ports come from 46000-46399) */
+ * Usage: test_api REGISTRY_DIR   (a fresh directory; ports come from 26000-26399) */
 #define _POSIX_C_SOURCE 200809L
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,7 +55,7 @@ static void test_last_error(void) {
     CHECK(strstr(full, "port 0") != NULL);
     CHECK(portmgr_last_os_error() == 0);
     /* A success clears it. */
-    CHECK_OK(portmgr_probe(46399, PORTMGR_PROTO_TCP, &free_));
+    CHECK_OK(portmgr_probe(26399, PORTMGR_PROTO_TCP, &free_));
     CHECK(portmgr_last_error_message(NULL, 0) == 0);
 }
 
@@ -101,7 +101,7 @@ static void test_request_validation(void) {
     CHECK_ST(portmgr_request_set_protocols(req, 4), PORTMGR_INVALID_ARGUMENT);
     CHECK_OK(portmgr_request_set_protocols(req, PORTMGR_PROTO_TCP | PORTMGR_PROTO_UDP));
     CHECK_ST(portmgr_request_set_range(req, 0, 10), PORTMGR_INVALID_ARGUMENT);
-    CHECK_ST(portmgr_request_set_range(req, 46010, 46000), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_range(req, 26010, 26000), PORTMGR_INVALID_ARGUMENT);
     CHECK_ST(portmgr_request_exclude(req, NULL, 0), PORTMGR_INVALID_ARGUMENT); /* no range yet */
     CHECK_ST(portmgr_request_set_strategy(req, 99), PORTMGR_INVALID_ARGUMENT);
     CHECK_ST(portmgr_request_set_count(req, 0), PORTMGR_INVALID_ARGUMENT);
@@ -131,7 +131,7 @@ static void test_request_validation(void) {
     int local = 0;
     CHECK_ST(portmgr_request_set_count((portmgr_request *)&local, 1), PORTMGR_INVALID_ARGUMENT);
     /* A failing setter leaves the request unchanged: two ports, still. */
-    CHECK_OK(portmgr_request_set_range(req, 46000, 46099));
+    CHECK_OK(portmgr_request_set_range(req, 26000, 26099));
     CHECK_OK(portmgr_request_set_protocols(req, PORTMGR_PROTO_TCP));
     CHECK_OK(portmgr_request_set_count(req, 2));
     CHECK_ST(portmgr_request_set_count(req, 0), PORTMGR_INVALID_ARGUMENT);
@@ -149,7 +149,7 @@ static void test_request_validation(void) {
 }
 
 static void test_allocate_release(void) {
-    portmgr_request *req = request_in(46000, 46099);
+    portmgr_request *req = request_in(26000, 26099);
     portmgr_lease *lease = NULL;
     portmgr_lease *sentinel = (portmgr_lease *)(uintptr_t)0x77;
     portmgr_lease *out = sentinel;
@@ -158,7 +158,7 @@ static void test_allocate_release(void) {
     CHECK(out == sentinel);
     REQUIRE_OK(portmgr_allocate(reg, req, &lease));
     uint16_t port = portmgr_lease_port(lease);
-    CHECK(port >= 46000 && port <= 46099);
+    CHECK(port >= 26000 && port <= 26099);
     uint16_t one = 0;
     CHECK(portmgr_lease_ports(lease, &one, 1) == 1 && one == port);
     /* The registry knows it. */
@@ -210,18 +210,18 @@ static void test_forged_handles(void) {
     /* A closed registry handle is dead, but its leases live on. */
     portmgr_registry *r2 = NULL;
     REQUIRE_OK(portmgr_registry_open(dir, &r2));
-    portmgr_request *req = request_in(46100, 46149);
+    portmgr_request *req = request_in(26100, 26149);
     REQUIRE_OK(portmgr_allocate(r2, req, &lease));
     portmgr_registry_close(r2);
     CHECK_ST(portmgr_allocate(r2, req, &lease), PORTMGR_INVALID_ARGUMENT);
-    CHECK(portmgr_lease_port(lease) >= 46100);
+    CHECK(portmgr_lease_port(lease) >= 26100);
     CHECK_OK(portmgr_lease_renew(lease, 60000));
     CHECK_OK(portmgr_lease_release(lease));
     portmgr_request_free(req);
 }
 
 static void test_names(void) {
-    portmgr_request *req = request_in(46150, 46199);
+    portmgr_request *req = request_in(26150, 26199);
     CHECK_OK(portmgr_request_set_name(req, "c-api-web"));
     CHECK_OK(portmgr_request_set_strategy(req, PORTMGR_STRATEGY_HASH));
     portmgr_lease *a = NULL, *b = NULL;
@@ -248,18 +248,18 @@ static void test_names(void) {
 }
 
 static void test_multi_port(void) {
-    portmgr_request *req = request_in(46200, 46299);
+    portmgr_request *req = request_in(26200, 26299);
     CHECK_OK(portmgr_request_set_count(req, 4));
     CHECK_OK(portmgr_request_set_contiguous(req, true));
     CHECK_OK(portmgr_request_set_strategy(req, PORTMGR_STRATEGY_SEQUENTIAL));
-    uint16_t excl[] = {46200, 46201};
+    uint16_t excl[] = {26200, 26201};
     CHECK_OK(portmgr_request_exclude(req, excl, 2));
     portmgr_lease *lease = NULL;
     REQUIRE_OK(portmgr_allocate(reg, req, &lease));
     CHECK(portmgr_lease_ports(lease, NULL, 0) == 4);
     uint16_t ports[8] = {0};
     CHECK(portmgr_lease_ports(lease, ports, 8) == 4);
-    CHECK(ports[0] >= 46202 && ports[0] == portmgr_lease_port(lease));
+    CHECK(ports[0] >= 26202 && ports[0] == portmgr_lease_port(lease));
     for (int i = 1; i < 4; i++) {
         CHECK(ports[i] == ports[0] + i);
     }
@@ -274,26 +274,26 @@ static void test_multi_port(void) {
 
     /* Exhaustion and a required preferred port (on whichever port is free right now:
      * any port of the range may be in use as some connection's ephemeral port). */
-    req = request_in(46300, 46310);
+    req = request_in(26300, 26310);
     portmgr_lease *a = NULL, *b = NULL;
     REQUIRE_OK(portmgr_allocate(reg, req, &a));
     uint16_t p = portmgr_lease_port(a);
     CHECK_OK(portmgr_request_set_range(req, p, p));
     CHECK_ST(portmgr_allocate(reg, req, &b), PORTMGR_EXHAUSTED);
     CHECK(b == NULL);
-    CHECK_OK(portmgr_request_set_range(req, 46300, 46310));
+    CHECK_OK(portmgr_request_set_range(req, 26300, 26310));
     CHECK_OK(portmgr_request_set_preferred(req, p, true));
     CHECK_ST(portmgr_allocate(reg, req, &b), PORTMGR_IN_USE);
     CHECK_OK(portmgr_request_set_preferred(req, p, false));
     REQUIRE_OK(portmgr_allocate(reg, req, &b));
-    CHECK(portmgr_lease_port(b) != p && portmgr_lease_port(b) >= 46300 && portmgr_lease_port(b) <= 46310);
+    CHECK(portmgr_lease_port(b) != p && portmgr_lease_port(b) >= 26300 && portmgr_lease_port(b) <= 26310);
     CHECK_OK(portmgr_lease_release(a));
     CHECK_OK(portmgr_lease_release(b));
     portmgr_request_free(req);
 }
 
 static void test_bound(void) {
-    portmgr_request *req = request_in(46320, 46349);
+    portmgr_request *req = request_in(26320, 26349);
     portmgr_lease *lease = NULL;
     int fds[4] = {-1, -1, -1, -1};
     size_t nfds = 99;
@@ -356,7 +356,7 @@ static void test_bound(void) {
 }
 
 static void test_keep_renew_views(void) {
-    portmgr_request *req = request_in(46350, 46399);
+    portmgr_request *req = request_in(26350, 26399);
     portmgr_lease *lease = NULL;
     REQUIRE_OK(portmgr_allocate(reg, req, &lease));
     uint16_t port = portmgr_lease_port(lease);
@@ -394,7 +394,7 @@ static void test_keep_renew_views(void) {
 /* fork: the child may use the registry handle (it gets its own owner slot); the parent's
  * lease stays the parent's, and releasing the inherited handle in the child is harmless. */
 static void test_fork(void) {
-    portmgr_request *req = request_in(46100, 46149);
+    portmgr_request *req = request_in(26100, 26149);
     portmgr_lease *lease = NULL;
     REQUIRE_OK(portmgr_allocate(reg, req, &lease));
     uint16_t port = portmgr_lease_port(lease);

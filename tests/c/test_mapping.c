@@ -2,7 +2,7 @@
  * view, export (JSON, .env, nginx text and directory), import, groups (all or nothing,
  * disjoint across threads).
  *
- * Usage: test_mapping REGISTRY_DIR   (a fresh directory; ports come from 47800-47999;
+ * Usage: test_mapping REGISTRY_DIR   (a fresh directory; ports come from 27800-27999;
  * the service types come from a types config written next to it, via PORTMGR_TYPES) */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -46,7 +46,7 @@ static void write_types(void) {
         perror(path);
         exit(1);
     }
-    fputs("{\"types\": {\"t-one\": {\"range\": \"47810-47819\"}, \"t-two\": {\"range\": [47820, 47829]}},\n"
+    fputs("{\"types\": {\"t-one\": {\"range\": \"27810-27819\"}, \"t-two\": {\"range\": [27820, 27829]}},\n"
           " \"groups\": {\"trio\": [{\"name\": \"a\", \"offset\": 0}, {\"name\": \"b\", \"offset\": 1, "
           "\"type\": \"t-two\"}, {\"name\": \"c\", \"offset\": 2}]}}\n",
           f);
@@ -81,7 +81,7 @@ static void test_type_and_metadata(void) {
     CHECK_OK(portmgr_request_set_name(req, "typed"));
     REQUIRE_OK(portmgr_allocate(reg, req, &lease));
     uint16_t p = portmgr_lease_port(lease);
-    CHECK(p >= 47810 && p <= 47819);
+    CHECK(p >= 27810 && p <= 27819);
     const char *js = services("t-one");
     char needle[64];
     snprintf(needle, sizeof needle, "\"port\":%u", (unsigned)p);
@@ -96,11 +96,11 @@ static void test_type_and_metadata(void) {
     CHECK_ST(portmgr_services_json(reg, NULL, big, sizeof big, NULL), PORTMGR_INVALID_ARGUMENT);
 
     /* An explicit range wins; the type is still recorded. */
-    portmgr_request *r2 = request_in(47830, 47839);
+    portmgr_request *r2 = request_in(27830, 27839);
     CHECK_OK(portmgr_request_set_type(r2, "t-two"));
     portmgr_lease *l2 = NULL;
     REQUIRE_OK(portmgr_allocate(reg, r2, &l2));
-    CHECK(portmgr_lease_port(l2) >= 47830 && portmgr_lease_port(l2) <= 47839);
+    CHECK(portmgr_lease_port(l2) >= 27830 && portmgr_lease_port(l2) <= 27839);
     CHECK(count_of(services("t-two"), "\"lease_id\"") == 1);
     /* NULL removes the type: a plain allocation again. */
     CHECK_OK(portmgr_request_set_type(r2, NULL));
@@ -124,13 +124,13 @@ static void test_type_and_metadata(void) {
 }
 
 static void test_export(uint16_t *web_out) {
-    portmgr_request *req = request_in(47840, 47849);
+    portmgr_request *req = request_in(27840, 27849);
     portmgr_lease *web = NULL, *api = NULL;
     CHECK_OK(portmgr_request_set_name(req, "web"));
     REQUIRE_OK(portmgr_allocate(reg, req, &web));
     CHECK_OK(portmgr_request_set_name(req, "api"));
     CHECK_OK(portmgr_request_set_type(req, "t-one"));
-    CHECK_OK(portmgr_request_set_range(req, 47810, 47819));
+    CHECK_OK(portmgr_request_set_range(req, 27810, 27819));
     REQUIRE_OK(portmgr_allocate(reg, req, &api));
     uint16_t wp = portmgr_lease_port(web), ap = portmgr_lease_port(api);
     char needle[128];
@@ -256,7 +256,7 @@ static void test_import(uint16_t web_port) {
     portmgr_request *holder = request_in(web_port, web_port);
     portmgr_lease *h = NULL;
     REQUIRE_OK(portmgr_allocate(reg, holder, &h));
-    portmgr_request *tmpl = request_in(47850, 47859);
+    portmgr_request *tmpl = request_in(27850, 27859);
     CHECK_OK(portmgr_request_set_ttl_ms(tmpl, 600000));
     /* Only the first n bytes are read: the text need not be NUL-terminated. */
     saved[n] = 'Z';
@@ -264,15 +264,15 @@ static void test_import(uint16_t web_port) {
     CHECK(strstr(big, "\"status\":\"moved\"") != NULL);
     CHECK(strstr(big, "taken") != NULL);
     CHECK_OK(portmgr_lookup_name(reg, "web", &p));
-    CHECK(p >= 47850 && p <= 47859);
+    CHECK(p >= 27850 && p <= 27859);
     CHECK_OK(portmgr_release_name(reg, "web"));
 
     /* A plain .env. */
-    const char *plain = "# comment\nFOO=bar\nCACHE_PORT=47861\n";
+    const char *plain = "# comment\nFOO=bar\nCACHE_PORT=27861\n";
     CHECK_OK(portmgr_import(reg, plain, strlen(plain), NULL, NULL, 0, &rn));
     CHECK(rn > 0);
     CHECK_OK(portmgr_lookup_name(reg, "cache", &p));
-    CHECK(p == 47861);
+    CHECK(p == 27861);
     CHECK_OK(portmgr_release_name(reg, "cache"));
 
     /* Errors: nothing imported, *out_len untouched. */
@@ -300,11 +300,11 @@ static void test_import(uint16_t web_port) {
 static void test_groups(void) {
     uint16_t ports[8] = {0};
     size_t count = 0, freed = 0, n = 0;
-    /* One base fits 47900-47904 for a layout spanning 5 ports; take its last port. */
-    portmgr_request *holder = request_in(47904, 47904);
+    /* One base fits 27900-27904 for a layout spanning 5 ports; take its last port. */
+    portmgr_request *holder = request_in(27904, 27904);
     portmgr_lease *h = NULL;
     REQUIRE_OK(portmgr_allocate(reg, holder, &h));
-    portmgr_request *req = request_in(47900, 47904);
+    portmgr_request *req = request_in(27900, 27904);
     count = 99;
     CHECK_ST(portmgr_group_allocate(reg, "g1", "a=0,b=+4", req, ports, 8, &count), PORTMGR_EXHAUSTED);
     CHECK(count == 99 && ports[0] == 0);
@@ -314,15 +314,15 @@ static void test_groups(void) {
 
     CHECK_OK(portmgr_request_set_metadata(req, "job", "17"));
     REQUIRE_OK(portmgr_group_allocate(reg, "g1", "a=0,b=+4", req, ports, 8, &count));
-    CHECK(count == 2 && ports[0] == 47900 && ports[1] == 47904);
+    CHECK(count == 2 && ports[0] == 27900 && ports[1] == 27904);
     uint16_t p = 0;
     CHECK_OK(portmgr_lookup_name(reg, "g1.b", &p));
-    CHECK(p == 47904);
+    CHECK(p == 27904);
     CHECK(count_of(services(NULL), "\"job\":\"17\"") == 2);
     CHECK(count_of(big, "\"group\":\"g1\"") == 2);
 
     /* A layout of the types config: member types recorded. */
-    portmgr_request *r2 = request_in(47910, 47929);
+    portmgr_request *r2 = request_in(27910, 27929);
     REQUIRE_OK(portmgr_group_allocate(reg, "g2", "trio", r2, ports, 3, &count));
     CHECK(count == 3 && ports[1] == ports[0] + 1 && ports[2] == ports[0] + 2);
     CHECK(count_of(services("t-two"), "\"member\":\"b\"") == 1);
@@ -366,7 +366,7 @@ static void *place(void *arg) {
     intptr_t i = (intptr_t)arg;
     char name[32];
     snprintf(name, sizeof name, "t%d", (int)i);
-    portmgr_request *req = request_in(47940, 47979);
+    portmgr_request *req = request_in(27940, 27979);
     CHECK_OK(portmgr_request_set_strategy(req, PORTMGR_STRATEGY_SEQUENTIAL));
     size_t count = 0;
     CHECK_OK(portmgr_group_allocate(reg, name, "a=0,b=1,c=2,d=3", req, thread_ports[i], 4, &count));
@@ -382,7 +382,7 @@ static void test_group_threads(void) {
     int dups = 0;
     for (int a = 0; a < THREADS * 4; a++) {
         uint16_t pa = thread_ports[a / 4][a % 4];
-        CHECK(pa >= 47940 && pa <= 47979);
+        CHECK(pa >= 27940 && pa <= 27979);
         for (int b = a + 1; b < THREADS * 4; b++) dups += pa == thread_ports[b / 4][b % 4];
     }
     CHECK(dups == 0);

@@ -1,7 +1,7 @@
 /* 8 threads x 200 allocations from one registry handle and one shared request, all
  * leases held at once: 0 duplicate ports. Also: the last error is per thread.
  *
- * Usage: test_threads REGISTRY_DIR   (ports come from 46000-47999) */
+ * Usage: test_threads REGISTRY_DIR   (ports come from 26000-27999) */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdint.h>
@@ -11,8 +11,8 @@
 
 #define THREADS 8
 #define PER_THREAD 200
-#define START 46000
-#define END 47999
+#define START 26000
+#define END 27999
 
 static portmgr_registry *reg;
 static portmgr_request *req;

@@ -1,7 +1,7 @@
 // The C++17 wrapper (bindings/cpp/portmgr.hpp): RAII release, exceptions with codes,
 // moves, multi-port and bound leases, JSON views, 8 threads x 200 allocations.
 //
-// Usage: test_wrapper REGISTRY_DIR   (ports come from 46000-47999)
+// Usage: test_wrapper REGISTRY_DIR   (ports come from 26000-27999)
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -61,9 +61,9 @@ int main(int argc, char **argv) {
         // RAII: the lease is released when it goes out of scope.
         std::uint16_t port = 0;
         {
-            portmgr::lease l = reg.allocate(portmgr::request().range(46000, 46099));
+            portmgr::lease l = reg.allocate(portmgr::request().range(26000, 26099));
             port = l.port();
-            CHECK(port >= 46000 && port <= 46099);
+            CHECK(port >= 26000 && port <= 26099);
             CHECK(listed(reg, port));
             portmgr::lease moved = std::move(l);
             CHECK(!l && moved && moved.port() == port && l.port() == 0);
@@ -71,7 +71,7 @@ int main(int argc, char **argv) {
         CHECK(!listed(reg, port));
 
         // Explicit release is idempotent.
-        portmgr::lease l = reg.allocate(portmgr::request().range(46000, 46099));
+        portmgr::lease l = reg.allocate(portmgr::request().range(26000, 26099));
         l.release();
         l.release();
         CHECK(!l && l.port() == 0 && l.ports().empty());
@@ -84,15 +84,15 @@ int main(int argc, char **argv) {
         CHECK_THROWS(portmgr::probe(0), PORTMGR_INVALID_ARGUMENT);
         {
             portmgr::request named;
-            named.name("cpp-db").range(46100, 46149);
+            named.name("cpp-db").range(26100, 26149);
             portmgr::lease db = reg.allocate(named);
             CHECK_THROWS(reg.allocate(named), PORTMGR_IN_USE);
             CHECK(reg.lookup("cpp-db") == db.port());
         }
         CHECK_THROWS(reg.lookup("cpp-db"), PORTMGR_NOT_FOUND);
-        CHECK_THROWS(reg.release_port(46149), PORTMGR_NOT_FOUND);
+        CHECK_THROWS(reg.release_port(26149), PORTMGR_NOT_FOUND);
         {
-            portmgr::lease a = reg.allocate(portmgr::request().range(46150, 46199));
+            portmgr::lease a = reg.allocate(portmgr::request().range(26150, 26199));
             portmgr::request one;
             one.range(a.port(), a.port());
             CHECK_THROWS(reg.allocate(one), PORTMGR_EXHAUSTED);
@@ -101,7 +101,7 @@ int main(int argc, char **argv) {
         // Multi-port, contiguous.
         {
             portmgr::lease block = reg.allocate(portmgr::request()
-                                                    .range(46200, 46299)
+                                                    .range(26200, 26299)
                                                     .count(5)
                                                     .contiguous()
                                                     .strategy(PORTMGR_STRATEGY_SEQUENTIAL));
@@ -113,7 +113,7 @@ int main(int argc, char **argv) {
 
         // Keep, then release by port from the registry.
         {
-            portmgr::lease k = reg.allocate(portmgr::request().range(46300, 46349));
+            portmgr::lease k = reg.allocate(portmgr::request().range(26300, 26349));
             k.renew(std::chrono::seconds(60));
             std::vector<std::uint16_t> kept = k.keep();
             CHECK(kept.size() == 1 && !k);
@@ -124,7 +124,7 @@ int main(int argc, char **argv) {
 
         // Bound: a listening socket that accepts a connection.
         {
-            portmgr::bound b = reg.allocate_bound(portmgr::request().range(46350, 46399));
+            portmgr::bound b = reg.allocate_bound(portmgr::request().range(26350, 26399));
             CHECK(b.sockets.size() == 1 && b.sockets[0]);
             std::uint16_t p = b.lease.port();
             CHECK(!portmgr::probe(p));
@@ -154,7 +154,7 @@ int main(int argc, char **argv) {
             pool.emplace_back([&, t] {
                 try {
                     portmgr::request req;
-                    req.range(46000, 47999);
+                    req.range(26000, 27999);
                     for (int i = 0; i < per; i++) held[t].push_back(reg.allocate(req));
                 } catch (const portmgr::error &e) {
                     std::fprintf(stderr, "thread %d: %s\n", t, e.what());
