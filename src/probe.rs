@@ -285,20 +285,20 @@ mod tests {
 
     #[test]
     fn scan_finds_bound_ports() {
-        let t = bind_listener(43990, Protocols::TCP).unwrap();
-        let u = std::net::UdpSocket::bind("[::1]:43993").unwrap();
+        let t = bind_listener(29990, Protocols::TCP).unwrap();
+        let u = std::net::UdpSocket::bind("[::1]:29993").unwrap();
         // A UDP socket bound to a specific v4 address, with SO_REUSEADDR (not listed as
         // "free" by the dual-stack probe either).
         let u2 = new_socket(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), Type::DGRAM).unwrap();
         u2.set_reuse_address(true).unwrap();
-        u2.bind(&SockAddr::from(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 43996)))).unwrap();
+        u2.bind(&SockAddr::from(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 29996)))).unwrap();
         // Bound but not listening: listed by the kernel too, and not bindable.
         let b = new_socket(IpAddr::V4(Ipv4Addr::LOCALHOST), Type::STREAM).unwrap();
-        b.bind(&SockAddr::from(SocketAddr::from((Ipv4Addr::LOCALHOST, 43995)))).unwrap();
-        let r = PortRange::new(43990, 43996).unwrap();
-        assert_eq!(scan(&r, Protocols::TCP).unwrap(), vec![43990, 43995]);
-        assert_eq!(scan(&r, Protocols::UDP).unwrap(), vec![43993, 43996]);
-        assert_eq!(scan(&r, Protocols::BOTH).unwrap(), vec![43990, 43993, 43995, 43996]);
+        b.bind(&SockAddr::from(SocketAddr::from((Ipv4Addr::LOCALHOST, 29995)))).unwrap();
+        let r = PortRange::new(29990, 29996).unwrap();
+        assert_eq!(scan(&r, Protocols::TCP).unwrap(), vec![29990, 29995]);
+        assert_eq!(scan(&r, Protocols::UDP).unwrap(), vec![29993, 29996]);
+        assert_eq!(scan(&r, Protocols::BOTH).unwrap(), vec![29990, 29993, 29995, 29996]);
         drop((t, u, b, u2));
     }
 

@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn distinct_across_threads_and_exhausts() {
-        let r = Arc::new(Reservation::new(PortRange::new(41000, 41399).unwrap()));
+        let r = Arc::new(Reservation::new(PortRange::new(31000, 31399).unwrap()));
         let hs: Vec<_> = (0..4)
             .map(|_| {
                 let r = Arc::clone(&r);
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn exhaustion_is_an_error_not_a_loop() {
-        let r = Reservation::new(PortRange::new(41500, 41503).unwrap());
+        let r = Reservation::new(PortRange::new(31500, 31503).unwrap());
         let got = r.reserve_ports(10).unwrap();
         assert!(got.len() <= 4);
         let e = r.reserve_port().unwrap_err();
@@ -155,9 +155,9 @@ mod tests {
 
     #[test]
     fn skips_ports_in_use() {
-        let s = probe::bind_listener(41600, Protocols::TCP).unwrap();
-        let r = Reservation::with_strategy(PortRange::new(41600, 41601).unwrap(), Strategy::Sequential);
-        assert_eq!(r.reserve_port().unwrap(), 41601);
+        let s = probe::bind_listener(31600, Protocols::TCP).unwrap();
+        let r = Reservation::with_strategy(PortRange::new(31600, 31601).unwrap(), Strategy::Sequential);
+        assert_eq!(r.reserve_port().unwrap(), 31601);
         drop(s);
     }
 }

@@ -74,7 +74,7 @@ const TEST: &str = "child_role";
 #[test]
 fn eight_processes_times_500_get_no_duplicates() {
     let d = tempfile::tempdir().unwrap();
-    let mut kids: Vec<_> = (0..8).map(|_| spawn_role(TEST, d.path(), "hold 500 30000 8000")).collect();
+    let mut kids: Vec<_> = (0..8).map(|_| spawn_role(TEST, d.path(), "hold 500 16000 6000")).collect();
     let mut all = Vec::new();
     for k in &mut kids {
         let ports = read_ports(k, "READY");
@@ -100,16 +100,16 @@ fn eight_processes_times_500_get_no_duplicates() {
 #[test]
 fn sigkill_frees_a_holders_ports_for_the_next_call() {
     let d = tempfile::tempdir().unwrap();
-    let mut k = spawn_role(TEST, d.path(), "hold 5 34000 5");
+    let mut k = spawn_role(TEST, d.path(), "hold 5 28000 5");
     let ports = read_ports(&mut k, "READY");
     assert_eq!(ports.len(), 5);
     let reg = Registry::open(d.path()).unwrap();
-    assert_eq!(reg.allocate(&req_in(34000, 5)).unwrap_err().code(), ErrorCode::Exhausted);
+    assert_eq!(reg.allocate(&req_in(28000, 5)).unwrap_err().code(), ErrorCode::Exhausted);
     k.kill().unwrap(); // SIGKILL
     k.wait().unwrap();
     // No gc, no sweeper: the next calls get every one of the killed holder's ports.
     for p in &ports {
-        let l = reg.allocate(&req_in(34000, 5).preferred(*p, true)).unwrap();
+        let l = reg.allocate(&req_in(28000, 5).preferred(*p, true)).unwrap();
         assert_eq!(l.port(), *p);
         l.keep().unwrap();
     }
@@ -121,11 +121,11 @@ fn sigkill_frees_a_holders_ports_for_the_next_call() {
 #[test]
 fn a_forked_child_does_not_keep_a_killed_parents_ports() {
     let d = tempfile::tempdir().unwrap();
-    let mut k = spawn_role(TEST, d.path(), "forkhold 34100 1");
+    let mut k = spawn_role(TEST, d.path(), "forkhold 28100 1");
     let ports = read_ports(&mut k, "READY");
-    assert_eq!(ports, vec![34100]);
+    assert_eq!(ports, vec![28100]);
     let reg = Registry::open(d.path()).unwrap();
-    assert_eq!(reg.allocate(&req_in(34100, 1)).unwrap_err().code(), ErrorCode::Exhausted);
+    assert_eq!(reg.allocate(&req_in(28100, 1)).unwrap_err().code(), ErrorCode::Exhausted);
     let grandchild = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
@@ -135,13 +135,13 @@ fn a_forked_child_does_not_keep_a_killed_parents_ports() {
         });
     k.kill().unwrap();
     k.wait().unwrap();
-    let got = reg.allocate(&req_in(34100, 1));
+    let got = reg.allocate(&req_in(28100, 1));
     if let Some(g) = grandchild {
         // SAFETY: signalling the orphaned grandchild we made.
         unsafe { libc::kill(g, libc::SIGKILL) };
     }
     assert!(grandchild.is_some(), "the forked grandchild was not found");
-    assert_eq!(got.unwrap().port(), 34100, "the forked child kept its dead parent's port");
+    assert_eq!(got.unwrap().port(), 28100, "the forked child kept its dead parent's port");
 }
 
 #[test]
@@ -149,11 +149,11 @@ fn hash_gives_the_same_port_across_processes() {
     let d = tempfile::tempdir().unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
-        let mut k = spawn_role(TEST, d.path(), "hash billing 35000 2000");
+        let mut k = spawn_role(TEST, d.path(), "hash billing 28200 1600");
         got.extend(read_ports(&mut k, "READY"));
         assert!(k.wait().unwrap().success());
     }
-    let r = PortRange::new(35000, 36999).unwrap();
+    let r = PortRange::new(28200, 29799).unwrap();
     let expect = portmgr::strategy::hash_start(&r, "billing");
     // Unless that very port is bound by some other program on this host.
     if probe::is_free(expect, Protocols::TCP).unwrap() {
@@ -167,7 +167,7 @@ fn hash_gives_the_same_port_across_processes() {
 fn forked_child_allocates_its_own_and_never_releases_the_parents() {
     let d = tempfile::tempdir().unwrap();
     let reg = Registry::open(d.path()).unwrap();
-    let parent_lease = reg.allocate(&req_in(36500, 50)).unwrap();
+    let parent_lease = reg.allocate(&req_in(30500, 50)).unwrap();
     let pp = parent_lease.port();
     let (mut rd, mut wr) = std::io::pipe().unwrap();
     // SAFETY: the child only calls async-signal-tolerant code paths of this test and
@@ -178,7 +178,7 @@ fn forked_child_allocates_its_own_and_never_releases_the_parents() {
         let code = (|| {
             let mut inherited = parent_lease;
             inherited.release().ok()?; // must not free the parent's port
-            let mine = reg.allocate(&req_in(36500, 50)).ok()?;
+            let mine = reg.allocate(&req_in(30500, 50)).ok()?;
             let still = reg.get_by_port(pp).ok()??;
             let ok = mine.port() != pp && still.owner_pid != std::process::id();
             writeln!(wr, "{} {}", mine.port(), ok).ok()?;

@@ -19,14 +19,14 @@ fn threads_get_distinct_ports_that_bind() {
         .map(|_| {
             let reg = Arc::clone(&reg);
             std::thread::spawn(move || {
-                (0..100).map(|_| reg.allocate(&req_in(42000, 2000)).unwrap()).collect::<Vec<_>>()
+                (0..100).map(|_| reg.allocate(&req_in(22000, 2000)).unwrap()).collect::<Vec<_>>()
             })
         })
         .collect();
     let leases: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     let ports: Vec<u16> = leases.iter().map(|l| l.port()).collect();
     assert_distinct(&ports);
-    assert!(ports.iter().all(|p| (42000..44000).contains(p)));
+    assert!(ports.iter().all(|p| (22000..24000).contains(p)));
     // Every port handed out can really be bound.
     for p in &ports {
         probe::bind_listener(*p, Protocols::TCP).unwrap();
@@ -44,35 +44,35 @@ fn threads_get_distinct_ports_that_bind() {
 #[test]
 fn release_is_idempotent_and_frees() {
     let (_d, reg) = temp_registry();
-    let req = req_in(44100, 1).strategy(Strategy::Sequential);
+    let req = req_in(24100, 1).strategy(Strategy::Sequential);
     let mut a = reg.allocate(&req).unwrap();
-    assert_eq!(a.port(), 44100);
+    assert_eq!(a.port(), 24100);
     let e = reg.allocate(&req).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Exhausted);
-    assert!(e.to_string().contains("44100-44100"), "{e}");
+    assert!(e.to_string().contains("24100-24100"), "{e}");
     a.release().unwrap();
     a.release().unwrap();
     assert!(a.is_released());
     let b = reg.allocate(&req).unwrap();
-    assert_eq!(b.port(), 44100);
+    assert_eq!(b.port(), 24100);
 }
 
 #[test]
 fn sequential_takes_lowest_and_skips_bound_ports() {
     let (_d, reg) = temp_registry();
-    let busy = probe::bind_listener(44201, Protocols::TCP).unwrap();
-    let req = req_in(44200, 5).strategy(Strategy::Sequential);
+    let busy = probe::bind_listener(24201, Protocols::TCP).unwrap();
+    let req = req_in(24200, 5).strategy(Strategy::Sequential);
     let a = reg.allocate(&req).unwrap();
     let b = reg.allocate(&req).unwrap();
-    assert_eq!((a.port(), b.port()), (44200, 44202));
+    assert_eq!((a.port(), b.port()), (24200, 24202));
     drop(busy);
 }
 
 #[test]
 fn names_are_unique_and_viewable() {
     let (_d, reg) = temp_registry();
-    let db = reg.allocate(&req_in(44300, 50).name("db")).unwrap();
-    let e = reg.allocate(&req_in(44300, 50).name("db")).unwrap_err();
+    let db = reg.allocate(&req_in(24300, 50).name("db")).unwrap();
+    let e = reg.allocate(&req_in(24300, 50).name("db")).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InUse);
     assert!(e.to_string().contains("get_or_allocate"), "{e}");
     let found = reg.get_by_name("db").unwrap();
@@ -81,11 +81,11 @@ fn names_are_unique_and_viewable() {
     assert_eq!(found[0].owner_pid, std::process::id());
     assert_eq!(found[0].state, "held");
     assert_eq!(reg.get_by_port(db.port()).unwrap().unwrap().name.as_deref(), Some("db"));
-    match reg.get_or_allocate(&req_in(44300, 50).name("db")).unwrap() {
+    match reg.get_or_allocate(&req_in(24300, 50).name("db")).unwrap() {
         Err(existing) => assert_eq!(existing[0].port, db.port()),
         Ok(_) => panic!("get_or_allocate allocated a second lease for a live name"),
     }
-    let fresh = reg.get_or_allocate(&req_in(44300, 50).name("cache")).unwrap().unwrap();
+    let fresh = reg.get_or_allocate(&req_in(24300, 50).name("cache")).unwrap().unwrap();
     assert_ne!(fresh.port(), db.port());
     assert_eq!(reg.release_name("db").unwrap(), vec![db.port()]);
     assert!(reg.get_by_name("db").unwrap().is_empty());
@@ -97,52 +97,52 @@ fn names_are_unique_and_viewable() {
 #[test]
 fn preferred_and_required() {
     let (_d, reg) = temp_registry();
-    let a = reg.allocate(&req_in(44400, 20).preferred(44410, false)).unwrap();
-    assert_eq!(a.port(), 44410);
-    let b = reg.allocate(&req_in(44400, 20).preferred(44410, false)).unwrap();
-    assert_ne!(b.port(), 44410);
-    let e = reg.allocate(&req_in(44400, 20).preferred(44410, true)).unwrap_err();
+    let a = reg.allocate(&req_in(24400, 20).preferred(24410, false)).unwrap();
+    assert_eq!(a.port(), 24410);
+    let b = reg.allocate(&req_in(24400, 20).preferred(24410, false)).unwrap();
+    assert_ne!(b.port(), 24410);
+    let e = reg.allocate(&req_in(24400, 20).preferred(24410, true)).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InUse);
-    assert!(e.to_string().contains("44410"), "{e}");
+    assert!(e.to_string().contains("24410"), "{e}");
     // Bound by a program outside portmgr: required fails, preferred falls back.
-    let s = probe::bind_listener(44415, Protocols::TCP).unwrap();
-    let e = reg.allocate(&req_in(44400, 20).preferred(44415, true)).unwrap_err();
+    let s = probe::bind_listener(24415, Protocols::TCP).unwrap();
+    let e = reg.allocate(&req_in(24400, 20).preferred(24415, true)).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InUse, "{e}");
-    let c = reg.allocate(&req_in(44400, 20).preferred(44415, false)).unwrap();
-    assert_ne!(c.port(), 44415);
+    let c = reg.allocate(&req_in(24400, 20).preferred(24415, false)).unwrap();
+    assert_ne!(c.port(), 24415);
     drop(s);
-    assert_eq!(reg.get_by_port(44415).unwrap(), None, "a failed preferred port must not stay held");
+    assert_eq!(reg.get_by_port(24415).unwrap(), None, "a failed preferred port must not stay held");
 }
 
 #[test]
 fn blocks_are_all_or_nothing() {
     let (_d, reg) = temp_registry();
-    let blk = reg.allocate(&req_in(44500, 10).count(4).contiguous(true)).unwrap();
+    let blk = reg.allocate(&req_in(24500, 10).count(4).contiguous(true)).unwrap();
     let p = blk.ports();
     assert_eq!(p.len(), 4);
     assert!(p.windows(2).all(|w| w[1] == w[0] + 1), "{p:?}");
-    let many = reg.allocate(&req_in(44500, 10).count(6)).unwrap();
+    let many = reg.allocate(&req_in(24500, 10).count(6)).unwrap();
     assert_eq!(many.ports().len(), 6);
     // Nothing is left: a block of 2 fails and leaves no pending records behind.
-    let e = reg.allocate(&req_in(44500, 10).count(2)).unwrap_err();
+    let e = reg.allocate(&req_in(24500, 10).count(2)).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Exhausted);
     assert_eq!(reg.list().unwrap().len(), 10);
     drop(many);
-    let e = reg.allocate(&req_in(44500, 10).count(7)).unwrap_err();
+    let e = reg.allocate(&req_in(24500, 10).count(7)).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Exhausted);
     assert_eq!(reg.list().unwrap().len(), 4, "a failed block must roll back every port");
     // A contiguous block skips around a port bound outside portmgr.
     drop(blk);
-    let s = probe::bind_listener(44502, Protocols::TCP).unwrap();
-    let blk = reg.allocate(&req_in(44500, 10).count(5).contiguous(true).strategy(Strategy::Sequential)).unwrap();
-    assert_eq!(blk.ports(), &[44503, 44504, 44505, 44506, 44507]);
+    let s = probe::bind_listener(24502, Protocols::TCP).unwrap();
+    let blk = reg.allocate(&req_in(24500, 10).count(5).contiguous(true).strategy(Strategy::Sequential)).unwrap();
+    assert_eq!(blk.ports(), &[24503, 24504, 24505, 24506, 24507]);
     drop(s);
 }
 
 #[test]
 fn ttl_expires_and_renews() {
     let (_d, reg) = temp_registry();
-    let req = req_in(44600, 1).ttl(Duration::from_millis(300));
+    let req = req_in(24600, 1).ttl(Duration::from_millis(300));
     let lease = reg.allocate(&req).unwrap();
     let port = lease.keep().unwrap()[0];
     let info = reg.get_by_port(port).unwrap().unwrap();
@@ -162,15 +162,15 @@ fn ttl_expires_and_renews() {
 fn watched_process_lease_ends_with_the_process() {
     let (_d, reg) = temp_registry();
     let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-    let lease = reg.allocate(&req_in(44700, 1).watch_pid(child.id())).unwrap();
+    let lease = reg.allocate(&req_in(24700, 1).watch_pid(child.id())).unwrap();
     let port = lease.keep().unwrap()[0];
     assert_eq!(reg.get_by_port(port).unwrap().unwrap().watch_pid, Some(child.id()));
-    assert_eq!(reg.allocate(&req_in(44700, 1)).unwrap_err().code(), ErrorCode::Exhausted);
+    assert_eq!(reg.allocate(&req_in(24700, 1)).unwrap_err().code(), ErrorCode::Exhausted);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(reg.get_by_port(port).unwrap().is_none());
-    assert_eq!(reg.allocate(&req_in(44700, 1)).unwrap().port(), port);
-    let e = reg.allocate(&req_in(44700, 1).watch_pid(child.id())).unwrap_err();
+    assert_eq!(reg.allocate(&req_in(24700, 1)).unwrap().port(), port);
+    let e = reg.allocate(&req_in(24700, 1).watch_pid(child.id())).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
 }
 
@@ -179,15 +179,15 @@ fn detached_leases_are_releasable_by_others_live_ones_are_not() {
     let d = tempfile::tempdir().unwrap();
     let a = Registry::open(d.path()).unwrap();
     let b = Registry::open(d.path()).unwrap(); // a second owner, as another process would be
-    let held = a.allocate(&req_in(44800, 10)).unwrap();
+    let held = a.allocate(&req_in(24800, 10)).unwrap();
     let e = b.release_port(held.port()).unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotOwner);
     assert!(e.to_string().contains(&std::process::id().to_string()), "{e}");
-    let kept = a.allocate(&req_in(44800, 10).ttl(Duration::from_secs(60))).unwrap();
+    let kept = a.allocate(&req_in(24800, 10).ttl(Duration::from_secs(60))).unwrap();
     let kp = kept.port();
     drop(kept); // a TTL lease still releases on drop while its handle manages it
     assert!(a.get_by_port(kp).unwrap().is_none());
-    let kept = a.allocate(&req_in(44800, 10).ttl(Duration::from_secs(60))).unwrap().keep().unwrap();
+    let kept = a.allocate(&req_in(24800, 10).ttl(Duration::from_secs(60))).unwrap().keep().unwrap();
     assert_eq!(b.release_port(kept[0]).unwrap(), kept);
     assert_eq!(b.release_port(4).unwrap_err().code(), ErrorCode::NotFound);
 }
@@ -195,7 +195,7 @@ fn detached_leases_are_releasable_by_others_live_ones_are_not() {
 #[test]
 fn bound_sockets_are_held_and_listening() {
     let (_d, reg) = temp_registry();
-    let (lease, socks) = reg.allocate_bound(&req_in(44900, 20).protocols(Protocols::BOTH)).unwrap();
+    let (lease, socks) = reg.allocate_bound(&req_in(24900, 20).protocols(Protocols::BOTH)).unwrap();
     assert_eq!(socks.len(), 2);
     assert!(socks.iter().all(|s| s.port == lease.port()));
     let addr = format!("127.0.0.1:{}", lease.port()).parse().unwrap();
@@ -210,7 +210,7 @@ fn kernel_and_hash_strategies() {
     let k = reg.allocate(&Request::new().strategy(Strategy::Kernel)).unwrap();
     let (lo, hi) = portmgr::range::ephemeral_range();
     assert!((lo..=hi).contains(&k.port()), "kernel port {} outside {lo}-{hi}", k.port());
-    let r = range(45000, 1000);
+    let r = range(25000, 1000);
     let h = reg.allocate(&Request::new().range(r.clone()).name("postgres").strategy(Strategy::Hash(None))).unwrap();
     assert_eq!(h.port(), portmgr::strategy::hash_start(&r, "postgres"));
 }
@@ -266,7 +266,7 @@ fn damaged_file_is_moved_aside_never_reset_under_live_owners() {
     let held_port;
     {
         let reg = Registry::open(&dir).unwrap();
-        held_port = reg.allocate(&req_in(45100, 10)).unwrap().keep().unwrap()[0];
+        held_port = reg.allocate(&req_in(25100, 10)).unwrap().keep().unwrap()[0];
         // While `reg` (a live owner) is attached, a damaged file is refused, not reset.
         let db = dir.join("registry.db");
         let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
@@ -301,7 +301,7 @@ fn damaged_file_is_moved_aside_never_reset_under_live_owners() {
             .filter(|e| e.file_name().to_string_lossy().starts_with("registry.db.damaged-"))
             .collect();
         assert_eq!(aside.len(), 1, "{damage}");
-        reg.allocate(&req_in(45200, 10)).unwrap();
+        reg.allocate(&req_in(25200, 10)).unwrap();
     }
 }
 
@@ -320,7 +320,7 @@ fn lock_wait_times_out_naming_the_holder() {
     assert_eq!(line.trim(), "locked");
     reg.set_lock_timeout(Duration::from_millis(300));
     let t = std::time::Instant::now();
-    let e = reg.allocate(&req_in(45300, 10)).unwrap_err();
+    let e = reg.allocate(&req_in(25300, 10)).unwrap_err();
     let waited = t.elapsed();
     holder.kill().unwrap();
     holder.wait().unwrap();
