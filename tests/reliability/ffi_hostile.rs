@@ -46,7 +46,7 @@ fn thread_body(dir: CString, seed: u64, ops: u64) -> u64 {
         calls += 1;
         let bad_name = CString::new(vec![0xffu8, 0xfe, b'x']).unwrap();
         let long_name = CString::new(vec![b'n'; 5000]).unwrap();
-        // SAFETY (every call): pointers are NULL, handle values (validated by the
+        // SAFETY: (every call) pointers are NULL, handle values (validated by the
         // library), or live buffers with their true lengths.
         unsafe {
             match rng.below(16) {

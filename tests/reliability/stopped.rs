@@ -2,6 +2,8 @@
 //! other processes and in other threads of one process, gets a timeout error naming the
 //! stopped process's pid, within its deadline plus 10 %.
 
+#![allow(dead_code)] // with `failpoints`, only stopped_fp.rs uses these helpers
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ pub fn wait_stopped(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = s.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next()).flatten();
+        let state = s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
         if state == Some('T') {
             return;
         }
