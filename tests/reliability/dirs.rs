@@ -153,6 +153,9 @@ fn directory_attacks_are_refused() {
     assert!(out.iter().any(|l| l.starts_with("REFUSED InsecureDirectory")), "PORTMGR_DIR symlink: {out:?}");
     case("PORTMGR_DIR a symlink", out.join(" | "));
     let fallback = root.join("portmgr-0");
+    let out = child_env(root, &[("PORTMGR_DIR", "")], "default-dir");
+    assert!(out.contains(&format!("DIR {}", fallback.display())), "empty PORTMGR_DIR: not the fallback: {out:?}");
+    case("PORTMGR_DIR empty (ignored)", out.join(" | "));
     for (name, xdg) in [
         ("XDG_RUNTIME_DIR owned by another user", foreign.to_str().unwrap().to_string()),
         ("XDG_RUNTIME_DIR relative", "relative/dir".to_string()),

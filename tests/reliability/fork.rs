@@ -168,3 +168,20 @@ fn a_killed_parent_with_a_living_forked_child_keeps_neither_ports_nor_lock() {
     eprintln!("RESULT fork-parent-killed: ports={} reallocated_within_ms={ms:.1}", ports.len());
     assert!(ms < 1000.0, "took {ms} ms");
 }
+
+/// L7: a program exec'd by a process that uses portmgr inherits none of its descriptors
+/// (every fd is O_CLOEXEC), so it holds no lock it does not know of.
+#[test]
+fn an_exec_d_child_inherits_no_registry_descriptor() {
+    let d = temp_dir();
+    let dir = d.path().join("reg");
+    let reg = Registry::open(&dir).unwrap();
+    let _l = reg.allocate(&req_in(START, LEN)).unwrap();
+    let out = std::process::Command::new("sh").args(["-c", "ls -l /proc/$$/fd"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("->"), "no fd listing: {text}");
+    let leaked: Vec<&str> = text.lines().filter(|l| l.contains(dir.to_str().unwrap())).collect();
+    eprintln!("RESULT exec-fds: registry fds in an exec'd child={}", leaked.len());
+    assert!(leaked.is_empty(), "registry fds leaked into an exec'd program: {leaked:?}");
+}
