@@ -75,7 +75,11 @@ impl Peer {
             Peer::Portpicker => portpicker::pick_unused_port(),
             Peer::Openport(r) => r.reserve_port(),
             Peer::Portmgr(reg) => {
-                let p = if proto == Proto::Tcp { Protocols::TCP } else { Protocols::UDP };
+                let p = if proto == Proto::Tcp {
+                    Protocols::TCP
+                } else {
+                    Protocols::UDP
+                };
                 let lease = reg.allocate(&Request::new().protocols(p)).ok()?;
                 let port = lease.port();
                 held.push(lease);
@@ -175,7 +179,11 @@ fn errno_name(e: &std::io::Error) -> String {
 }
 
 fn collide(peer: &str, proto: &str, n: usize) {
-    let proto = if proto == "udp" { Proto::Udp } else { Proto::Tcp };
+    let proto = if proto == "udp" {
+        Proto::Udp
+    } else {
+        Proto::Tcp
+    };
     let p = Peer::new(peer);
     say("READY");
     read_line();
@@ -199,7 +207,13 @@ fn collide(peer: &str, proto: &str, n: usize) {
         if proto == Proto::Tcp {
             s.set_reuse_address(true).unwrap();
         }
-        let r = s.bind(&loopback(port)).and_then(|_| if proto == Proto::Tcp { s.listen(128) } else { Ok(()) });
+        let r = s.bind(&loopback(port)).and_then(|_| {
+            if proto == Proto::Tcp {
+                s.listen(128)
+            } else {
+                Ok(())
+            }
+        });
         match r {
             Ok(()) => sockets.push(s),
             Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
@@ -227,7 +241,10 @@ fn burst(peer: &str, m: usize) {
 
 /// CLOCK_MONOTONIC in seconds: the same clock in every driver and process.
 fn monotonic() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
@@ -240,7 +257,10 @@ fn hold(n: usize) {
     let mut left = n;
     while left > 0 {
         let k = left.min(portmgr::registry::MAX_COUNT);
-        leases.push(reg.allocate(&Request::new().range(range.clone()).count(k)).expect("hold"));
+        leases.push(
+            reg.allocate(&Request::new().range(range.clone()).count(k))
+                .expect("hold"),
+        );
         left -= k;
     }
     say("READY");
@@ -249,7 +269,10 @@ fn hold(n: usize) {
 }
 
 fn held_latency(n: usize, dirs: &[String]) {
-    let regs: Vec<Registry> = dirs.iter().map(|d| Registry::open(d).expect("open registry")).collect();
+    let regs: Vec<Registry> = dirs
+        .iter()
+        .map(|d| Registry::open(d).expect("open registry"))
+        .collect();
     let req = Request::new();
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(n); regs.len()];
     for r in &regs {
