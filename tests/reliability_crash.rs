@@ -14,6 +14,8 @@ mod crash;
 mod stopped;
 #[path = "reliability/stopped_fp.rs"]
 mod stopped_fp;
+#[path = "reliability/panic_fp.rs"]
+mod panic_fp;
 
 pub const TEST: &str = "child_role";
 
@@ -24,5 +26,8 @@ fn child_role() {
 }
 
 pub fn extra_role(role: &str, _words: &[String]) {
-    panic!("unknown role {role}")
+    match role {
+        "ffi-panic" => panic_fp::ffi_panic_role(),
+        other => panic!("unknown role {other}"),
+    }
 }
