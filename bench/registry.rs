@@ -246,7 +246,7 @@ fn main() {
         rate, dups, all.len(), verdict(rate >= 30000.0 && dups == 0)
     );
     md += &format!(
-        "| `scan` 1024-65535, TCP / TCP+UDP ({in_use} TCP ports in use) | {:.0} ms / {:.0} ms | — | — | < 1 s: {} |\n",
+        "| `scan` 1024-65535, TCP / TCP+UDP (TCP ports in use: {in_use}) | {:.0} ms / {:.0} ms | — | — | < 1 s: {} |\n",
         scan_tcp_s * 1e3, scan_both_s * 1e3, verdict(scan_tcp_s < 1.0 && scan_both_s < 1.0)
     );
     md += &format!("\nFilling the registry with {held} held ports from {owners} processes took {fill_s:.2} s.\n");
