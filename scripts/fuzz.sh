@@ -20,9 +20,12 @@ for t in range_parse registry_file c_api_sequence; do
   # One job; -rss_limit_mb guards OOM; a crash leaves fuzz/artifacts/$t/crash-* and fails.
   out=$(cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1) || {
     echo "$out" | tail -40
+    rm -rf /dev/shm/portmgr-fuzz-* /tmp/portmgr-fuzz-* 2>/dev/null || true
     echo "RESULT fuzz $t: CRASH (see fuzz/artifacts/$t)"
     exit 1
   }
+  # The targets' scratch registries (in /dev/shm, else /tmp).
+  rm -rf /dev/shm/portmgr-fuzz-* /tmp/portmgr-fuzz-* 2>/dev/null || true
   runs=$(echo "$out" | grep -o 'stat::number_of_executed_units: *[0-9]*' | grep -o '[0-9]*$' || echo "?")
   echo "RESULT fuzz $t: seconds=$secs execs=$runs crashes=0"
 done

@@ -68,7 +68,17 @@ fuzz_target!(|data: &[u8]| {
             match inp.byte() % 20 {
                 0 => {
                     let mut r = ptr::null_mut();
-                    let dir = if inp.byte() % 4 == 0 { CString::new(inp.bytes()).unwrap() } else { DIR.clone() };
+                    // Odd names (invalid UTF-8 included) but always inside DIR: no '/' or
+                    // '.', so a name can neither climb out nor land in the working dir.
+                    let dir = if inp.byte() % 4 == 0 {
+                        let name: Vec<u8> = inp.bytes().into_iter().map(|b| if b == b'/' || b == b'.' { b'_' } else { b }).collect();
+                        let mut p = DIR.as_bytes().to_vec();
+                        p.push(b'/');
+                        p.extend(name);
+                        CString::new(p).unwrap()
+                    } else {
+                        DIR.clone()
+                    };
                     let st = portmgr_registry_open(dir.as_ptr(), &mut r);
                     check(st);
                     if !r.is_null() {

@@ -25,8 +25,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     let dir = &*DIR;
     let db = dir.join("registry.db");
-    // A fresh, valid file to start from.
-    let _ = std::fs::remove_file(&db);
+    // A fresh, valid file to start from, in an empty directory: damaged files moved aside
+    // by the previous input (8 MiB each) must not pile up (they filled /dev/shm once).
+    let _ = std::fs::remove_dir_all(dir);
     drop(Registry::open(dir).expect("a fresh registry opens"));
     let f = std::fs::OpenOptions::new().read(true).write(true).open(&db).unwrap();
     if mode % 2 == 0 {
