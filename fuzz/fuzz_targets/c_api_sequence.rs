@@ -68,16 +68,18 @@ fuzz_target!(|data: &[u8]| {
             match inp.byte() % 20 {
                 0 => {
                     let mut r = ptr::null_mut();
-                    // Odd names (invalid UTF-8 included) but always inside DIR: no '/' or
-                    // '.', so a name can neither climb out nor land in the working dir.
-                    let dir = if inp.byte() % 4 == 0 {
-                        let name: Vec<u8> = inp.bytes().into_iter().map(|b| if b == b'/' || b == b'.' { b'_' } else { b }).collect();
-                        let mut p = DIR.as_bytes().to_vec();
-                        p.push(b'/');
-                        p.extend(name);
-                        CString::new(p).unwrap()
-                    } else {
-                        DIR.clone()
+                    // A few odd names (invalid UTF-8, spaces, long), always inside DIR: each
+                    // registry file takes 8 MiB, so their number must stay small (random
+                    // names filled /dev/shm once).
+                    const ODD: [&[u8]; 4] = [b"\xff\xfe-odd", b"with space", b"\xc3(", &[b'n'; 200]];
+                    let dir = match inp.byte() % 6 {
+                        k @ 0..4 => {
+                            let mut p = DIR.as_bytes().to_vec();
+                            p.push(b'/');
+                            p.extend_from_slice(ODD[usize::from(k)]);
+                            CString::new(p).unwrap()
+                        }
+                        _ => DIR.clone(),
                     };
                     let st = portmgr_registry_open(dir.as_ptr(), &mut r);
                     check(st);
