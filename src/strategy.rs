@@ -100,7 +100,13 @@ pub(crate) fn random_u64() -> u64 {
     use std::sync::atomic::Ordering;
     let mut x = RNG_STATE.load(Ordering::Relaxed);
     if x == 0 {
-        x = seed();
+        // Seed the state itself (the loop below swaps from what it holds): otherwise
+        // every process would walk the same sequence from 0.
+        let s = seed();
+        x = match RNG_STATE.compare_exchange(0, s, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => s,
+            Err(cur) => cur,
+        };
     }
     loop {
         let mut y = x;

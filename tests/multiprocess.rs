@@ -145,6 +145,23 @@ fn a_forked_child_does_not_keep_a_killed_parents_ports() {
 }
 
 #[test]
+fn random_order_differs_between_processes() {
+    // Separate registries, so nothing but the random order decides the port.
+    let firsts: Vec<u16> = (0..3)
+        .map(|_| {
+            let d = tempfile::tempdir().unwrap();
+            let mut k = spawn_role(TEST, d.path(), "hold 1 16000 6000");
+            let p = read_ports(&mut k, "READY");
+            drop(k.stdin.take());
+            k.wait().unwrap();
+            p[0]
+        })
+        .collect();
+    // Three equal firsts out of 6,000 ports would be a 1 in 36 million chance.
+    assert!(firsts.windows(2).any(|w| w[0] != w[1]), "every process drew the same order: {firsts:?}");
+}
+
+#[test]
 fn hash_gives_the_same_port_across_processes() {
     let d = tempfile::tempdir().unwrap();
     let mut got = Vec::new();
