@@ -483,7 +483,8 @@ impl Registry {
             let want = req.count - got.len();
             let picked = self.with_lock(true, |ctx| {
                 if plan.lease_id == 0 {
-                    plan.lease_id = ctx.map.header().next_lease_id.fetch_add(1, AcqRel) + 1;
+                    // Wrapping, never 0: the counter lives in the file and may be garbage.
+                    plan.lease_id = ctx.map.header().next_lease_id.fetch_add(1, AcqRel).wrapping_add(1).max(1);
                 }
                 // The mapping and owner this round marked in: confirmed below without
                 // touching the handle's state (no mutex outside the process lock).
@@ -1051,7 +1052,10 @@ impl Ctx<'_> {
             owner_pid: r.owner_pid.load(Relaxed),
             created_ms: r.created_ms.load(Relaxed),
             expires_ms: (expires != 0)
-                .then(|| (sys::wall_ms() as i64 + expires as i64 - self.now_boot as i64).max(0) as u64),
+                .then(|| match expires.checked_sub(self.now_boot) {
+                    Some(ahead) => sys::wall_ms().saturating_add(ahead),
+                    None => sys::wall_ms().saturating_sub(self.now_boot - expires),
+                }),
             watch_pid: Some(r.watch_pid.load(Relaxed)).filter(|&w| w != 0),
             detached: flags & FLAG_DETACHED != 0,
             bound: flags & FLAG_BOUND != 0,
@@ -1110,7 +1114,7 @@ impl Ctx<'_> {
             }
             r.ttl_ms.store(ms, Relaxed);
             r.flags.fetch_or(FLAG_DETACHED, Relaxed);
-            r.expires_boot_ms.store(self.now_boot + ms, Release);
+            r.expires_boot_ms.store(self.now_boot.saturating_add(ms), Release);
         }
         Ok(())
     }
@@ -1239,7 +1243,7 @@ impl Ctx<'_> {
         r.created_ms.store(sys::wall_ms(), Relaxed);
         let ttl = req.ttl.map_or(0, |t| t.as_millis().max(1) as u64);
         r.ttl_ms.store(ttl, Relaxed);
-        r.expires_boot_ms.store(if ttl == 0 { 0 } else { self.now_boot + ttl }, Relaxed);
+        r.expires_boot_ms.store(if ttl == 0 { 0 } else { self.now_boot.saturating_add(ttl) }, Relaxed);
         let (wpid, wstart) = plan.watch.unwrap_or((0, 0));
         r.watch_pid.store(wpid, Relaxed);
         r.watch_start.store(wstart, Relaxed);
