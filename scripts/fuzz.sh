@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run every cargo-fuzz target for N seconds each (default 60): `scripts/fuzz.sh [N]`.
 # Needs a nightly toolchain and cargo-fuzz (installed here when missing). Not part of
-# `cargo test`: fuzz/ is its own workspace. Corpus seeds live in fuzz/corpus/<target>/;
-# new inputs found by a run land in fuzz/corpus/<target>/ too (commit the useful ones).
+# `cargo test`: fuzz/ is its own workspace. Corpus seeds live in fuzz/corpus/<target>/
+# (committed); new inputs of a run go to a temp dir unless FUZZ_KEEP=1. A crash leaves
+# its input in fuzz/artifacts/<target>/ and fails the script.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${1:-60}"
@@ -18,7 +19,10 @@ for t in range_parse registry_file c_api_sequence; do
   mkdir -p "corpus/$t"
   echo "== fuzz $t for ${secs}s"
   # One job; -rss_limit_mb guards OOM; a crash leaves fuzz/artifacts/$t/crash-* and fails.
-  out=$(cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1) || {
+  # New inputs go to a temp dir (the first corpus dir), so a run leaves the tree clean;
+  # FUZZ_KEEP=1 writes them into fuzz/corpus/$t instead, to commit the useful ones.
+  new="corpus/$t"; [ "${FUZZ_KEEP:-0}" = 1 ] || new="$(mktemp -d)"
+  out=$(cargo +nightly fuzz run "$t" "$new" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1) || {
     echo "$out" | tail -40
     rm -rf /dev/shm/portmgr-fuzz-* /tmp/portmgr-fuzz-* 2>/dev/null || true
     echo "RESULT fuzz $t: CRASH (see fuzz/artifacts/$t)"
