@@ -37,7 +37,14 @@ fn run() -> portmgr::Result<()> {
         }
     }
     let s = reg.stats()?;
-    println!("\n{} ports held host-wide by {} processes; {} of {} free in the pool", s.held, s.owners, s.free, s.pool_size);
+    let count = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    println!(
+        "\n{} held host-wide by {}; {} of {} free in the pool",
+        count(s.held, "port", "ports"),
+        count(s.owners, "process", "processes"),
+        s.free,
+        s.pool_size
+    );
     println!("(these leases end when this program exits; `portmgr alloc` keeps ports for shell scripts)");
     drop(leases);
     Ok(())
