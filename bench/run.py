@@ -43,7 +43,8 @@ ROOT = BENCH.parent
 VENV = Path(os.environ.get("PORTMGR_BENCH_VENV", BENCH / ".venv"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target" / "bench"))
 PEERS_TARGET = TARGET.parent / "bench-peers"  # the bench-only cargo project bench/peers
-PY_TARGET = TARGET.parent / "bench-python"  # maturin's build of the Python package
+# maturin's build of the Python package (scripts/test.sh points it at tests/python's build)
+PY_TARGET = Path(os.environ.get("PORTMGR_BENCH_PY_TARGET", TARGET.parent / "bench-python"))
 PEERS_BIN = PEERS_TARGET / "release" / "portmgr-bench-peers"
 C_BIN = TARGET / "peers_c"
 

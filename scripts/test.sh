@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of portmgr: Rust (unit, integration, multi-process, reliability, nginx),
 # C/C++ (plus valgrind and AddressSanitizer), Python (pytest, xdist, mypy, stubtest), and
-# the benchmarks' smoke test. Installs what it needs itself (a venv, maturin, pytest,
-# valgrind, nginx). Takes about 15 minutes on 2 cores from a fresh clone.
+# the benchmarks' smoke test and 60 s of fuzzing per target. Installs what it needs
+# itself (a venv, maturin, pytest, valgrind, nginx, cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Tests never touch the user's real registry.
@@ -22,6 +22,10 @@ echo "== tests/python/run.sh (Python package, pytest plugin, xdist stress, mypy,
 bash tests/python/run.sh
 
 echo "== bench --quick (smoke test of the benchmarks against the peers; no figures asserted)"
-python3 bench/run.py --quick
+# Reuses the Python build of tests/python/run.sh.
+PORTMGR_BENCH_PY_TARGET="$PWD/target/python" python3 bench/run.py --quick
+
+echo "== fuzz: every cargo-fuzz target for 60 s (nightly; installs cargo-fuzz if missing)"
+bash scripts/fuzz.sh 60
 
 echo "== all tests passed"
