@@ -45,6 +45,11 @@ fn thread_body(dir: CString, seed: u64, ops: u64) -> u64 {
     for _ in 0..ops {
         calls += 1;
         let bad_name = CString::new(vec![0xffu8, 0xfe, b'x']).unwrap();
+        // A directory whose name is not UTF-8, inside the test's own directory (a
+        // relative one would be created wherever the test runs).
+        let mut bad_dir_bytes = dir.as_bytes().to_vec();
+        bad_dir_bytes.extend_from_slice(b"-\xff\xfex");
+        let bad_dir = CString::new(bad_dir_bytes).unwrap();
         let long_name = CString::new(vec![b'n'; 5000]).unwrap();
         // SAFETY: (every call) pointers are NULL, handle values (validated by the
         // library), or live buffers with their true lengths.
@@ -52,7 +57,7 @@ fn thread_body(dir: CString, seed: u64, ops: u64) -> u64 {
             match rng.below(16) {
                 0 => {
                     let mut r = ptr::null_mut();
-                    let d = if rng.below(5) == 0 { bad_name.as_ptr() } else { dir.as_ptr() };
+                    let d = if rng.below(5) == 0 { bad_dir.as_ptr() } else { dir.as_ptr() };
                     ok(portmgr_registry_open(d, &mut r), "open");
                     if !r.is_null() {
                         HANDLES.lock().unwrap().0.push(r as usize);
