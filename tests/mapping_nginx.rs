@@ -258,7 +258,9 @@ http {{
     assert!(services_dir.join("late.conf").exists());
     let t = Command::new(&base[0]).args(&with(&["-t"])[1..]).output().unwrap();
     assert!(t.status.success(), "the rolled-back directory does not pass nginx -t");
-    assert!(get(front.port(), "/late/y").2.starts_with("backend late saw"));
+    // Polled: just after a reload an old worker, not yet retired, can still take a
+    // request with the previous configuration.
+    wait_for(|| get(front.port(), "/late/y").2.starts_with("backend late saw"), "nginx to keep routing /late/");
     assert!(get(front.port(), "/taken/").0.contains("204"));
     drop(taken);
     drop((api, ws, late, front));
