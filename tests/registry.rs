@@ -331,3 +331,42 @@ fn lock_wait_times_out_naming_the_holder() {
     assert!(waited < Duration::from_millis(300 * 11 / 10 + 50), "waited {waited:?}");
     let _ = HashSet::<u16>::new();
 }
+
+/// Issue 11.1/11.2: a renew acts on the lease's own records only. After a release, the
+/// same port leased to someone else is never renewed (nor cut short) through the old
+/// lease, and the old lease's renew is NotFound, not a silent success.
+#[test]
+fn renew_of_a_released_lease_is_not_found_and_leaves_the_new_holder_alone() {
+    let (_d, reg) = temp_registry();
+    let req = req_in(25400, 1).strategy(Strategy::Sequential);
+    let mut old = reg.allocate(&req).unwrap();
+    let port = old.port();
+    old.renew(Duration::from_secs(60)).unwrap();
+    reg.release_port(port).unwrap();
+    // Released by port elsewhere: the lease's heartbeat must fail.
+    assert_eq!(old.renew(Duration::from_secs(1)).unwrap_err().code(), ErrorCode::NotFound);
+    old.release().unwrap();
+    assert_eq!(old.renew(Duration::from_secs(1)).unwrap_err().code(), ErrorCode::NotFound);
+    // Someone else now holds the port with a long TTL.
+    let other = reg.allocate(&req.clone().ttl(Duration::from_secs(300))).unwrap();
+    assert_eq!(other.port(), port);
+    let before = reg.get_by_port(port).unwrap().unwrap().expires_ms.unwrap();
+    assert_eq!(old.renew(Duration::from_secs(1)).unwrap_err().code(), ErrorCode::NotFound);
+    let after = reg.get_by_port(port).unwrap().unwrap().expires_ms.unwrap();
+    assert!(after + 1000 >= before, "the other holder's TTL was cut: {before} -> {after}");
+    // By id: the live id renews, the released one is NotFound.
+    reg.renew_id(other.id(), Some(Duration::from_secs(120))).unwrap();
+    assert_eq!(reg.renew_id(old.id(), Some(Duration::from_secs(1))).unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(reg.release_id(old.id()).unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(reg.release_id(other.id()).unwrap(), vec![port]);
+    assert_eq!(reg.release_id(other.id()).unwrap_err().code(), ErrorCode::NotFound);
+}
+
+/// A released lease cannot be kept: `keep` says so instead of returning the ports.
+#[test]
+fn keep_of_a_released_lease_is_not_found() {
+    let (_d, reg) = temp_registry();
+    let mut l = reg.allocate(&req_in(25410, 1)).unwrap();
+    l.release().unwrap();
+    assert_eq!(l.keep().unwrap_err().code(), ErrorCode::NotFound);
+}

@@ -600,6 +600,16 @@ impl Registry {
         self.release_where(&format!("service {name:?}"), |map, p| map.record(p).name_is(name))
     }
 
+    /// Release lease `id` (all its ports), as [`Registry::release_port`] does: the handle
+    /// users of a port registry know. An unknown or already-released id is
+    /// [`Error::NotFound`].
+    pub fn release_id(&self, id: u64) -> Result<Vec<u16>> {
+        self.release_where(&format!("lease {id}"), |map, p| {
+            let r = map.record(p);
+            r.lease_id.load(Relaxed) == id && r.state.load(Acquire) != FREE
+        })
+    }
+
     fn release_where(&self, what: &str, matches: impl Fn(&Map, u16) -> bool) -> Result<Vec<u16>> {
         self.with_lock(false, |ctx| {
             let hit = ctx.map.marked().into_iter().find(|&p| matches(ctx.map, p) && ctx.live(ctx.map.record(p)));
@@ -626,6 +636,15 @@ impl Registry {
         self.renew_where(&format!("port {port}"), ttl, |map, p| p == port && map.record(p).state.load(Acquire) != FREE)
     }
 
+    /// Extend the TTL of lease `id` (as [`Registry::renew_port`]). An unknown, released or
+    /// expired id is [`Error::NotFound`]: the heartbeat of a lease that is gone fails.
+    pub fn renew_id(&self, id: u64, ttl: Option<Duration>) -> Result<()> {
+        self.renew_where(&format!("lease {id}"), ttl, |map, p| {
+            let r = map.record(p);
+            r.lease_id.load(Relaxed) == id && r.state.load(Acquire) != FREE
+        })
+    }
+
     /// Extend the TTL of the lease named `name` (as [`Registry::renew_port`]).
     pub fn renew_name(&self, name: &str, ttl: Option<Duration>) -> Result<()> {
         self.renew_where(&format!("service {name:?}"), ttl, |map, p| map.record(p).name_is(name))
@@ -637,7 +656,9 @@ impl Registry {
             let Some(port) = hit else {
                 return Err(Error::NotFound(format!("no live lease holds {what}")));
             };
-            ctx.renew_lease(ctx.map.record(port).lease_id.load(Relaxed), ttl, None)
+            let r = ctx.map.record(port);
+            let owner = OwnerId { slot: r.owner_slot.load(Relaxed), generation: r.owner_gen.load(Relaxed) };
+            ctx.renew_lease(r.lease_id.load(Relaxed), Some(owner), ttl, None)
         })
     }
 
@@ -1097,12 +1118,28 @@ impl Ctx<'_> {
         freed
     }
 
-    fn renew_lease(&mut self, id: u64, ttl: Option<Duration>, known: Option<&[u16]>) -> Result<()> {
+    /// Renew every live port of lease `id` (only `owner`'s records, when given). A lease
+    /// with no live record left is [`Error::NotFound`]: a heartbeat must not "succeed"
+    /// while its port is free or someone else's.
+    fn renew_lease(&mut self, id: u64, owner: Option<OwnerId>, ttl: Option<Duration>, known: Option<&[u16]>) -> Result<()> {
+        let mut ports = Vec::new();
         for p in self.lease_ports(known) {
             let r = self.map.record(p);
             if r.lease_id.load(Relaxed) != id || r.state.load(Acquire) == FREE {
                 continue;
             }
+            let owned = owner.is_none_or(|o| {
+                r.owner_slot.load(Relaxed) == o.slot && r.owner_gen.load(Relaxed) == o.generation
+            });
+            if owned && self.live(r) {
+                ports.push(p);
+            }
+        }
+        if ports.is_empty() {
+            return Err(Error::NotFound(format!("lease {id} is not held any more (released, expired or its owner is gone)")));
+        }
+        for p in ports {
+            let r = self.map.record(p);
             let ms = match ttl {
                 Some(t) => t.as_millis().max(1) as u64,
                 None => r.ttl_ms.load(Relaxed),
@@ -1293,7 +1330,10 @@ impl Lease {
         !self.active
     }
 
-    fn mine(&self) -> bool {
+    /// Whether this process made the lease. In a forked child, a lease inherited from the
+    /// parent is the parent's: `release`, `renew` and `keep` do nothing there, and every
+    /// skin asks this rather than tracking fork ownership itself.
+    pub fn is_mine(&self) -> bool {
         self.fork_gen == lock::fork_generation()
     }
 
@@ -1303,7 +1343,7 @@ impl Lease {
             return Ok(());
         }
         self.active = false;
-        if !self.mine() {
+        if !self.is_mine() {
             return Ok(());
         }
         let (id, owner, ports) = (self.lease_id, self.owner, &self.ports);
@@ -1314,22 +1354,43 @@ impl Lease {
     }
 
     /// Set the lease's TTL to `ttl` from now; it then lives by its TTL (renew it before it
-    /// ends), no longer by this process.
+    /// ends), no longer by this process. It acts on this lease's own records only: after
+    /// `release` (or once the TTL ran out and the ports went to someone else) it is
+    /// [`Error::NotFound`], never a renewal of another holder's lease on the same port.
+    /// In a forked child it does nothing (the lease is the parent's).
     pub fn renew(&self, ttl: Duration) -> Result<()> {
-        let (id, ports) = (self.lease_id, &self.ports);
-        self.registry.with_lock(false, |ctx| ctx.renew_lease(id, Some(ttl), Some(ports)))
+        if !self.active {
+            return Err(Error::NotFound(format!("lease {} was released", self.lease_id)));
+        }
+        if !self.is_mine() {
+            return Ok(());
+        }
+        let (id, owner, ports) = (self.lease_id, self.owner, &self.ports);
+        self.registry.with_lock(false, |ctx| ctx.renew_lease(id, Some(owner), Some(ttl), Some(ports)))
     }
 
     /// Stop managing the lease from this handle: it is not released on drop, stays held
     /// until this process exits (or its TTL / watched process ends), and any process of
     /// the user may release it (`portmgr release`). Returns the ports.
+    ///
+    /// A released lease cannot be kept ([`Error::NotFound`]); in a forked child it does
+    /// nothing but return the ports (the lease is the parent's).
     pub fn keep(mut self) -> Result<Vec<u16>> {
+        if !self.active {
+            return Err(Error::NotFound(format!("lease {} was released, so it cannot be kept", self.lease_id)));
+        }
         self.active = false;
-        let (id, ports) = (self.lease_id, &self.ports);
+        if !self.is_mine() {
+            return Ok(std::mem::take(&mut self.ports));
+        }
+        let (id, owner, ports) = (self.lease_id, self.owner, &self.ports);
         self.registry.with_lock(false, |ctx| {
             for &p in ports {
                 let r = ctx.map.record(p);
-                if r.lease_id.load(Relaxed) == id {
+                if r.lease_id.load(Relaxed) == id
+                    && r.owner_slot.load(Relaxed) == owner.slot
+                    && r.owner_gen.load(Relaxed) == owner.generation
+                {
                     r.flags.fetch_or(FLAG_DETACHED, Relaxed);
                 }
             }

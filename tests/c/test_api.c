@@ -363,6 +363,15 @@ static void test_keep_renew_views(void) {
     CHECK_ST(portmgr_lease_renew(lease, 0), PORTMGR_INVALID_ARGUMENT);
     CHECK_OK(portmgr_lease_renew(lease, 60000));
     CHECK_OK(portmgr_renew_port(reg, port, 0)); /* by its own TTL again */
+    /* Issue 11.2: released by port, the lease's heartbeat fails instead of "succeeding"
+       while the port is free or someone else's. */
+    portmgr_lease *gone = NULL;
+    REQUIRE_OK(portmgr_allocate(reg, req, &gone));
+    uint16_t gone_port = portmgr_lease_port(gone);
+    CHECK_OK(portmgr_lease_renew(gone, 60000));
+    CHECK_OK(portmgr_release_port(reg, gone_port));
+    CHECK_ST(portmgr_lease_renew(gone, 1000), PORTMGR_NOT_FOUND);
+    CHECK_OK(portmgr_lease_release(gone));
     CHECK_OK(portmgr_lease_keep(lease));
     CHECK_ST(portmgr_lease_release(lease), PORTMGR_INVALID_ARGUMENT);
     /* Kept: still held, detached, releasable by port. */
