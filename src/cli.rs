@@ -1101,17 +1101,17 @@ fn export(cli: &Cli, a: &ExportArgs) -> R<i32> {
 }
 
 fn import(cli: &Cli, fmt: Format, a: &ImportArgs) -> R<i32> {
+    // One bounded reader for files and stdin: a regular file (no device, FIFO or directory)
+    // of at most 16 MiB of UTF-8; anything else is a usage error.
     let text = if a.file.as_os_str() == "-" {
-        let mut s = String::new();
-        io::Read::read_to_string(&mut io::stdin(), &mut s)
-            .map_err(|e| fail(EXIT_OTHER, format!("reading standard input: {e}")))?;
-        s
+        mapping::read_text(io::stdin().lock(), "standard input")
     } else {
-        std::fs::read_to_string(&a.file).map_err(|e| {
-            let code = if e.kind() == io::ErrorKind::NotFound { EXIT_NOT_FOUND } else { EXIT_OTHER };
-            fail(code, format!("cannot read {}: {e}", a.file.display()))
-        })?
-    };
+        mapping::read_text_file(&a.file, "import file")
+    }
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => fail(EXIT_NOT_FOUND, format!("{e}; check the path")),
+        _ => Fail::from(e),
+    })?;
     let svc = services(open_registry(cli)?)?;
     let (template, _) = with_lifetime(Request::new(), a.owner, a.ttl);
     let opts = ImportOptions { range: a.range.clone(), request: Some(template) };

@@ -779,3 +779,75 @@ fn group_and_import_leases_live_as_long_as_alloc_says() {
     }
     assert_eq!(r.ok(&["group", "list"]).lines().collect::<Vec<_>>().len(), 1);
 }
+
+// ----------------------------------------------------------------------------------------
+// Issue 11 (a hostile review). Exact ports in these tests are in 23000-23999: outside the
+// kernel's ephemeral range, and used by no other test.
+
+/// Run `c` with a deadline and a 1 GiB address-space limit, so that a regression (reading
+/// a device forever, blocking on a FIFO) fails the test instead of hanging it or eating
+/// the host's memory.
+fn run_bounded(mut c: Command, stdin: Stdio, secs: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let hook = || {
+        let lim = libc::rlimit { rlim_cur: 1 << 30, rlim_max: 1 << 30 };
+        // SAFETY: setrlimit(2) with a valid pointer; async-signal-safe, allocates nothing.
+        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only calls setrlimit(2) (see above).
+    unsafe { c.pre_exec(hook) };
+    let mut child = c.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("{c:?} did not finish within {secs}s; stderr: {}", stderr(&o));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Items 8 and 13: the import file and the types config are read by one helper, which
+/// takes only a regular file of at most 16 MiB of UTF-8. A device (/dev/zero), a FIFO, a
+/// huge file or a non-UTF-8 file is a usage error (status 2) at once: no endless read, no
+/// hang, no status 1.
+#[test]
+fn import_and_types_config_refuse_devices_fifos_huge_and_non_utf8_files() {
+    let r = reg();
+    let fifo = r.tmp.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let big = r.tmp.path().join("big.json");
+    std::fs::File::create(&big).unwrap().set_len(17 << 20).unwrap();
+    let latin1 = r.tmp.path().join("latin1.env");
+    std::fs::write(&latin1, b"# caf\xe9\nWEB_PORT=23001\n").unwrap();
+    let cases = [
+        (PathBuf::from("/dev/zero"), "not a regular file"),
+        (fifo, "not a regular file"),
+        (r.tmp.path().to_path_buf(), "not a regular file"),
+        (big, "16 MiB"),
+        (latin1, "UTF-8"),
+    ];
+    for (path, want) in &cases {
+        let p = path.to_str().unwrap();
+        let o = run_bounded(r.cmd(&["import", p]), Stdio::null(), 20);
+        assert_one_line_error(&o, 2, want);
+        assert!(stderr(&o).contains(p), "the error names the file: {}", stderr(&o));
+        let mut c = r.cmd(&["alloc", "--type", "rest-api", "--range", "23000-23009"]);
+        c.env("PORTMGR_TYPES", path);
+        let o = run_bounded(c, Stdio::null(), 20);
+        assert_one_line_error(&o, 2, want);
+        assert!(stderr(&o).contains("types config"), "{}", stderr(&o));
+    }
+    // Standard input is read with the same limit.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let o = run_bounded(r.cmd(&["import", "-"]), Stdio::from(zero), 20);
+    assert_one_line_error(&o, 2, "16 MiB");
+    assert!(r.held().is_empty(), "{:?}", r.held());
+}

@@ -646,3 +646,28 @@ fn import_fallbacks_avoid_the_ports_the_file_names() {
     assert!(a.reason.as_deref().unwrap().contains("56800"), "{a:?}");
     assert_eq!(out.leases.len(), 2);
 }
+
+// ----------------------------------------------------------------------------------------
+// Issue 11 (a hostile review). Exact ports in these tests are in 23000-23999: outside the
+// kernel's ephemeral range, and used by no other test.
+
+/// Item 8: the types config is read by the bounded reader (a regular file of at most
+/// 16 MiB of UTF-8); anything else is an invalid argument naming the file.
+#[test]
+fn types_config_is_read_bounded_from_a_regular_utf8_file() {
+    let d = tempfile::tempdir().unwrap();
+    let big = d.path().join("big.json");
+    std::fs::File::create(&big).unwrap().set_len(17 << 20).unwrap();
+    let latin1 = d.path().join("latin1.json");
+    std::fs::write(&latin1, b"{\"types\": {\"caf\xe9\": {\"range\": \"23000-23009\"}}}").unwrap();
+    for (path, want) in [(big, "16 MiB"), (latin1, "UTF-8"), (d.path().to_path_buf(), "not a regular file")] {
+        let e = TypeTable::load(&path).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument, "{}: {e}", path.display());
+        let msg = e.to_string();
+        assert!(msg.contains(want) && msg.contains(path.to_str().unwrap()), "{msg}");
+    }
+    // A config with a UTF-8 byte order mark still parses.
+    let bom = d.path().join("bom.json");
+    std::fs::write(&bom, "\u{feff}{\"types\": {\"t\": {\"range\": \"23000-23009\"}}}").unwrap();
+    assert!(TypeTable::load(&bom).unwrap().get("t").is_some());
+}

@@ -311,6 +311,18 @@ impl Services {
     pub fn import_text(&self, text: &str, format: Option<ImportFormat>, opts: &ImportOptions) -> Result<ImportOutcome> {
         self.import(&parse_import(text, format)?, opts)
     }
+
+    /// [`Services::import_text`] of the file at `path`, read with
+    /// [`read_text_file`](super::read_text_file): a regular file of at most
+    /// [`TEXT_FILE_MAX`](super::TEXT_FILE_MAX) bytes of UTF-8, or an invalid-argument error.
+    pub fn import_file(
+        &self,
+        path: &std::path::Path,
+        format: Option<ImportFormat>,
+        opts: &ImportOptions,
+    ) -> Result<ImportOutcome> {
+        self.import_text(&super::textfile::read_text_file(path, "import file")?, format, opts)
+    }
 }
 
 fn import_request(e: &ImportEntry, opts: &ImportOptions) -> Result<Request> {

@@ -24,6 +24,7 @@ mod group;
 mod import;
 mod nginx;
 mod store;
+mod textfile;
 mod types;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,7 @@ pub use group::{
 pub use import::{ImportEntry, ImportFormat, ImportOptions, ImportOutcome, ImportedService, parse_import};
 pub use nginx::{NginxApplied, NginxDeploy, nginx_file_name, write_nginx_dir};
 pub use store::SERVICES_FILE;
+pub use textfile::{TEXT_FILE_MAX, read_text, read_text_file};
 pub use types::{BUILTIN_TYPES, BuiltinType, ServiceType, TYPES_ENV, TypeTable, validate_type_name};
 
 /// String key/value metadata of a service (sorted by key).

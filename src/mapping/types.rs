@@ -125,6 +125,7 @@ impl TypeTable {
     /// The built-in table with the config in `text` laid over it. `origin` names the text
     /// in errors and in [`ServiceType::source`] (usually the file's path).
     pub fn from_json_str(text: &str, origin: &str) -> Result<TypeTable> {
+        let text = super::textfile::strip_bom(text);
         let cfg: ConfigFile = serde_json::from_str(text).map_err(|e| config_error(origin, &e))?;
         let mut t = TypeTable::builtin();
         for (name, def) in cfg.types {
@@ -156,11 +157,12 @@ impl TypeTable {
         Ok(t)
     }
 
-    /// The built-in table with the config file at `path` laid over it.
+    /// The built-in table with the config file at `path` laid over it. The file must be a
+    /// regular file of at most [`TEXT_FILE_MAX`](super::TEXT_FILE_MAX) bytes of UTF-8 (see
+    /// [`read_text_file`](super::read_text_file)).
     pub fn load(path: impl AsRef<Path>) -> Result<TypeTable> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::os(format!("reading the service types config {}", path.display()), e))?;
+        let text = super::textfile::read_text_file(path, "service types config")?;
         TypeTable::from_json_str(&text, &path.display().to_string())
     }
 
