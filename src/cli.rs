@@ -1130,16 +1130,25 @@ fn import(cli: &Cli, fmt: Format, a: &ImportArgs) -> R<i32> {
         _ => outcome
             .services
             .iter()
-            .map(|s| match (s.status.as_str(), s.port) {
-                ("same", Some(p)) => format!("{} {p} (kept its previous port)\n", s.name),
-                ("moved", Some(p)) => format!(
-                    "{} {} -> {p} (moved: {})\n",
-                    s.name,
-                    s.previous_port,
-                    s.reason.as_deref().unwrap_or("its previous port is taken")
-                ),
-                ("existing", Some(p)) => format!("{} {p} (already live: left as it is)\n", s.name),
-                _ => format!("{} failed: {}\n", s.name, one_line(s.reason.as_deref().unwrap_or("unknown reason"))),
+            .map(|s| {
+                // Every port of the lease: "web 8081", "multi 8081,8085,8090".
+                let join = |ports: &[u16], first: Option<u16>| match ports {
+                    [] => first.map(|p| p.to_string()).unwrap_or_default(),
+                    _ => ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+                };
+                let now = join(&s.ports, s.port);
+                let before = join(&s.previous_ports, Some(s.previous_port));
+                let plural = if s.previous_ports.len() > 1 { "s" } else { "" };
+                match (s.status.as_str(), s.port) {
+                    ("same", Some(_)) => format!("{} {now} (kept its previous port{plural})\n", s.name),
+                    ("moved", Some(_)) => format!(
+                        "{} {before} -> {now} (moved: {})\n",
+                        s.name,
+                        one_line(s.reason.as_deref().unwrap_or("its previous port is taken"))
+                    ),
+                    ("existing", Some(_)) => format!("{} {now} (already live: left as it is)\n", s.name),
+                    _ => format!("{} failed: {}\n", s.name, one_line(s.reason.as_deref().unwrap_or("unknown reason"))),
+                }
             })
             .collect(),
     };

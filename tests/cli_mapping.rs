@@ -851,3 +851,70 @@ fn import_and_types_config_refuse_devices_fifos_huge_and_non_utf8_files() {
     assert_one_line_error(&o, 2, "16 MiB");
     assert!(r.held().is_empty(), "{:?}", r.held());
 }
+
+/// Item 5: `import` of the JSON export of `alloc --count 3 --proto both --name multi`
+/// re-creates all three ports (the same ones, TCP and UDP), not only the first.
+#[test]
+fn import_restores_every_port_of_a_multi_port_lease() {
+    let r = reg();
+    let out = r.ok(&["alloc", "--count", "3", "--proto", "both", "--name", "multi", "--range", "23100-23119"]);
+    let mut ports: Vec<u16> = out.lines().map(|l| l.trim().parse().unwrap()).collect();
+    ports.sort_unstable();
+    assert_eq!(ports.len(), 3);
+    let f = r.tmp.path().join("multi.json");
+    std::fs::write(&f, r.ok(&["export", "--format", "json"])).unwrap();
+    r.ok(&["release", "--name", "multi"]);
+    assert!(r.held().is_empty());
+
+    let out = r.ok(&["import", f.to_str().unwrap()]);
+    let shown: Vec<String> = ports.iter().map(u16::to_string).collect();
+    assert!(out.contains(&format!("multi {} (kept its previous ports)", shown.join(","))), "{out}");
+    let rows = r.json(&["list", "--name", "multi", "--json"]);
+    let rows = rows.as_array().unwrap();
+    let mut held: Vec<u16> = rows.iter().map(|i| i["port"].as_u64().unwrap() as u16).collect();
+    held.sort_unstable();
+    assert_eq!(held, ports, "{rows:?}");
+    assert!(rows.iter().all(|i| i["protocols"] == "both"), "{rows:?}");
+    let v = r.json(&["export", "--format", "json"]);
+    assert_eq!(v["services"][0]["ports"], serde_json::json!(ports));
+    // The JSON report lists every port.
+    r.ok(&["release", "--name", "multi"]);
+    let v = r.json(&["import", f.to_str().unwrap(), "--json"]);
+    assert_eq!(v["services"][0]["ports"], serde_json::json!(ports), "{v}");
+    assert_eq!(v["services"][0]["previous_ports"], serde_json::json!(ports), "{v}");
+}
+
+/// Item 6: an import whose `group`/`member` do not match the service's name (or are not
+/// valid names) is refused whole, so `group release` of that group can never release an
+/// unrelated service; a .env variable that is no identifier is refused naming its line.
+#[test]
+fn import_refuses_bad_groups_members_and_env_names() {
+    let r = reg();
+    r.ok(&["alloc", "--name", "web", "--range", "23120-23129"]);
+    let text = r.ok(&["export", "--format", "json"]);
+    r.ok(&["release", "--name", "web"]);
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["services"][0]["group"] = "h".into();
+    v["services"][0]["member"] = "x".into();
+    let f = r.tmp.path().join("forged.json");
+    std::fs::write(&f, v.to_string()).unwrap();
+    assert_one_line_error(&r.run(&["import", f.to_str().unwrap()]), 2, "h.x");
+    assert!(r.held().is_empty(), "{:?}", r.held());
+    v["services"][0]["name"] = "h.x".into();
+    v["services"][0]["group"] = "h\n".into();
+    std::fs::write(&f, v.to_string()).unwrap();
+    assert_one_line_error(&r.run(&["import", f.to_str().unwrap()]), 2, "group");
+    assert!(r.held().is_empty(), "{:?}", r.held());
+
+    std::fs::write(&f, "OK_PORT=23121\n$(id)_PORT=23122\n").unwrap();
+    assert_one_line_error(&r.run(&["import", f.to_str().unwrap()]), 2, "line 2");
+    // A byte order mark: not part of the first name, and JSON still parses as JSON.
+    std::fs::write(&f, "\u{feff}BOM_PORT=23123\n").unwrap();
+    assert!(r.ok(&["import", f.to_str().unwrap()]).starts_with("bom 23123 "));
+    std::fs::write(&f, format!("\u{feff}{text}")).unwrap();
+    assert!(r.ok(&["import", f.to_str().unwrap()]).contains("web "));
+    let mut names: Vec<String> =
+        r.json(&["list", "--json"]).as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap().into()).collect();
+    names.sort();
+    assert_eq!(names, ["bom", "web"]);
+}

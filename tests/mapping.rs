@@ -671,3 +671,117 @@ fn types_config_is_read_bounded_from_a_regular_utf8_file() {
     std::fs::write(&bom, "\u{feff}{\"types\": {\"t\": {\"range\": \"23000-23009\"}}}").unwrap();
     assert!(TypeTable::load(&bom).unwrap().get("t").is_some());
 }
+
+fn sorted(mut v: Vec<u16>) -> Vec<u16> {
+    v.sort_unstable();
+    v
+}
+
+/// Item 5: a multi-port lease (3 ports, TCP and UDP) comes back whole from its JSON and
+/// .env exports: the same count and protocols, and the same ports when they are free.
+/// When one of them is taken the lease moves whole (a contiguous block stays contiguous)
+/// and the report names the ports.
+#[test]
+fn import_restores_every_port_of_a_multi_port_lease() {
+    let (_d, svc) = services();
+    let opts = ImportOptions { range: Some(range(23040, 20)), request: None };
+    let req = req_in(23000, 20).name("multi").count(3).protocols(Protocols::BOTH);
+    let lease = svc.allocate(&req, &ServiceSpec::typed("custom")).unwrap();
+    let ports = sorted(lease.ports().to_vec());
+    let json = svc.export(ExportFormat::Json).unwrap();
+    let env = svc.export(ExportFormat::Env).unwrap();
+    drop(lease);
+    for (what, text) in [("json", &json), ("env", &env)] {
+        let out = svc.import_text(text, None, &opts).unwrap();
+        let live = svc.by_name("multi").unwrap().unwrap();
+        assert_eq!(live.ports, ports, "{what}: {:?}", out.services);
+        assert_eq!(live.protocols, "both", "{what}");
+        assert_eq!(live.service_type.as_deref(), Some("custom"), "{what}");
+        let rep = serde_json::to_value(&out.services[0]).unwrap();
+        assert_eq!(rep["status"], "same", "{what}: {rep}");
+        assert_eq!(rep["ports"], serde_json::json!(ports), "{what}: {rep}");
+        assert_eq!(rep["previous_ports"], serde_json::json!(ports), "{what}: {rep}");
+        drop(out);
+        assert!(svc.list().unwrap().is_empty());
+    }
+    // One of its ports is taken: the whole lease moves to the fallback range.
+    let thief = svc.allocate(&req_in(ports[1], 1), &ServiceSpec::new()).unwrap();
+    let out = svc.import_text(&json, None, &opts).unwrap();
+    let rep = serde_json::to_value(&out.services[0]).unwrap();
+    assert_eq!(rep["status"], "moved", "{rep}");
+    assert!(rep["reason"].as_str().unwrap().contains(&ports[1].to_string()), "{rep}");
+    let live = svc.by_name("multi").unwrap().unwrap();
+    assert_eq!(live.ports.len(), 3, "{rep}");
+    assert!(live.ports.iter().all(|p| (23040..23060).contains(p)), "{rep}");
+    assert_eq!(rep["ports"], serde_json::json!(live.ports), "{rep}");
+    assert_eq!(live.protocols, "both");
+    drop(out);
+    drop(thief);
+
+    // A contiguous block comes back as one, and stays one when it has to move.
+    let block = svc.allocate(&req_in(23060, 10).name("block").count(4).contiguous(true), &ServiceSpec::new()).unwrap();
+    let bports = block.ports().to_vec();
+    let json = svc.export(ExportFormat::Json).unwrap();
+    drop(block);
+    let out = svc.import_text(&json, None, &opts).unwrap();
+    assert_eq!(svc.by_name("block").unwrap().unwrap().ports, bports);
+    drop(out);
+    let _thief = svc.allocate(&req_in(bports[3], 1), &ServiceSpec::new()).unwrap();
+    let out = svc.import_text(&json, None, &opts).unwrap();
+    assert_eq!(out.services[0].status, "moved", "{:?}", out.services);
+    let moved = svc.by_name("block").unwrap().unwrap().ports;
+    assert_eq!(moved.len(), 4);
+    assert!(moved.windows(2).all(|w| w[1] == w[0] + 1), "{moved:?}");
+}
+
+/// Item 6: import validates what it records. `group` and `member` must be valid names
+/// (no newline, not empty, a group without '.'), come together, and match the service's
+/// name `GROUP.MEMBER` (else `group release` of that group would release an unrelated
+/// service). `.env` variable names must be identifiers; a byte order mark is not part of
+/// the first name, and a JSON file with one still parses as JSON.
+#[test]
+fn import_validates_groups_members_and_env_names() {
+    let doc = |name: &str, group: serde_json::Value, member: serde_json::Value| {
+        serde_json::json!({"portmgr_export": 1, "services": [
+            {"name": name, "port": 23200, "group": group, "member": member}
+        ]})
+        .to_string()
+    };
+    use serde_json::Value::Null;
+    let bad = [
+        doc("h.x", "h\n".into(), "x".into()),
+        doc(".x", "".into(), "x".into()),
+        doc("h.", "h".into(), "".into()),
+        doc("web", "h".into(), "x".into()),
+        doc("h.x", "h".into(), Null),
+        doc("h.x", Null, "x".into()),
+        doc("a.b.c", "a.b".into(), "c".into()),
+        doc("h.x y", "h".into(), "x y".into()),
+    ];
+    for text in &bad {
+        let e = parse_import(text, None).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument, "{text}: {e}");
+        assert!(e.to_string().contains("group") || e.to_string().contains("member"), "{text}: {e}");
+        // The same in a .env comment.
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let s = &v["services"][0];
+        let comment = serde_json::json!({"name": s["name"], "group": s["group"], "member": s["member"]});
+        let env = format!("# portmgr {comment}\n{}=23200\n", env_key(s["name"].as_str().unwrap()));
+        let e = parse_import(&env, None).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument, "{env}: {e}");
+    }
+    let good = parse_import(&doc("h.x", "h".into(), "x".into()), None).unwrap();
+    assert_eq!((good[0].group.as_deref(), good[0].member.as_deref()), (Some("h"), Some("x")));
+
+    // .env variable names: identifiers only, and the error names the line.
+    for line in ["A B_PORT=23200", "$(id)_PORT=23200", ".._PORT=23200", "A.B_PORT=23200", "A-B_PORT=23200"] {
+        let e = parse_import(&format!("# ok\nOK_PORT=23201\n{line}\n"), Some(ImportFormat::Env)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument, "{line}: {e}");
+        assert!(e.to_string().contains("line 3"), "{line}: {e}");
+    }
+    // A byte order mark is dropped, in .env and JSON alike.
+    let e = parse_import("\u{feff}WEB_PORT=23200\n", None).unwrap();
+    assert_eq!(e[0].name, "web");
+    let j = parse_import(&format!("\u{feff}{}", doc("h.x", "h".into(), "x".into())), None).unwrap();
+    assert_eq!(j[0].name, "h.x");
+}

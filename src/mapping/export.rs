@@ -125,8 +125,8 @@ pub fn env_key(name: &str) -> String {
 
 /// The named services as `.env` lines, `NAME_PORT=1234` (see [`env_key`]), sorted by
 /// name. Each line is preceded by a comment `# portmgr {"name":...,"type":...}` so that
-/// import recovers the exact name, type and metadata. Two names that map to the same
-/// variable are an error.
+/// import recovers the exact name, type, protocols, metadata, group and (for a lease of
+/// several ports) every port. Two names that map to the same variable are an error.
 pub fn export_env(services: &[Service]) -> Result<String> {
     let mut named: Vec<&Service> = services.iter().filter(|s| s.name.is_some()).collect();
     named.sort_by(|a, b| a.name.cmp(&b.name));
@@ -151,6 +151,10 @@ pub fn export_env(services: &[Service]) -> Result<String> {
         }
         if s.protocols != "tcp" {
             comment.insert("protocols".into(), s.protocols.clone().into());
+        }
+        if s.ports.len() > 1 {
+            // The variable holds the first port; import re-creates them all from here.
+            comment.insert("ports".into(), s.ports.clone().into());
         }
         if !s.metadata.is_empty() {
             comment.insert("metadata".into(), serde_json::to_value(&s.metadata).unwrap_or_default());

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::range::PortRange;
-use crate::registry::{Lease, NAME_MAX, Request, validate_name};
+use crate::registry::{Lease, NAME_MAX, Request};
 use crate::strategy::{self, Strategy};
 
 use super::{Metadata, ServiceSpec, Services};
@@ -117,7 +117,22 @@ impl GroupLayout {
     }
 }
 
-fn check_member_name(n: &str) -> Result<()> {
+/// Check a group name: what a service name may be (1 to [`NAME_MAX`] bytes of UTF-8, no
+/// control characters), without [`GROUP_SEPARATOR`].
+pub(crate) fn validate_group_name(group: &str) -> Result<()> {
+    if group.is_empty() || group.len() > NAME_MAX || group.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "group name {group:?} must be 1 to {NAME_MAX} bytes of UTF-8 without control characters"
+        )));
+    }
+    if group.contains(GROUP_SEPARATOR) {
+        return Err(Error::invalid(format!("group name {group:?} must not contain {GROUP_SEPARATOR:?}")));
+    }
+    Ok(())
+}
+
+/// Check a member name: 1 to 40 of `A-Z a-z 0-9 _ -`.
+pub(crate) fn check_member_name(n: &str) -> Result<()> {
     if n.is_empty() || n.len() > 40 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(Error::invalid(format!(
             "group member name {n:?} must be 1 to 40 characters of A-Z, a-z, 0-9, '_' and '-'"
@@ -270,11 +285,8 @@ impl Services {
         opts: &GroupOptions,
     ) -> Result<GroupLease> {
         layout.validate()?;
-        validate_name(group)?;
+        validate_group_name(group)?;
         super::validate_metadata(metadata)?;
-        if group.contains(GROUP_SEPARATOR) {
-            return Err(Error::invalid(format!("group name {group:?} must not contain {GROUP_SEPARATOR:?}")));
-        }
         for m in &layout.members {
             let n = member_service_name(group, &m.name);
             if n.len() > NAME_MAX {

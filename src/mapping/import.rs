@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::range::{PortRange, Protocols};
-use crate::registry::{Lease, Request, validate_name};
+use crate::registry::{Lease, MAX_COUNT, Request, validate_name};
+use crate::strategy::Strategy;
 
 use super::export::{JsonExport, env_key};
+use super::group::{check_member_name, member_service_name, validate_group_name};
 use super::{Metadata, ServiceSpec, Services, validate_metadata};
 
 /// The format of an import file.
@@ -37,8 +39,13 @@ impl FromStr for ImportFormat {
 pub struct ImportEntry {
     /// Its name.
     pub name: String,
-    /// The port it had (asked for first).
+    /// The (first) port it had.
     pub port: u16,
+    /// Every port of its lease, ascending (`port` among them); empty means `[port]`. A
+    /// lease of several ports is re-created whole: the same count, each asking for its
+    /// previous port.
+    #[serde(default)]
+    pub ports: Vec<u16>,
     /// `"tcp"`, `"udp"` or `"both"`.
     pub protocols: String,
     /// Its type.
@@ -47,7 +54,8 @@ pub struct ImportEntry {
     /// Its metadata.
     #[serde(default)]
     pub metadata: Metadata,
-    /// The group it belonged to (kept so that group look-ups work after an import).
+    /// The group it belonged to (kept so that group look-ups work after an import). With
+    /// `member`, and then `name` must be `GROUP.MEMBER`.
     #[serde(default)]
     pub group: Option<String>,
     /// Its member name in that group.
@@ -55,9 +63,80 @@ pub struct ImportEntry {
     pub member: Option<String>,
 }
 
+impl ImportEntry {
+    /// Every port it had, ascending: [`ImportEntry::ports`], or `[port]` when that is empty.
+    pub fn all_ports(&self) -> Vec<u16> {
+        if self.ports.is_empty() {
+            return vec![self.port];
+        }
+        let mut v = self.ports.clone();
+        v.sort_unstable();
+        v
+    }
+
+    /// Check everything that can be checked without the registry.
+    fn validate(&self) -> Result<()> {
+        let name = &self.name;
+        validate_name(name)?;
+        let what = |e: Error| Error::invalid(format!("service {name:?}: {}", super::types::bare(e)));
+        if self.port == 0 {
+            return Err(Error::invalid(format!("service {name:?}: port 0 is not a port")));
+        }
+        if !self.ports.is_empty() {
+            let all = self.all_ports();
+            if all.len() > MAX_COUNT || all.contains(&0) || all.windows(2).any(|w| w[0] == w[1]) {
+                return Err(Error::invalid(format!(
+                    "service {name:?}: ports {} must be 1 to {MAX_COUNT} distinct ports from 1 to 65535",
+                    join_ports(&all)
+                )));
+            }
+            if !all.contains(&self.port) {
+                return Err(Error::invalid(format!(
+                    "service {name:?}: port {} is not one of its ports {}",
+                    self.port,
+                    join_ports(&all)
+                )));
+            }
+        }
+        Protocols::from_str(&self.protocols).map_err(what)?;
+        if let Some(t) = &self.service_type {
+            super::types::validate_type_name(t).map_err(what)?;
+        }
+        validate_metadata(&self.metadata).map_err(what)?;
+        match (&self.group, &self.member) {
+            (None, None) => {}
+            (Some(g), Some(m)) => {
+                validate_group_name(g).map_err(what)?;
+                check_member_name(m).map_err(what)?;
+                let want = member_service_name(g, m);
+                if *name != want {
+                    return Err(Error::invalid(format!(
+                        "service {name:?}: group {g:?} and member {m:?} belong to the service named {want:?}, not to {name:?}: a group member is named GROUP.MEMBER; fix the name, or drop group and member"
+                    )));
+                }
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "service {name:?}: group and member go together: give both (the name is GROUP.MEMBER) or neither"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn join_ports(ports: &[u16]) -> String {
+    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// Parse an import file. `format`: `None` guesses (JSON when the text starts with `{`).
-/// Errors name the line (and, for JSON, the column).
+/// A leading byte order mark is dropped. Errors name the line (and, for JSON, the
+/// column); every entry is checked (name, ports, protocols, type name, metadata, and
+/// group and member: valid names, both or neither, the name `GROUP.MEMBER`), so a file
+/// is imported whole or not at all.
 pub fn parse_import(text: &str, format: Option<ImportFormat>) -> Result<Vec<ImportEntry>> {
+    // A byte order mark (some editors write one) is not part of the first name or `{`.
+    let text = super::textfile::strip_bom(text);
     let format =
         format.unwrap_or(if text.trim_start().starts_with('{') { ImportFormat::Json } else { ImportFormat::Env });
     let entries = match format {
@@ -65,12 +144,7 @@ pub fn parse_import(text: &str, format: Option<ImportFormat>) -> Result<Vec<Impo
         ImportFormat::Env => parse_env(text)?,
     };
     for (i, e) in entries.iter().enumerate() {
-        validate_name(&e.name)?;
-        if e.port == 0 {
-            return Err(Error::invalid(format!("service {:?}: port 0 is not a port", e.name)));
-        }
-        Protocols::from_str(&e.protocols)?;
-        validate_metadata(&e.metadata)?;
+        e.validate()?;
         if entries[..i].iter().any(|o| o.name == e.name) {
             return Err(Error::invalid(format!("service {:?} appears twice in the import", e.name)));
         }
@@ -97,6 +171,7 @@ fn parse_json(text: &str) -> Result<Vec<ImportEntry>> {
         .map(|s| ImportEntry {
             name: s.name,
             port: s.port,
+            ports: s.ports,
             protocols: s.protocols,
             service_type: s.service_type,
             metadata: s.metadata,
@@ -114,6 +189,8 @@ struct EnvComment {
     #[serde(default)]
     protocols: Option<String>,
     #[serde(default)]
+    ports: Vec<u16>,
+    #[serde(default)]
     metadata: Metadata,
     #[serde(default)]
     group: Option<String>,
@@ -121,61 +198,126 @@ struct EnvComment {
     member: Option<String>,
 }
 
-/// A value without its quotes, or (unquoted) without a trailing ` # comment`.
-fn unquote(v: &str) -> &str {
-    let v = v.trim();
-    if !v.starts_with(['"', '\'']) {
-        return v.split(" #").next().unwrap_or(v).trim();
-    }
-    for q in ['"', '\''] {
-        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
-            return &v[1..v.len() - 1];
-        }
-    }
-    v
+/// Whether `key` is a shell identifier: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_identifier(key: &str) -> bool {
+    let mut b = key.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
-fn parse_env(text: &str) -> Result<Vec<ImportEntry>> {
-    let mut out = Vec::new();
-    let mut pending: Option<EnvComment> = None;
-    for (i, line) in text.lines().enumerate() {
-        let lineno = i + 1;
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(c) = line.strip_prefix('#') {
-            if let Some(json) = c.trim_start().strip_prefix("portmgr ") {
-                pending = Some(serde_json::from_str(json.trim()).map_err(|e| {
-                    Error::invalid(format!("import file: line {lineno}: the portmgr comment is not valid: {e}"))
-                })?);
+/// The variable a physical `.env` line assigns (`KEY=...`, `export KEY=...`), if any.
+fn assigned_key(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    let t = t.strip_prefix("export").filter(|r| r.starts_with([' ', '\t'])).map_or(t, str::trim_start);
+    let end = t.find(|c: char| c == '=' || c.is_whitespace())?;
+    t[end..].trim_start().starts_with('=').then(|| &t[..end])
+}
+
+/// The physical lines of a `.env` text, walked alongside dotenvy's parse to give line
+/// numbers and the `# portmgr {...}` comment that precedes each assignment.
+struct EnvLines<'a> {
+    lines: Vec<&'a str>,
+    next: usize,
+}
+
+impl<'a> EnvLines<'a> {
+    /// Find the assignment of `key` from the current position: its line number (1-based)
+    /// and the portmgr comment right above it (with that comment's line number).
+    fn find(&mut self, key: &str) -> (Option<usize>, Option<(usize, &'a str)>) {
+        let mut comment = None;
+        for i in self.next..self.lines.len() {
+            let t = self.lines[i].trim();
+            if let Some(c) = t.strip_prefix('#') {
+                if let Some(json) = c.trim_start().strip_prefix("portmgr ") {
+                    comment = Some((i + 1, json.trim()));
+                }
+                continue;
             }
-            continue;
+            if t.is_empty() {
+                continue;
+            }
+            if assigned_key(t) == Some(key) {
+                self.next = i + 1;
+                return (Some(i + 1), comment);
+            }
+            // Another line (the rest of a multi-line value): a comment above it is not ours.
+            comment = None;
         }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let (key, value) = line.split_once('=').ok_or_else(|| {
-            Error::invalid(format!("import file: line {lineno}: expected NAME_PORT=PORT, got {line:?}"))
-        })?;
-        let key = key.trim();
-        let comment = pending.take();
+        (None, None)
+    }
+
+    /// The line number of the logical line `text` (as dotenvy reports it), from the
+    /// current position.
+    fn line_of(&self, text: &str) -> Option<usize> {
+        let first = text.lines().next().unwrap_or("").trim_end();
+        (self.next..self.lines.len()).find(|&i| self.lines[i].trim_end() == first).map(|i| i + 1)
+    }
+}
+
+fn at_line(n: Option<usize>) -> String {
+    n.map(|n| format!("line {n}: ")).unwrap_or_default()
+}
+
+/// `.env` text, parsed with dotenvy (quotes, `export`, comments, multi-line values and
+/// `$VAR` substitution as dotenv tools do), on top of which every variable name must be an
+/// identifier; `NAME_PORT` variables become services (named by the `# portmgr {...}`
+/// comment above them when there is one), other variables are ignored.
+fn parse_env(text: &str) -> Result<Vec<ImportEntry>> {
+    let mut lines = EnvLines { lines: text.lines().collect(), next: 0 };
+    let mut out = Vec::new();
+    for item in dotenvy::from_read_iter(text.as_bytes()) {
+        let (key, value) = match item {
+            Ok(kv) => kv,
+            Err(dotenvy::Error::LineParse(line, at)) => {
+                let shown: String = line.lines().next().unwrap_or("").chars().take(80).collect();
+                return Err(Error::invalid(format!(
+                    "import file: {}cannot read {shown:?} as a NAME=VALUE line (at character {}): names are letters, digits and '_', and quotes must be closed",
+                    at_line(lines.line_of(&line)),
+                    at + 1
+                )));
+            }
+            Err(e) => return Err(Error::invalid(format!("import file: {e}"))),
+        };
+        let (lineno, comment) = lines.find(&key);
+        let at = at_line(lineno);
+        if !is_identifier(&key) {
+            return Err(Error::invalid(format!(
+                "import file: {at}{key:?} is not a variable name: use letters, digits and '_', not starting with a digit"
+            )));
+        }
         let Some(stem) = key.strip_suffix("_PORT") else { continue };
-        let value = unquote(value);
-        let port: u16 = value.parse().ok().filter(|&p| p != 0).ok_or_else(|| {
-            Error::invalid(format!("import file: line {lineno}: {key}={value:?} is not a port (1 to 65535)"))
-        })?;
+        let port: u16 =
+            value.trim().parse().ok().filter(|&p| p != 0).ok_or_else(|| {
+                Error::invalid(format!("import file: {at}{key}={value:?} is not a port (1 to 65535)"))
+            })?;
+        let comment = match comment {
+            Some((n, json)) => Some(serde_json::from_str::<EnvComment>(json).map_err(|e| {
+                Error::invalid(format!("import file: line {n}: the portmgr comment is not valid: {e}"))
+            })?),
+            None => None,
+        };
         let entry = match comment.filter(|c| env_key(&c.name) == key) {
-            Some(c) => ImportEntry {
-                name: c.name,
-                port,
-                protocols: c.protocols.unwrap_or_else(|| "tcp".into()),
-                service_type: c.service_type,
-                metadata: c.metadata,
-                group: c.group,
-                member: c.member,
-            },
+            Some(c) => {
+                if !c.ports.is_empty() && !c.ports.contains(&port) {
+                    return Err(Error::invalid(format!(
+                        "import file: {at}{key}={port}, but the portmgr comment above it lists the ports {}: make them agree (or remove the comment)",
+                        join_ports(&c.ports)
+                    )));
+                }
+                ImportEntry {
+                    name: c.name,
+                    port,
+                    ports: c.ports,
+                    protocols: c.protocols.unwrap_or_else(|| "tcp".into()),
+                    service_type: c.service_type,
+                    metadata: c.metadata,
+                    group: c.group,
+                    member: c.member,
+                }
+            }
             None if !stem.is_empty() => ImportEntry {
                 name: stem.to_ascii_lowercase(),
                 port,
+                ports: Vec::new(),
                 protocols: "tcp".into(),
                 service_type: None,
                 metadata: Metadata::new(),
@@ -205,12 +347,19 @@ pub struct ImportOptions {
 pub struct ImportedService {
     /// Its name.
     pub name: String,
-    /// The port it had in the file.
+    /// The (first) port it had in the file.
     pub previous_port: u16,
-    /// The port it has now (`None` when it failed).
+    /// The (first) port it has now (`None` when it failed).
     pub port: Option<u16>,
-    /// `"same"` (got its previous port), `"moved"` (previous port taken: a new one from
-    /// the range), `"existing"` (the name was already live: left as it is) or `"failed"`.
+    /// Every port it had in the file, ascending.
+    #[serde(default)]
+    pub previous_ports: Vec<u16>,
+    /// Every port it has now, ascending (empty when it failed).
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// `"same"` (got its previous ports), `"moved"` (a previous port was taken: new ones
+    /// from the range), `"existing"` (the name was already live: left as it is) or
+    /// `"failed"`.
     pub status: String,
     /// Why it moved or failed.
     pub reason: Option<String>,
@@ -241,21 +390,27 @@ impl ImportOutcome {
 }
 
 impl Services {
-    /// Re-create `entries`: each asks for its previous port as preferred (not required);
-    /// a taken port falls back to the range (see [`ImportOptions::range`]) and is reported
-    /// as `"moved"`. Services whose previous port is free are placed first, and fallbacks
-    /// avoid every port named in the file, so one moved service does not push another. A name already live is left as it is (`"existing"`). One failure does
-    /// not stop the others (`"failed"`, with the reason).
+    /// Re-create `entries`: each asks for its previous ports (all of them: a lease of
+    /// several ports comes back with the same count and protocols); when one is taken the
+    /// service falls back to the range (see [`ImportOptions::range`]) and is reported as
+    /// `"moved"`. Services whose previous ports are free are placed first, and fallbacks
+    /// avoid every port named in the file, so one moved service does not push another. A
+    /// block of consecutive ports stays consecutive when it moves. A name already live is
+    /// left as it is (`"existing"`). One failure does not stop the others (`"failed"`,
+    /// with the reason).
     pub fn import(&self, entries: &[ImportEntry], opts: &ImportOptions) -> Result<ImportOutcome> {
         let mut reports: Vec<ImportedService> = Vec::with_capacity(entries.len());
         let mut leases = Vec::new();
         let mut deferred = Vec::new();
-        // Pass 1: every service whose previous port is free gets it.
+        // Pass 1: every service whose previous ports are all free gets them.
         for (i, e) in entries.iter().enumerate() {
+            let previous = e.all_ports();
             let mut rep = ImportedService {
                 name: e.name.clone(),
                 previous_port: e.port,
                 port: None,
+                previous_ports: previous.clone(),
+                ports: Vec::new(),
                 status: "failed".into(),
                 reason: None,
                 service_type: e.service_type.clone(),
@@ -263,16 +418,28 @@ impl Services {
             if let Some(s) = self.by_name(&e.name)? {
                 rep.port = Some(s.port);
                 rep.status = "existing".into();
-                rep.reason = (s.port != e.port).then(|| format!("already live on port {}", s.port));
+                if s.ports != previous {
+                    rep.reason = Some(format!("already live on {}", ports_phrase(&s.ports)));
+                }
+                rep.ports = s.ports;
             } else {
-                let req = import_request(e, opts)?.preferred(e.port, true);
-                match self.allocate(&req, &import_spec(e)) {
+                let res = import_request(e, opts).and_then(|req| {
+                    if previous.len() == 1 {
+                        return Ok(req.preferred(e.port, true));
+                    }
+                    // Exactly these ports: a range that holds them and nothing else.
+                    let mut req = req.range(exact_range(&previous)?);
+                    req.strategy = Strategy::Sequential;
+                    Ok(req)
+                });
+                match res.and_then(|req| self.allocate(&req, &import_spec(e))) {
                     Ok(lease) => {
-                        rep.port = Some(lease.port());
+                        rep.ports = sorted(lease.ports());
+                        rep.port = rep.ports.first().copied();
                         rep.status = "same".into();
                         leases.push(lease);
                     }
-                    Err(Error::PortInUse { .. }) => deferred.push(i),
+                    Err(Error::PortInUse { .. }) | Err(Error::Exhausted { .. }) => deferred.push(i),
                     Err(err) => rep.reason = Some(err.to_string()),
                 }
             }
@@ -280,9 +447,10 @@ impl Services {
         }
         // Pass 2: the others fall back to the range, avoiding every port the file names
         // (so a moved service does not take a port another entry may want next time).
-        let wanted: Vec<u16> = entries.iter().map(|e| e.port).collect();
+        let wanted: Vec<u16> = entries.iter().flat_map(ImportEntry::all_ports).collect();
         for i in deferred {
             let (e, rep) = (&entries[i], &mut reports[i]);
+            let previous = rep.previous_ports.clone();
             let spec = import_spec(e);
             let res = import_request(e, opts).and_then(|req| self.typed_request(&req, &spec)).and_then(|mut req| {
                 let range = match req.range.take() {
@@ -290,18 +458,33 @@ impl Services {
                     None => self.registry().default_pool()?,
                 };
                 req.range = Some(range.clone().excluding(wanted.iter().copied()).unwrap_or(range));
-                self.allocate(&req.preferred(e.port, false), &spec)
+                let req = if previous.len() == 1 {
+                    req.preferred(e.port, false)
+                } else if previous.windows(2).all(|w| w[1] == w[0] + 1) {
+                    req.contiguous(true).preferred(previous[0], false)
+                } else {
+                    req
+                };
+                self.allocate(&req, &spec)
             });
+            let taken = if previous.len() == 1 {
+                format!("port {} is taken", e.port)
+            } else {
+                format!("ports {} are not all free", join_ports(&previous))
+            };
             match res {
                 Ok(lease) => {
-                    rep.port = Some(lease.port());
-                    rep.status = if lease.port() == e.port { "same" } else { "moved" }.into();
-                    if lease.port() != e.port {
-                        rep.reason = Some(format!("port {} is taken; got {} from the range", e.port, lease.port()));
+                    rep.ports = sorted(lease.ports());
+                    rep.port = rep.ports.first().copied();
+                    if rep.ports == previous {
+                        rep.status = "same".into();
+                    } else {
+                        rep.status = "moved".into();
+                        rep.reason = Some(format!("{taken}; got {} from the range", join_ports(&rep.ports)));
                     }
                     leases.push(lease);
                 }
-                Err(err) => rep.reason = Some(format!("port {} is taken, and {err}", e.port)),
+                Err(err) => rep.reason = Some(format!("{taken}, and {err}")),
             }
         }
         Ok(ImportOutcome { services: reports, leases })
@@ -325,10 +508,31 @@ impl Services {
     }
 }
 
+fn sorted(ports: &[u16]) -> Vec<u16> {
+    let mut v = ports.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// "port 8080" or "ports 8080,8081".
+fn ports_phrase(ports: &[u16]) -> String {
+    format!("port{} {}", if ports.len() == 1 { "" } else { "s" }, join_ports(ports))
+}
+
+/// The range holding exactly `ports` (ascending, not empty).
+fn exact_range(ports: &[u16]) -> Result<PortRange> {
+    let (Some(&lo), Some(&hi)) = (ports.first(), ports.last()) else {
+        return Err(Error::Internal("an import entry without ports".into()));
+    };
+    PortRange::new(lo, hi)?.excluding((lo..=hi).filter(|p| ports.binary_search(p).is_err()))
+}
+
 fn import_request(e: &ImportEntry, opts: &ImportOptions) -> Result<Request> {
-    let mut req = opts.request.clone().unwrap_or_default().count(1).contiguous(false);
+    let count = e.all_ports().len();
+    let mut req = opts.request.clone().unwrap_or_default().count(count).contiguous(false);
     req = req.name(&e.name).protocols(Protocols::from_str(&e.protocols)?);
     req.range = opts.range.clone();
+    (req.preferred, req.required) = (None, false);
     Ok(req)
 }
 
