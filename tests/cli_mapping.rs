@@ -918,3 +918,29 @@ fn import_refuses_bad_groups_members_and_env_names() {
     names.sort();
     assert_eq!(names, ["bom", "web"]);
 }
+
+/// Item 9: `export --format nginx --dir DIR/.` (or `DIR/..`, `DIR/./`) is a usage error
+/// saying what is wrong, like the other refused directories, not "Device or resource
+/// busy"; DIR is left as it was.
+#[test]
+fn export_nginx_dir_ending_in_a_dot_is_a_usage_error() {
+    let r = reg();
+    r.ok(&["alloc", "--name", "api", "--range", "23300-23309"]);
+    let dir = r.tmp.path().join("nginx");
+    r.ok(&["export", "--format", "nginx", "--dir", dir.to_str().unwrap()]);
+    let files = || {
+        let mut v: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    let before = files();
+    assert!(before.contains(&"api.conf".to_string()), "{before:?}");
+    let d = dir.to_str().unwrap();
+    for bad in [format!("{d}/."), format!("{d}/./"), format!("{d}/.."), ".".to_string()] {
+        let o = r.run(&["export", "--format", "nginx", "--dir", &bad]);
+        assert_one_line_error(&o, 2, "ends in . or ..");
+        assert!(stderr(&o).contains(&bad), "{}", stderr(&o));
+    }
+    assert_eq!(files(), before);
+}

@@ -130,11 +130,20 @@ fn run(cmd: &[String]) -> std::result::Result<(), String> {
 }
 
 fn split(dir: &Path) -> Result<(PathBuf, String)> {
+    // `Path::file_name` reads `DIR/.` as `DIR`, but the system calls get `DIR/.` itself,
+    // and renaming `.` fails with EBUSY: look at the last component as written.
+    let last = dir.as_os_str().as_bytes().split(|&b| b == b'/').rfind(|c| !c.is_empty());
+    if matches!(last, None | Some(b".") | Some(b"..")) {
+        return Err(Error::invalid(format!(
+            "{} ends in . or .. (or names no directory): give the directory itself by name, e.g. /etc/nginx/portmgr (portmgr replaces it whole)",
+            dir.display()
+        )));
+    }
     let name = dir
         .file_name()
         .and_then(OsStr::to_str)
-        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-        .ok_or_else(|| Error::invalid(format!("{} must name a directory (not end in . or ..)", dir.display())))?;
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| Error::invalid(format!("{} must end in a directory name of UTF-8 text", dir.display())))?;
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
