@@ -33,6 +33,7 @@
 //! `portmgr renew`) whether or not the shell lives; `--owner PID --ttl D` ends at the
 //! first of the two. Any process of the user may `portmgr release` it earlier.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Write};
@@ -129,14 +130,47 @@ fn clap_error(e: clap::Error) -> i32 {
                 .filter(|l| !l.is_empty() && !l.starts_with("Usage:"))
                 .map(|l| l.strip_prefix("error: ").unwrap_or(l))
                 .collect();
-            eprintln!("portmgr: {}", parts.join("; "));
+            eprintln!("portmgr: {}", shown(&parts.join("; ")));
             EXIT_USAGE
         }
     }
 }
 
+/// A message on one line: its lines joined with `; `, other control characters escaped
+/// (see [`shown`]).
 fn one_line(s: &str) -> String {
-    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+    let joined = s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    shown(&joined).into_owned()
+}
+
+/// Whether [`shown`] escapes `c`: control characters, and the invisible characters that
+/// reorder or hide the text around them (bidirectional overrides and isolates, marks, the
+/// byte order mark).
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `s` for human output: control characters written as Rust escapes (`\n`, `\r`, `\t`,
+/// `\u{1b}`, ...), everything else as it is. Every string field that plain output prints
+/// (names, types, groups, members, states, paths, messages) goes through here, so a
+/// damaged registry record or side file cannot move the cursor, recolour the terminal or
+/// forge lines.
+fn shown(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(needs_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -593,34 +627,38 @@ fn parse_port_spec(s: &str) -> Result<PortSpec, String> {
     Ok(PortSpec { name: name.to_string(), proto })
 }
 
-/// `90s`, `5m`, `1h`, `1d`, `500ms`, `1h30m`; a bare number is seconds.
+/// The longest duration the command line takes (`--ttl`, `--timeout`): 36500 days, about
+/// 100 years. Longer ones serve no purpose and would overflow time arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(36500 * 86400);
+
+/// A duration as humantime reads it (`90s`, `5m`, `1h`, `1d`, `500ms`, `1h30m`, `1h 30m`,
+/// `5min`, ...); a bare number is seconds (`12`, `0.5`). At most [`MAX_DURATION`]: a
+/// longer one is an error that says so.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration: write e.g. 500ms, 90s, 5m, 1h or 1h30m");
+    let too_long = || format!("{s:?} is too long: the longest duration is 36500d (100 years)");
     let t = s.trim();
     if t.is_empty() {
         return Err(bad());
     }
-    if let Ok(n) = t.parse::<f64>() {
-        return if (0.0..1e12).contains(&n) { Ok(Duration::from_secs_f64(n)) } else { Err(bad()) };
+    let d = if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        // Bare seconds, as the CLI has always taken them.
+        let n: f64 = t.parse().map_err(|_| bad())?;
+        if n > MAX_DURATION.as_secs_f64() {
+            return Err(too_long());
+        }
+        Duration::try_from_secs_f64(n).map_err(|_| bad())?
+    } else {
+        match humantime::parse_duration(t) {
+            Ok(d) => d,
+            Err(humantime::DurationError::NumberOverflow) => return Err(too_long()),
+            Err(_) => return Err(bad()),
+        }
+    };
+    if d > MAX_DURATION {
+        return Err(too_long());
     }
-    let mut total = 0f64;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let unit_len = rest[num_len..].find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len() - num_len);
-        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        let mult = match &rest[num_len..num_len + unit_len] {
-            "ms" => 0.001,
-            "s" | "sec" | "secs" => 1.0,
-            "m" | "min" | "mins" => 60.0,
-            "h" | "hr" | "hrs" => 3600.0,
-            "d" => 86400.0,
-            _ => return Err(bad()),
-        };
-        total += n * mult;
-        rest = &rest[num_len + unit_len..];
-    }
-    if total.is_finite() && total < 1e12 { Ok(Duration::from_secs_f64(total)) } else { Err(bad()) }
+    Ok(d)
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -791,7 +829,11 @@ fn open_registry(cli: &Cli) -> R<Registry> {
         None => Registry::open_default(),
     };
     r.map_err(|e| {
-        let code = if e.code() == ErrorCode::Timeout { EXIT_TIMEOUT } else { EXIT_REGISTRY };
+        let code = match e.code() {
+            ErrorCode::Timeout => EXIT_TIMEOUT,
+            ErrorCode::InvalidArgument => EXIT_USAGE, // PORTMGR_DIR set but empty
+            _ => EXIT_REGISTRY,
+        };
         let hint = if matches!(e.code(), ErrorCode::Os) {
             "; check the directory (or pass another with --registry DIR / PORTMGR_DIR)"
         } else {
@@ -950,7 +992,7 @@ fn renew(cli: &Cli, fmt: Format, port: Option<u16>, name: Option<&str>, ttl: Opt
 fn describe(i: &LeaseInfo) -> String {
     let mut s = format!("pid {}", i.owner_pid);
     if let Some(n) = &i.name {
-        s = format!("{n:?}, {s}");
+        s = format!("\"{}\", {s}", shown(n));
     }
     if let Some(w) = i.watch_pid {
         s.push_str(&format!(", watching pid {w}"));
@@ -964,7 +1006,9 @@ fn gc(cli: &Cli, fmt: Format) -> R<i32> {
     let freed = reg.gc()?;
     match fmt {
         Format::Json => emit_json(&json!({ "freed": freed.iter().map(lease_json).collect::<Vec<_>>() }))?,
-        _ => emit(&freed.iter().map(|i| format!("{} {} ({})\n", i.port, i.state, describe(i))).collect::<String>())?,
+        _ => emit(
+            &freed.iter().map(|i| format!("{} {} ({})\n", i.port, shown(&i.state), describe(i))).collect::<String>(),
+        )?,
     }
     Ok(EXIT_OK)
 }
@@ -1022,12 +1066,12 @@ fn list(
                     s.push_str(&format!(
                         "{:<6} {:<5} {:<20} {:>8} {:>8} {:<10} {}\n",
                         i.port,
-                        i.protocols,
-                        i.name.as_deref().unwrap_or("-"),
+                        shown(&i.protocols),
+                        i.name.as_deref().map_or(Cow::Borrowed("-"), shown),
                         i.owner_pid,
                         i.watch_pid.map_or("-".to_string(), |w| w.to_string()),
                         i.expires_ms.map_or("-".to_string(), |e| format!("in {}", human_secs(e.saturating_sub(now)))),
-                        if i.bound { format!("{} (bound)", i.state) } else { i.state.clone() },
+                        if i.bound { format!("{} (bound)", shown(&i.state)) } else { shown(&i.state).into_owned() },
                     ));
                 }
                 emit(&s)?;
@@ -1083,9 +1127,9 @@ fn export(cli: &Cli, a: &ExportArgs) -> R<i32> {
     } else {
         mapping::write_nginx_dir(dir, &list)?
     };
-    let mut text = format!("wrote {} file(s) to {}\n", applied.files.len(), applied.dir.display());
+    let mut text = format!("wrote {} file(s) to {}\n", applied.files.len(), shown(&applied.dir.display().to_string()));
     for f in &applied.files {
-        text.push_str(&format!("  {f}\n"));
+        text.push_str(&format!("  {}\n", shown(f)));
     }
     for s in &applied.skipped {
         text.push_str(&format!("skipped: {}\n", one_line(s)));
@@ -1139,15 +1183,15 @@ fn import(cli: &Cli, fmt: Format, a: &ImportArgs) -> R<i32> {
                 let now = join(&s.ports, s.port);
                 let before = join(&s.previous_ports, Some(s.previous_port));
                 let plural = if s.previous_ports.len() > 1 { "s" } else { "" };
+                let name = shown(&s.name);
                 match (s.status.as_str(), s.port) {
-                    ("same", Some(_)) => format!("{} {now} (kept its previous port{plural})\n", s.name),
+                    ("same", Some(_)) => format!("{name} {now} (kept its previous port{plural})\n"),
                     ("moved", Some(_)) => format!(
-                        "{} {before} -> {now} (moved: {})\n",
-                        s.name,
+                        "{name} {before} -> {now} (moved: {})\n",
                         one_line(s.reason.as_deref().unwrap_or("its previous port is taken"))
                     ),
-                    ("existing", Some(_)) => format!("{} {now} (already live: left as it is)\n", s.name),
-                    _ => format!("{} failed: {}\n", s.name, one_line(s.reason.as_deref().unwrap_or("unknown reason"))),
+                    ("existing", Some(_)) => format!("{name} {now} (already live: left as it is)\n"),
+                    _ => format!("{name} failed: {}\n", one_line(s.reason.as_deref().unwrap_or("unknown reason"))),
                 }
             })
             .collect(),
@@ -1158,7 +1202,7 @@ fn import(cli: &Cli, fmt: Format, a: &ImportArgs) -> R<i32> {
     let failed: Vec<String> = outcome
         .failed()
         .iter()
-        .map(|s| format!("{} ({})", s.name, one_line(s.reason.as_deref().unwrap_or("unknown reason"))))
+        .map(|s| format!("{} ({})", shown(&s.name), one_line(s.reason.as_deref().unwrap_or("unknown reason"))))
         .collect();
     for l in outcome.leases {
         l.keep()?;
@@ -1206,7 +1250,7 @@ fn group_alloc(cli: &Cli, fmt: Format, a: &GroupAllocArgs) -> R<i32> {
     let text = match fmt {
         Format::Json => format!("{}\n", serde_json::to_string_pretty(&info).unwrap_or_default()),
         Format::Env => info.members.iter().map(|m| format!("{}={}\n", mapping::env_key(&m.name), m.port)).collect(),
-        _ => info.members.iter().map(|m| format!("{}={}\n", m.member, m.port)).collect(),
+        _ => info.members.iter().map(|m| format!("{}={}\n", shown(&m.member), m.port)).collect(),
     };
     // Printed before it is kept, as for alloc.
     emit(&text)?;
@@ -1253,9 +1297,11 @@ fn group_list(cli: &Cli, fmt: Format) -> R<i32> {
             &groups
                 .iter()
                 .map(|(g, members)| {
-                    let m: Vec<String> =
-                        members.iter().map(|m| format!("{}={}", m.member.as_deref().unwrap_or("?"), m.port)).collect();
-                    format!("{g} {}\n", m.join(" "))
+                    let m: Vec<String> = members
+                        .iter()
+                        .map(|m| format!("{}={}", m.member.as_deref().map_or("?".into(), shown), m.port))
+                        .collect();
+                    format!("{} {}\n", shown(g), m.join(" "))
                 })
                 .collect::<String>(),
         )?,
@@ -1351,7 +1397,7 @@ fn health(cli: &Cli, fmt: Format, threshold: f64) -> R<i32> {
         _ => {
             let mut s = String::new();
             for p in &problems {
-                s.push_str(&format!("warning: {}\n", p["message"].as_str().unwrap_or("")));
+                s.push_str(&format!("warning: {}\n", shown(p["message"].as_str().unwrap_or(""))));
             }
             s.push_str(&format!(
                 "{}: {} held, pool {} {:.1}% used\n",
@@ -1531,7 +1577,7 @@ fn wait(fmt: Format, target: &str, timeout: Duration) -> R<i32> {
             let waited = start.elapsed().as_millis() as u64;
             match fmt {
                 Format::Json => emit_json(&json!({ "target": target, "ready": true, "waited_ms": waited }))?,
-                _ => emit(&format!("{target} accepts connections\n"))?,
+                _ => emit(&format!("{} accepts connections\n", shown(target)))?,
             }
             return Ok(EXIT_OK);
         }
@@ -1576,7 +1622,18 @@ fn run(cli: &Cli, a: &RunArgs) -> R<i32> {
             if prev.1 && !bind && prev.0.name == s.name {
                 continue;
             }
-            return Err(fail(EXIT_USAGE, format!("port name {:?} is given twice; give each NAME once", s.name)));
+            if prev.0.name == s.name {
+                return Err(fail(EXIT_USAGE, format!("port name {:?} is given twice; give each NAME once", s.name)));
+            }
+            return Err(fail(
+                EXIT_USAGE,
+                format!(
+                    "port names {:?} and {:?} both become the environment variable {}_PORT; give names that differ in their letters or digits",
+                    prev.0.name,
+                    s.name,
+                    env_stem(&s.name)
+                ),
+            ));
         }
         specs.push((s.clone(), bind));
     }
@@ -1974,8 +2031,14 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("12").unwrap(), Duration::from_secs(12));
-        for bad in ["", "5x", "m", "-1s", "1.2.3s", "ms5"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
+        for bad in ["", "5x", "m", "-1s", "1.2.3s", "ms5", "1e3", "nan", "."] {
+            assert!(parse_duration(bad).unwrap_err().contains("not a duration"), "{bad}");
+        }
+        for long in ["36501d", "100000000d", "18446744073709551615s", "99999999999999999999999s", "4000000000"] {
+            assert!(parse_duration(long).unwrap_err().contains("too long"), "{long}");
         }
     }
 

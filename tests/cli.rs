@@ -846,3 +846,87 @@ fn registry_flag_and_env_agree() {
     assert!(r.held().is_empty());
     assert!(Path::new(&r.dir).join("registry.db").exists());
 }
+
+// ----------------------------------------------------------------------------------------
+// Issue 11 (a hostile review). Exact ports in these tests are in 23000-23999: outside the
+// kernel's ephemeral range, and used by no other test.
+
+/// Item 13: a duration too large to hold says so and names the maximum (it is a duration,
+/// just too long); every form the other tests use still parses.
+#[test]
+fn too_long_durations_name_the_maximum() {
+    let r = reg();
+    for args in [
+        &["alloc", "--ttl", "100000000d", "--range", "23500-23509"][..],
+        &["alloc", "--ttl", "18446744073709551615s", "--range", "23500-23509"],
+        &["wait", "127.0.0.1:1", "--timeout", "36501d"],
+    ] {
+        let o = r.run(args);
+        assert_one_line_error(&o, 2, "too long");
+        assert!(stderr(&o).contains("36500d"), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("not a duration"), "{args:?}: {}", stderr(&o));
+    }
+    for ok in ["36500d", "1h30m", "1h 30m", "90s", "250ms", "12", "0.5", "5min", "2hrs", "3secs"] {
+        let o = r.run(&["alloc", "--ttl", ok, "--range", "23500-23509", "--json"]);
+        assert_eq!(code(&o), 0, "--ttl {ok}: {}", stderr(&o));
+    }
+    for bad in ["", "5x", "m", "-1s", "1.2.3s", "ms5", "1e3"] {
+        assert_one_line_error(&r.run(&["alloc", &format!("--ttl={bad}")]), 2, "duration");
+    }
+}
+
+/// Item 13: two `run` port names that differ but map to one environment variable say
+/// so, naming the variable, instead of calling the second one "given twice".
+#[test]
+fn run_names_that_share_a_variable_name_the_variable() {
+    let r = reg();
+    let o = r.run(&["run", "--port", "a-b", "--port", "a.b", "--range", "23510-23519", "--", "true"]);
+    assert_one_line_error(&o, 2, "A_B_PORT");
+    assert!(stderr(&o).contains("\"a-b\"") && stderr(&o).contains("\"a.b\""), "{}", stderr(&o));
+    assert!(r.held().is_empty());
+}
+
+/// The registry file's record of `port`: where its service name starts.
+fn record_name_offset(port: u16) -> u64 {
+    const RECORDS_OFF: u64 = 4096 + 4096 * 64 + 65536 / 8;
+    RECORDS_OFF + u64::from(port) * 128 + 72
+}
+
+/// Item 12: human output escapes control characters of a damaged record's name (ANSI
+/// escapes, newlines, carriage returns) instead of printing them raw: one helper for
+/// every string field the plain output prints.
+#[test]
+fn plain_output_escapes_control_characters_of_a_damaged_record() {
+    use std::os::unix::fs::FileExt;
+    let r = reg();
+    let port = 23520u16;
+    let o = r.run(&["alloc", "--name", "abcdefghijklmnop", "--range", "23520-23520", "--ttl", "10m"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // Damage the record in place: same length, so only the bytes change.
+    let evil = b"\x1b[31mEVIL\nFAKE\r!";
+    assert_eq!(evil.len(), 16);
+    let f = std::fs::OpenOptions::new().write(true).open(r.dir.join("registry.db")).unwrap();
+    f.write_all_at(evil, record_name_offset(port)).unwrap();
+    drop(f);
+    let rows = r.list_json();
+    let raw = String::from_utf8_lossy(evil).into_owned();
+    let shown = rows.iter().any(|i| i["name"] == raw.as_str());
+    let cases: [(&[&str], bool); 5] = [
+        (&["list"], true),
+        (&["check", "23520"], true),
+        (&["scan", "23520-23520"], true),
+        (&["gc"], false),
+        (&["health"], false),
+    ];
+    for (args, names_it) in cases {
+        let o = r.run(args);
+        let out = stdout(&o);
+        assert!(!out.contains(['\x1b', '\r']), "{args:?} printed control characters raw: {out:?}");
+        assert!(!out.lines().any(|l| l.starts_with("FAKE")), "{args:?} printed a raw newline: {out:?}");
+        if shown && names_it {
+            assert!(out.contains(r"\u{1b}[31mEVIL\nFAKE\r!"), "{args:?}: {out:?}");
+        }
+    }
+    assert!(shown, "the damaged name is not listed at all: {rows:?}");
+    r.run(&["release", "23520"]);
+}

@@ -944,3 +944,22 @@ fn export_nginx_dir_ending_in_a_dot_is_a_usage_error() {
     }
     assert_eq!(files(), before);
 }
+
+/// Item 12: group, member and type names from a damaged side file are printed escaped in
+/// human output (`group list`), never raw.
+#[test]
+fn plain_group_list_escapes_control_characters_from_a_damaged_side_file() {
+    let r = reg();
+    r.ok(&["group", "alloc", "g", "--spec", "a=0", "--range", "23320-23329"]);
+    let file = r.dir.join("services.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    for (_, e) in v["leases"].as_object_mut().unwrap() {
+        e["group"] = "g\x1b[2J".into();
+        e["member"] = "a\nFAKE=1\r".into();
+    }
+    std::fs::write(&file, v.to_string()).unwrap();
+    let out = r.ok(&["group", "list"]);
+    assert!(!out.contains(['\x1b', '\r']), "{out:?}");
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    assert!(out.contains(r"g\u{1b}[2J a\nFAKE=1\r="), "{out:?}");
+}
