@@ -15,6 +15,8 @@ mod stopped;
 mod fork;
 #[path = "reliability/corruption.rs"]
 mod corruption;
+#[path = "reliability/damage.rs"]
+mod damage;
 #[path = "reliability/dirs.rs"]
 mod dirs;
 #[path = "reliability/probe_table.rs"]
@@ -46,6 +48,7 @@ pub fn extra_role(role: &str, words: &[String]) {
         "emfile" => io_faults::emfile_role(),
         "enospc" => io_faults::enospc_role(&words[1]),
         "worker" => concurrency::worker(arg(1), arg(2)),
+        "alloc-forever" => damage::alloc_forever(arg(1) as u16, arg(2) as u16),
         other => panic!("unknown role {other}"),
     }
 }

@@ -3,22 +3,41 @@
 //! ```text
 //! offset     size        what
 //! 0          4 KiB       Header: magic, version, layout sizes, boot id, counters
-//! 4 KiB      256 KiB     4096 owner slots x 64 B: generation, pid, start time
+//! 4 KiB      256 KiB     4096 owner slots x 64 B: generation, pid, start time, check
 //! 260 KiB    8 KiB       bitmap, one bit a port: set = maybe taken (check the record)
 //! 268 KiB    8 MiB       65536 port records x 128 B, indexed by port number
 //! ```
 //!
-//! The file is sparse: only touched pages take disk space. Every field is an atomic, so
-//! that concurrent readers in other processes are well-defined; writers hold the registry
-//! lock, except for the one documented lock-free store (pending -> held, see `mod.rs`).
-//! All integers are native-endian: the file is per host.
+//! The file's blocks are all allocated up front (`fallocate`, see `reserve` in `mod.rs`).
+//! Every field is an atomic, so that concurrent readers in other processes are
+//! well-defined; writers hold the registry lock, except for the one documented lock-free
+//! store (pending -> held, see `mod.rs`). All integers are native-endian: the file is per
+//! host.
+//!
+//! # Damage detection (layout version 2)
+//!
+//! Every record and owner slot carries a CRC-32 of its fields (`check`). A record whose
+//! check does not match (bit flips, or pages zeroed by a truncate-then-extend: a zeroed
+//! record does not match, because a free record's check is the CRC of its zero fields,
+//! which is not 0) is *damaged*: never handed out, reported, and repaired by its owner,
+//! which keeps an image of every record it wrote. The record's state takes part in the
+//! check only as free / not free, so the lock-free pending -> held store keeps it valid.
+//! A writer names the record it is changing in the header (`writing`) until it has
+//! resealed it: a writer killed half-way leaves a record the next lock holder reseals
+//! (or clears), not one that looks damaged.
+//!
+//! Version 1 files (no checks; `watch_pidns` a u64 whose high half is always 0, now
+//! `watch_pidns: u32` + `check: u32`) are upgraded in place, keeping every record.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 
-/// `PORTMGR` and a format byte.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"PORTMGR\x01");
+/// `PORTMGR` and a format byte (the layout version): a process of an older version that
+/// has the file mapped sees the magic change at an upgrade and stops using the file.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"PORTMGR\x02");
 /// Layout version; bumped on any incompatible change.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The magic of layout version 1, upgraded in place when found.
+pub const MAGIC_V1: u64 = u64::from_le_bytes(*b"PORTMGR\x01");
 /// Owner slots: the most processes that can use one registry at once.
 pub const OWNER_SLOTS: usize = 4096;
 /// Bytes of the header.
@@ -75,6 +94,16 @@ pub struct Header {
     pub releases: AtomicU64,
     /// Held ports reclaimed from dead owners or expired leases, ever.
     pub reclaimed: AtomicU64,
+    /// The record being changed, as port + 1 (0: none): set before a record is changed and
+    /// cleared once it is resealed, so the next lock holder can finish a write that a
+    /// killed (or panicking) writer left half-done.
+    pub writing: AtomicU32,
+    pub _pad: AtomicU32,
+    /// Grows whenever a process finds a damaged record or owner slot: every owner then
+    /// checks and repairs its own records at its next call.
+    pub damage_epoch: AtomicU64,
+    /// Damaged records found, ever.
+    pub damaged: AtomicU64,
 }
 
 /// One owner slot. The owner holds an open-file-description write lock on the slot's
@@ -83,11 +112,15 @@ pub struct Header {
 pub struct Owner {
     pub generation: AtomicU64,
     pub pid: AtomicU32,
-    pub _pad: AtomicU32,
+    /// CRC-32 of the other fields (version 2; 0 in version 1 files).
+    pub check: AtomicU32,
     pub start_time: AtomicU64,
     pub pidns: AtomicU64,
     pub created_ms: AtomicU64,
-    pub _reserved: [AtomicU64; 3],
+    /// The damage epoch up to which the owner has checked and repaired its records (not
+    /// covered by the check: only the owner writes it).
+    pub repaired_epoch: AtomicU64,
+    pub _reserved: [AtomicU64; 2],
 }
 
 /// One port record.
@@ -109,7 +142,10 @@ pub struct Record {
     pub watch_pid: AtomicU32,
     pub owner_pid: AtomicU32,
     pub watch_start: AtomicU64,
-    pub watch_pidns: AtomicU64,
+    /// The pid namespace's inode (a 32-bit number in the kernel).
+    pub watch_pidns: AtomicU32,
+    /// CRC-32 of the other fields, the state counted as free / not free (version 2).
+    pub check: AtomicU32,
     pub name: [AtomicU8; NAME_MAX],
 }
 
@@ -141,7 +177,7 @@ impl Record {
         self.name_len.store(bytes.len().min(NAME_MAX) as u8, Relaxed);
     }
 
-    /// Clear to FREE: state first, then the fields.
+    /// Clear to FREE and seal: state first, then the fields, then the check.
     pub fn clear(&self) {
         self.state.store(FREE, Release);
         self.protocols.store(0, Relaxed);
@@ -157,5 +193,193 @@ impl Record {
         self.watch_start.store(0, Relaxed);
         self.watch_pidns.store(0, Relaxed);
         self.set_name("");
+        self.check.store(*FREE_CHECK, Release);
+    }
+
+    /// A plain copy of the fields (not the check).
+    pub fn snapshot(&self) -> Image {
+        let mut name = [0u8; NAME_MAX];
+        for (b, a) in name.iter_mut().zip(&self.name) {
+            *b = a.load(Relaxed);
+        }
+        Image {
+            state: self.state.load(Acquire),
+            protocols: self.protocols.load(Relaxed),
+            flags: self.flags.load(Relaxed),
+            name_len: self.name_len.load(Relaxed),
+            owner_slot: self.owner_slot.load(Relaxed),
+            owner_gen: self.owner_gen.load(Relaxed),
+            lease_id: self.lease_id.load(Relaxed),
+            created_ms: self.created_ms.load(Relaxed),
+            expires_boot_ms: self.expires_boot_ms.load(Relaxed),
+            ttl_ms: self.ttl_ms.load(Relaxed),
+            watch_pid: self.watch_pid.load(Relaxed),
+            owner_pid: self.owner_pid.load(Relaxed),
+            watch_start: self.watch_start.load(Relaxed),
+            watch_pidns: self.watch_pidns.load(Relaxed),
+            name,
+        }
+    }
+
+    /// Store the check of the current fields.
+    pub fn seal(&self) {
+        self.check.store(self.snapshot().check(), Release);
+    }
+
+    /// Whether the record is undamaged: a known state and a check that matches.
+    pub fn intact(&self) -> bool {
+        let img = self.snapshot();
+        img.state <= HELD && self.check.load(Acquire) == img.check()
+    }
+
+    /// Whether every byte of the record is 0, its check included: what a truncate-then-
+    /// extend leaves of it.
+    pub fn is_zeroed(&self) -> bool {
+        self.check.load(Acquire) == 0 && self.snapshot() == Image::ZERO
+    }
+
+    /// Write `img` back (a repair): the fields, the state last, then the check.
+    pub fn restore(&self, img: &Image) {
+        self.protocols.store(img.protocols, Relaxed);
+        self.flags.store(img.flags, Relaxed);
+        self.owner_slot.store(img.owner_slot, Relaxed);
+        self.owner_gen.store(img.owner_gen, Relaxed);
+        self.lease_id.store(img.lease_id, Relaxed);
+        self.created_ms.store(img.created_ms, Relaxed);
+        self.expires_boot_ms.store(img.expires_boot_ms, Relaxed);
+        self.ttl_ms.store(img.ttl_ms, Relaxed);
+        self.watch_pid.store(img.watch_pid, Relaxed);
+        self.owner_pid.store(img.owner_pid, Relaxed);
+        self.watch_start.store(img.watch_start, Relaxed);
+        self.watch_pidns.store(img.watch_pidns, Relaxed);
+        for (a, b) in self.name.iter().zip(img.name) {
+            a.store(b, Relaxed);
+        }
+        self.name_len.store(img.name_len, Relaxed);
+        self.state.store(img.state, Release);
+        self.seal();
+    }
+}
+
+/// A plain copy of a record's fields: what an owner remembers of the records it wrote,
+/// to repair them if the file is damaged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub state: u8,
+    pub protocols: u8,
+    pub flags: u8,
+    pub name_len: u8,
+    pub owner_slot: u32,
+    pub owner_gen: u64,
+    pub lease_id: u64,
+    pub created_ms: u64,
+    pub expires_boot_ms: u64,
+    pub ttl_ms: u64,
+    pub watch_pid: u32,
+    pub owner_pid: u32,
+    pub watch_start: u64,
+    pub watch_pidns: u32,
+    pub name: [u8; NAME_MAX],
+}
+
+impl Image {
+    /// A free record.
+    pub const ZERO: Image = Image {
+        state: FREE,
+        protocols: 0,
+        flags: 0,
+        name_len: 0,
+        owner_slot: 0,
+        owner_gen: 0,
+        lease_id: 0,
+        created_ms: 0,
+        expires_boot_ms: 0,
+        ttl_ms: 0,
+        watch_pid: 0,
+        owner_pid: 0,
+        watch_start: 0,
+        watch_pidns: 0,
+        name: [0; NAME_MAX],
+    };
+
+    /// CRC-32 of the fields, the state counted only as free / not free.
+    pub fn check(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&[u8::from(self.state != FREE), self.protocols, self.flags, self.name_len]);
+        h.update(&self.owner_slot.to_ne_bytes());
+        for v in [self.owner_gen, self.lease_id, self.created_ms, self.expires_boot_ms, self.ttl_ms] {
+            h.update(&v.to_ne_bytes());
+        }
+        h.update(&self.watch_pid.to_ne_bytes());
+        h.update(&self.owner_pid.to_ne_bytes());
+        h.update(&self.watch_start.to_ne_bytes());
+        h.update(&self.watch_pidns.to_ne_bytes());
+        h.update(&self.name);
+        h.finalize()
+    }
+}
+
+/// The check of a free (all-zero) record: not 0, so a zeroed record is seen as damaged.
+pub static FREE_CHECK: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| Image::ZERO.check());
+
+impl Owner {
+    /// CRC-32 of the slot's fields.
+    pub fn compute_check(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for v in [self.generation.load(Acquire), self.start_time.load(Relaxed), self.pidns.load(Relaxed), self.created_ms.load(Relaxed)] {
+            h.update(&v.to_ne_bytes());
+        }
+        h.update(&self.pid.load(Relaxed).to_ne_bytes());
+        // Never 0: a zeroed slot does not match.
+        h.finalize() | 1
+    }
+
+    /// Store the check of the current fields.
+    pub fn seal(&self) {
+        self.check.store(self.compute_check(), Release);
+    }
+
+    /// Whether the slot is undamaged.
+    pub fn intact(&self) -> bool {
+        self.check.load(Acquire) == self.compute_check()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zeroed_record_or_slot_is_not_intact_and_a_cleared_one_is() {
+        assert_ne!(*FREE_CHECK, 0);
+        let rec: Record = unsafe_zeroed();
+        assert!(!rec.intact(), "a zeroed record must look damaged");
+        rec.clear();
+        assert!(rec.intact());
+        rec.owner_gen.store(7, Relaxed);
+        assert!(!rec.intact(), "a changed field must be seen");
+        rec.seal();
+        assert!(rec.intact());
+        // The lock-free pending -> held store keeps the check valid.
+        rec.state.store(PENDING, Relaxed);
+        rec.seal();
+        rec.state.store(HELD, Relaxed);
+        assert!(rec.intact());
+        rec.state.store(3, Relaxed);
+        assert!(!rec.intact(), "an unknown state is damage");
+        let o: Owner = unsafe_zeroed();
+        assert!(!o.intact());
+        o.generation.store(3, Relaxed);
+        o.seal();
+        assert!(o.intact());
+        o.pid.store(1, Relaxed);
+        assert!(!o.intact());
+    }
+
+    /// An all-zero value of an all-atomics struct.
+    fn unsafe_zeroed<T>() -> T {
+        // SAFETY: only used for `Record` and `Owner`, made only of atomic integers, for
+        // which all-zero bytes are a valid value.
+        unsafe { std::mem::zeroed() }
     }
 }

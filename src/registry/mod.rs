@@ -24,6 +24,7 @@ pub(crate) mod layout;
 pub use layout::NAME_MAX;
 
 mod dir;
+mod fault;
 mod lock;
 mod request;
 
@@ -76,6 +77,26 @@ struct State {
     /// free for the very next call.
     live_cache: HashMap<(u32, u64), bool>,
     notices: Vec<String>,
+    /// What this process wrote into each of its records, to repair them if damaged.
+    images: HashMap<u16, Image>,
+    /// This process's owner slot as it wrote it (pid, start time, pid ns, created).
+    owner_fields: Option<(u32, u64, u64, u64)>,
+    /// The damage epoch this process last repaired its records at.
+    seen_epoch: u64,
+    /// Damaged records already reported by this process.
+    reported: HashSet<u16>,
+}
+
+impl State {
+    /// Drop the files and everything tied to them (owner slot, caches, record images).
+    fn forget_files(&mut self) {
+        self.files = None;
+        self.owner = None;
+        self.owner_fields = None;
+        self.live_cache.clear();
+        self.images.clear();
+        self.reported.clear();
+    }
 }
 
 struct Files {
@@ -94,6 +115,8 @@ struct OwnerId {
 
 /// The mapped registry file.
 struct Map {
+    /// Declared first, so dropped (unregistered) before the mapping is unmapped.
+    guard: fault::Guard,
     raw: MmapRaw,
 }
 
@@ -103,7 +126,18 @@ impl Map {
         if raw.len() < FILE_SIZE {
             return Err(Error::Internal("registry mapping shorter than its layout".into()));
         }
-        Ok(Map { raw })
+        Ok(Map { guard: fault::Guard::new(raw.as_ptr(), raw.len()), raw })
+    }
+    /// Whether an access faulted (the file was truncated under the mapping).
+    fn faulted(&self) -> bool {
+        self.guard.faulted()
+    }
+    /// Clear `port`'s record to free, named in the header while it is half-done.
+    fn clear_record(&self, port: u16) {
+        self.header().writing.store(u32::from(port) + 1, Release);
+        self.record(port).clear();
+        self.unmark(port);
+        self.header().writing.store(0, Release);
     }
     fn at<T>(&self, off: usize) -> &T {
         debug_assert!(off + size_of::<T>() <= FILE_SIZE && off.is_multiple_of(align_of::<T>()));
@@ -175,7 +209,9 @@ pub struct LeaseInfo {
     pub detached: bool,
     /// Handed out as a bound socket.
     pub bound: bool,
-    /// `"held"`, `"pending"` (being probed), `"expired"` or `"owner gone"`.
+    /// `"held"`, `"pending"` (being probed), `"expired"`, `"owner gone"`, or `"damaged"`
+    /// (its record does not match its check: kept out of use until its holder repairs it,
+    /// see [`Registry::free_damaged`]).
     pub state: String,
 }
 
@@ -230,9 +266,7 @@ static HANDLES: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
 pub(crate) fn close_inherited_in_child() {
     for inner in HANDLES.lock().iter().filter_map(Weak::upgrade) {
         if let Some(mut st) = inner.state.try_lock() {
-            st.files = None;
-            st.owner = None;
-            st.live_cache.clear();
+            st.forget_files();
             st.fork_gen = lock::fork_generation();
         }
     }
@@ -266,6 +300,10 @@ impl Registry {
                     owner: None,
                     live_cache: HashMap::new(),
                     notices: Vec::new(),
+                    images: HashMap::new(),
+                    owner_fields: None,
+                    seen_epoch: 0,
+                    reported: HashSet::new(),
                 }),
             }),
         };
@@ -327,31 +365,41 @@ impl Registry {
         if st.fork_gen != lock::fork_generation() {
             // A forked child: close (never unlock) what the parent opened; the parent's
             // locks live on in the parent. This process gets its own owner slot.
-            st.files = None;
-            st.owner = None;
-            st.live_cache.clear();
+            st.forget_files();
             st.fork_gen = lock::fork_generation();
         }
+        let db_path = self.inner.dir.join("registry.db");
         for _ in 0..3 {
             if st.files.is_none() {
-                st.owner = None;
-                st.live_cache.clear();
+                st.forget_files();
                 st.files = Some(Files::open(&self.inner.dir, deadline, &mut st.notices)?);
             }
-            let files = st.files.as_ref().ok_or_else(|| Error::Internal("registry files missing".into()))?;
+            let files = st.files.as_mut().ok_or_else(|| Error::Internal("registry files missing".into()))?;
             let _flock = lock::lock_file(&files.lock, &self.inner.dir.join("registry.lock"), deadline)?;
-            // Size first: a file truncated under us faults (SIGBUS) on access past its end.
-            let size = sys::fstat(&files.db)
-                .map_err(|e| Error::os(format!("fstat of {}", self.inner.dir.join("registry.db").display()), e))?
-                .st_size;
+            // Size first: a file truncated under us faults on access past its end (the
+            // fault guard turns that into zeros and a flag, see `fault`).
+            let size = sys::fstat(&files.db).map_err(|e| Error::os(format!("fstat of {}", db_path.display()), e))?.st_size;
             let size_ok = size as u64 == FILE_SIZE as u64;
-            if !size_ok || files.map.header().magic.load(Acquire) != MAGIC {
+            if size_ok && files.map.faulted() && files.map.header().magic.load(Acquire) == MAGIC {
+                // Truncated and extended again while mapped here: our mapping has zero
+                // pages where the file has its own; map it afresh. What the cut zeroed is
+                // record damage, found and repaired like any other.
+                files.map = Arc::new(Map::new(&files.db)?);
+                let h = files.map.header();
+                h.damage_epoch.fetch_add(1, AcqRel);
+                st.notices.push(format!(
+                    "portmgr: registry file {} was truncated while pid {} had it mapped; mapped it again, and its records are checked",
+                    db_path.display(),
+                    sys::getpid()
+                ));
+            }
+            if !size_ok || files.map.faulted() || files.map.header().magic.load(Acquire) != MAGIC {
                 if st.owner.is_some() {
                     // Our owner lock proves nobody moved it aside (that needs no owner
                     // attached): it was damaged in place. Keep our lock, and with it our
                     // ports; reopening would drop it and let others take them.
                     return Err(Error::RegistryCorrupt {
-                        path: self.inner.dir.join("registry.db"),
+                        path: db_path,
                         reason: format!(
                             "it was {} while this process (pid {}) was using it; this process keeps its ports, but no more calls work on that file: stop the processes using it, then run portmgr again",
                             if size_ok { "overwritten (its header has no portmgr magic number)" } else { "truncated or extended" },
@@ -364,9 +412,18 @@ impl Registry {
                 st.files = None;
                 continue;
             }
+            let files: &Files = files;
+            let map = Arc::clone(&files.map);
+            finish_interrupted_write(&map, &mut st.images);
             if need_owner && st.owner.is_none() {
-                st.owner = Some(claim_owner(files)?);
+                let (owner, fields) = claim_owner(files)?;
+                st.owner = Some(owner);
+                st.owner_fields = Some(fields);
+                st.seen_epoch = map.header().damage_epoch.load(Acquire);
                 failpoint("owner-claimed");
+            }
+            if let (Some(me), Some(fields)) = (st.owner, st.owner_fields) {
+                repair_owner_slot(&map, me, fields, &mut st.notices);
             }
             st.live_cache.retain(|_, alive| !*alive);
             if st.live_cache.len() > OWNER_SLOTS {
@@ -379,11 +436,31 @@ impl Registry {
                 cache: &mut st.live_cache,
                 now_boot: sys::boottime_ms(),
                 pidns: *PIDNS,
+                images: &mut st.images,
+                notices: &mut st.notices,
+                reported: &mut st.reported,
+                owners_damaged: None,
             };
-            return f(&mut ctx);
+            let epoch = map.header().damage_epoch.load(Acquire);
+            if ctx.me.is_some() && epoch != st.seen_epoch {
+                ctx.repair_own();
+                if let Some(me) = ctx.me {
+                    map.owner(me.slot).repaired_epoch.store(epoch, Release);
+                }
+                st.seen_epoch = epoch;
+            }
+            let out = f(&mut ctx);
+            if map.faulted() {
+                // Truncated during the call: nothing it read can be trusted.
+                return Err(Error::RegistryCorrupt {
+                    path: db_path,
+                    reason: format!("it was truncated while this process (pid {}) was using it; try again (portmgr checks and repairs it)", sys::getpid()),
+                });
+            }
+            return out;
         }
         Err(Error::RegistryCorrupt {
-            path: self.inner.dir.join("registry.db"),
+            path: db_path,
             reason: "it was replaced three times while this call tried to use it; another process keeps finding it damaged".into(),
         })
     }
@@ -430,10 +507,12 @@ impl Registry {
         })?;
         let ports = lease.ports.clone();
         self.with_lock(true, |ctx| {
-            for p in &ports {
-                let r = ctx.map.record(*p);
+            for &p in &ports {
+                let r = ctx.map.record(p);
                 if r.lease_id.load(Relaxed) == lease.lease_id {
+                    ctx.begin(p);
                     r.flags.fetch_or(FLAG_BOUND, Relaxed);
+                    ctx.seal(p);
                 }
             }
             Ok(())
@@ -577,8 +656,7 @@ impl Registry {
                 let r = ctx.map.record(p);
                 if r.lease_id.load(Relaxed) == lease_id && r.state.load(Acquire) != FREE {
                     let held = r.state.load(Acquire) == HELD;
-                    r.clear();
-                    ctx.map.unmark(p);
+                    ctx.clear(p);
                     if held {
                         ctx.map.header().releases.fetch_add(1, AcqRel);
                     }
@@ -612,7 +690,7 @@ impl Registry {
 
     fn release_where(&self, what: &str, matches: impl Fn(&Map, u16) -> bool) -> Result<Vec<u16>> {
         self.with_lock(false, |ctx| {
-            let hit = ctx.map.marked().into_iter().find(|&p| matches(ctx.map, p) && ctx.live(ctx.map.record(p)));
+            let hit = ctx.map.marked().into_iter().find(|&p| matches(ctx.map, p) && ctx.live(p));
             let Some(port) = hit else {
                 return Err(Error::NotFound(format!("no live lease holds {what}")));
             };
@@ -652,7 +730,7 @@ impl Registry {
 
     fn renew_where(&self, what: &str, ttl: Option<Duration>, matches: impl Fn(&Map, u16) -> bool) -> Result<()> {
         self.with_lock(false, |ctx| {
-            let hit = ctx.map.marked().into_iter().find(|&p| matches(ctx.map, p) && ctx.live(ctx.map.record(p)));
+            let hit = ctx.map.marked().into_iter().find(|&p| matches(ctx.map, p) && ctx.live(p));
             let Some(port) = hit else {
                 return Err(Error::NotFound(format!("no live lease holds {what}")));
             };
@@ -667,7 +745,7 @@ impl Registry {
         self.with_lock(false, |ctx| {
             let mut out = Vec::new();
             for p in ctx.map.marked() {
-                if ctx.live(ctx.map.record(p)) {
+                if ctx.live(p) {
                     out.push(ctx.info(p));
                 }
             }
@@ -683,9 +761,8 @@ impl Registry {
     /// The live lease of `port`, if any.
     pub fn get_by_port(&self, port: u16) -> Result<Option<LeaseInfo>> {
         self.with_lock(false, |ctx| {
-            let r = ctx.map.record(port);
             // The record decides (a damaged bitmap bit does not hide a live lease).
-            Ok(ctx.live(r).then(|| ctx.info(port)))
+            Ok(ctx.live(port).then(|| ctx.info(port)))
         })
     }
 
@@ -695,11 +772,51 @@ impl Registry {
             let mut freed = Vec::new();
             for p in ctx.map.marked() {
                 let r = ctx.map.record(p);
-                if r.state.load(Acquire) == FREE {
+                if r.state.load(Acquire) == FREE && ctx.sound(p) {
                     ctx.map.unmark(p);
-                } else if !ctx.live(r) {
+                } else if !ctx.live(p) {
                     freed.push(ctx.info(p));
                     ctx.reclaim(p);
+                }
+            }
+            Ok(freed)
+        })
+    }
+
+    /// Free every damaged record (see [`LeaseInfo::state`] `"damaged"`) that no live
+    /// process can still repair: refused with [`Error::RegistryCorrupt`] while a live process has not yet checked its own records since
+    /// the damage was found (it does at its next call). Returns the ports freed. A damaged
+    /// record of a lease that lived by a TTL or a watched process (a CLI `alloc`) cannot be
+    /// repaired by anyone: this is how such ports come back.
+    pub fn free_damaged(&self) -> Result<Vec<u16>> {
+        self.with_lock(false, |ctx| {
+            let epoch = ctx.map.header().damage_epoch.load(Acquire);
+            let mut behind = Vec::new();
+            for slot in 0..OWNER_SLOTS as u32 {
+                let o = ctx.map.owner(slot);
+                let g = o.generation.load(Acquire);
+                let me = ctx.me.is_some_and(|m| m.slot == slot);
+                if g != 0 && !me && o.repaired_epoch.load(Acquire) < epoch && ctx.owner_alive(slot, g) {
+                    behind.push(o.pid.load(Relaxed));
+                }
+            }
+            if !behind.is_empty() {
+                let pids: Vec<String> = behind.iter().take(10).map(u32::to_string).collect();
+                return Err(Error::RegistryCorrupt {
+                    path: self.inner.dir.join("registry.db"),
+                    reason: format!(
+                        "its damaged records are not freed yet: {} live process(es) (pid {}) have not checked their own records since the damage was found; they repair them at their next portmgr call, or stop them, then try again",
+                        behind.len(),
+                        pids.join(", ")
+                    ),
+                });
+            }
+            let mut freed = Vec::new();
+            for p in 0..=u16::MAX {
+                if !ctx.sound(p) {
+                    ctx.clear(p);
+                    ctx.reported.remove(&p);
+                    freed.push(p);
                 }
             }
             Ok(freed)
@@ -713,7 +830,7 @@ impl Registry {
             let mut out = Vec::new();
             for p in ctx.map.marked() {
                 let r = ctx.map.record(p);
-                if r.state.load(Acquire) != FREE && !ctx.live(r) {
+                if r.state.load(Acquire) != FREE && ctx.sound(p) && !ctx.live(p) {
                     out.push(ctx.info(p));
                 }
             }
@@ -725,7 +842,7 @@ impl Registry {
     pub fn stats(&self) -> Result<Stats> {
         let pool = self.default_pool()?;
         self.with_lock(false, |ctx| {
-            let live: Vec<u16> = ctx.map.marked().into_iter().filter(|&p| ctx.live(ctx.map.record(p))).collect();
+            let live: Vec<u16> = ctx.map.marked().into_iter().filter(|&p| ctx.live(p)).collect();
             let held_in_pool = live.iter().filter(|&&p| pool.contains(p)).count();
             let mut owners = 0;
             for slot in 0..OWNER_SLOTS as u32 {
@@ -794,13 +911,22 @@ impl Files {
                 }
                 failpoint("sized");
                 let map = Map::new(&db)?;
-                init_header(map.header());
+                init_table(&map);
                 failpoint("initialised");
                 None
             } else if len != FILE_SIZE as u64 {
                 Some(format!("its size is {len} bytes, not {FILE_SIZE} (truncated or not a portmgr registry)"))
             } else {
-                check_header(&Map::new(&db)?)
+                let map = Map::new(&db)?;
+                let h = map.header();
+                if h.magic.load(Acquire) == MAGIC_V1 && h.version.load(Acquire) == 1 {
+                    let kept = upgrade_v1(&map);
+                    notices.push(format!(
+                        "portmgr: upgraded registry file {} from layout version 1 to {VERSION} in place ({kept} live records kept); processes of older portmgr versions still attached to it stop using it",
+                        db_path.display()
+                    ));
+                }
+                check_header(&map)
             };
             match problem {
                 None => {
@@ -855,6 +981,44 @@ fn reserve(db: &File, path: &Path) -> Result<()> {
         }
         Err(e) => Err(Error::os(format!("reserving {FILE_SIZE} bytes of disk for {}", path.display()), e)),
     }
+}
+
+/// Make a new (all-zero) file a valid empty table: every record and owner slot sealed,
+/// then the header, its magic last.
+fn init_table(map: &Map) {
+    for p in 0..=u16::MAX {
+        map.record(p).check.store(*FREE_CHECK, Relaxed);
+    }
+    for slot in 0..OWNER_SLOTS as u32 {
+        map.owner(slot).seal();
+    }
+    init_header(map.header());
+}
+
+/// Upgrade a layout version 1 file in place, keeping every record and owner: owner and
+/// record offsets are the same; a record's `watch_pidns` (a u64 whose high half is 0) is
+/// now a u32 followed by the record's check. Under the file lock. Processes of the older
+/// version still attached see the magic change and stop using the file (their ports stay
+/// held by their owner locks).
+fn upgrade_v1(map: &Map) -> usize {
+    let mut kept = 0;
+    for p in 0..=u16::MAX {
+        let off = RECORDS_OFF + usize::from(p) * RECORD_SIZE + std::mem::offset_of!(Record, watch_pidns);
+        let pidns = map.at::<AtomicU64>(off).load(Acquire);
+        let r = map.record(p);
+        r.watch_pidns.store(pidns as u32, Relaxed);
+        r.seal();
+        if r.state.load(Acquire) != FREE {
+            kept += 1;
+        }
+    }
+    for slot in 0..OWNER_SLOTS as u32 {
+        map.owner(slot).seal();
+    }
+    let h = map.header();
+    h.version.store(VERSION, Release);
+    h.magic.store(MAGIC, Release);
+    kept
 }
 
 fn init_header(h: &Header) {
@@ -919,17 +1083,20 @@ fn check_boot(map: &Map, db: &File, notices: &mut Vec<String>) {
         return;
     }
     let mut cleared = 0u64;
-    for p in map.marked() {
-        if map.record(p).state.load(Acquire) == HELD {
+    for p in 0..=u16::MAX {
+        let r = map.record(p);
+        if r.state.load(Acquire) == HELD {
             cleared += 1;
         }
-        map.record(p).clear();
-        map.unmark(p);
+        if map.is_marked(p) || r.state.load(Acquire) != FREE || !r.intact() {
+            map.clear_record(p);
+        }
     }
     for slot in 0..OWNER_SLOTS as u32 {
         let o = map.owner(slot);
         o.pid.store(0, Relaxed);
         o.start_time.store(0, Relaxed);
+        o.seal();
     }
     h.reclaimed.fetch_add(cleared, AcqRel);
     h.boot_id[0].store(now[0], Relaxed);
@@ -937,8 +1104,10 @@ fn check_boot(map: &Map, db: &File, notices: &mut Vec<String>) {
     notices.push(format!("portmgr: the host rebooted since the registry was last used; {cleared} ports of the old boot were freed"));
 }
 
-/// Claim a free owner slot: the first one whose lock byte nobody holds.
-fn claim_owner(files: &Files) -> Result<OwnerId> {
+/// Claim a free owner slot: the first one whose lock byte nobody holds. Returns the slot
+/// and the fields written into it (pid, start time, pid namespace, created), which the
+/// process keeps to repair its slot if the file is damaged.
+fn claim_owner(files: &Files) -> Result<(OwnerId, (u32, u64, u64, u64))> {
     let pid = sys::getpid();
     let start = pid as usize % OWNER_SLOTS;
     for i in 0..OWNER_SLOTS {
@@ -946,19 +1115,67 @@ fn claim_owner(files: &Files) -> Result<OwnerId> {
         let off = (OWNERS_OFF + slot as usize * OWNER_SIZE) as u64;
         if sys::ofd_try_lock(&files.db, off, 1).map_err(|e| Error::os("locking an owner slot", e))? {
             let o = files.map.owner(slot);
-            let generation = o.generation.load(Acquire).wrapping_add(1).max(1);
-            o.pid.store(pid, Relaxed);
-            o.start_time.store(match sys::proc_state(pid) {
-                ProcState::Alive(s) => s,
-                _ => 0,
-            }, Relaxed);
-            o.pidns.store(*PIDNS, Relaxed);
-            o.created_ms.store(sys::wall_ms(), Relaxed);
-            o.generation.store(generation, Release);
-            return Ok(OwnerId { slot, generation });
+            let old = o.generation.load(Acquire);
+            // A damaged slot's generation cannot be trusted: a number from the clock is
+            // above every counted one, so no old record of this slot comes back to life.
+            let generation = if o.intact() { old.wrapping_add(1).max(1) } else { old.wrapping_add(1).max(sys::wall_ms()).max(1) };
+            let fields = (
+                pid,
+                match sys::proc_state(pid) {
+                    ProcState::Alive(s) => s,
+                    _ => 0,
+                },
+                *PIDNS,
+                sys::wall_ms(),
+            );
+            write_owner(o, generation, fields);
+            return Ok((OwnerId { slot, generation }, fields));
         }
     }
     Err(Error::Exhausted { what: format!("all {OWNER_SLOTS} owner slots are taken by live processes") })
+}
+
+fn write_owner(o: &Owner, generation: u64, (pid, start_time, pidns, created_ms): (u32, u64, u64, u64)) {
+    o.pid.store(pid, Relaxed);
+    o.start_time.store(start_time, Relaxed);
+    o.pidns.store(pidns, Relaxed);
+    o.created_ms.store(created_ms, Relaxed);
+    o.generation.store(generation, Release);
+    o.seal();
+}
+
+/// This process's own owner slot, rewritten if it was damaged.
+fn repair_owner_slot(map: &Map, me: OwnerId, fields: (u32, u64, u64, u64), notices: &mut Vec<String>) {
+    let o = map.owner(me.slot);
+    if o.generation.load(Acquire) == me.generation && o.pid.load(Relaxed) == fields.0 && o.intact() {
+        return;
+    }
+    write_owner(o, me.generation, fields);
+    notices.push(format!("portmgr: the registry's owner slot {} of pid {} was damaged; repaired it", me.slot, fields.0));
+}
+
+/// A writer killed (or panicking) while it changed a record leaves the record named in
+/// the header: finish its write. A record it was freeing is cleared; one it was filling
+/// in (its state is stored after every other field) is resealed.
+fn finish_interrupted_write(map: &Map, images: &mut HashMap<u16, Image>) {
+    let w = map.header().writing.load(Acquire);
+    if w == 0 {
+        return;
+    }
+    let Ok(port) = u16::try_from(w - 1) else {
+        map.header().writing.store(0, Release);
+        return;
+    };
+    let r = map.record(port);
+    let state = r.state.load(Acquire);
+    if state == FREE || state > HELD {
+        map.clear_record(port);
+        images.remove(&port);
+    } else {
+        r.seal();
+        map.mark(port);
+    }
+    map.header().writing.store(0, Release);
 }
 
 /// What an allocation asks for, fixed for all its rounds.
@@ -977,6 +1194,11 @@ struct Ctx<'a> {
     cache: &'a mut HashMap<(u32, u64), bool>,
     now_boot: u64,
     pidns: u64,
+    images: &'a mut HashMap<u16, Image>,
+    notices: &'a mut Vec<String>,
+    reported: &'a mut HashSet<u16>,
+    /// Whether a live owner's slot is damaged (found out once per call, when needed).
+    owners_damaged: Option<bool>,
 }
 
 impl Ctx<'_> {
@@ -984,7 +1206,10 @@ impl Ctx<'_> {
         if self.me == Some(OwnerId { slot, generation }) {
             return true;
         }
-        if self.map.owner(slot).generation.load(Acquire) != generation {
+        let o = self.map.owner(slot);
+        // Another generation in an undamaged slot: that owner is gone. In a damaged slot
+        // the generation cannot be trusted: the slot's kernel lock decides.
+        if o.generation.load(Acquire) != generation && o.intact() {
             return false;
         }
         if let Some(&alive) = self.cache.get(&(slot, generation)) {
@@ -997,8 +1222,14 @@ impl Ctx<'_> {
         alive
     }
 
-    /// Whether a record (not FREE) still holds its port.
-    fn live(&mut self, r: &Record) -> bool {
+    /// Whether `port`'s record holds it. A damaged record holds it (it may be a live
+    /// holder's, and is never handed out) until its owner repairs it.
+    fn live(&mut self, port: u16) -> bool {
+        let r = self.map.record(port);
+        if !self.sound(port) {
+            self.note_damage(port);
+            return true;
+        }
         let state = r.state.load(Acquire);
         if state == FREE {
             return false;
@@ -1014,7 +1245,7 @@ impl Ctx<'_> {
         let watch = r.watch_pid.load(Relaxed);
         if watch != 0 {
             let start = r.watch_start.load(Relaxed);
-            if start == 0 || r.watch_pidns.load(Relaxed) != self.pidns {
+            if start == 0 || r.watch_pidns.load(Relaxed) != self.pidns as u32 {
                 // Cannot be checked from here: the TTL (if any) decides; without one, keep.
                 return true;
             }
@@ -1035,13 +1266,17 @@ impl Ctx<'_> {
         let r = self.map.record(port);
         if !self.map.is_marked(port) {
             if r.state.load(Acquire) == FREE {
-                return false;
+                if self.sound(port) {
+                    return false;
+                }
+                self.note_damage(port);
+                return true;
             }
             // A record whose bitmap bit is clear (a damaged bitmap, or a writer killed
             // between the two stores): the record decides, never the bit alone.
             self.map.mark(port);
         }
-        if self.live(r) {
+        if self.live(port) {
             return true;
         }
         self.reclaim(port);
@@ -1053,16 +1288,135 @@ impl Ctx<'_> {
         if r.state.load(Acquire) == HELD {
             self.map.header().reclaimed.fetch_add(1, AcqRel);
         }
-        r.clear();
+        self.clear(port);
         failpoint("reclaim-cleared");
-        self.map.unmark(port);
+    }
+
+    /// Whether `port`'s record is undamaged. A record that is all zeros, check included (a
+    /// truncate-then-extend zeroes whole pages from the cut to the end), whose bitmap bit
+    /// is clear was a free record: its check is restored. Unless the bitmap may have been
+    /// zeroed too: record 0 (never used, always sealed) sits right after the bitmap, so a
+    /// cut at or below it zeroes it as well. Nor while a live owner's slot is damaged.
+    /// Then a zeroed record could be a live holder's, and stays out of use until its owner
+    /// repairs it (or [`Registry::free_damaged`]).
+    fn sound(&mut self, port: u16) -> bool {
+        let r = self.map.record(port);
+        if r.intact() {
+            return true;
+        }
+        let bitmap_cut = self.map.record(0).is_zeroed();
+        if port == 0 || bitmap_cut || !r.is_zeroed() || self.map.is_marked(port) || self.live_owner_slot_damaged() {
+            return false;
+        }
+        r.check.store(*FREE_CHECK, Release);
+        true
+    }
+
+    fn live_owner_slot_damaged(&mut self) -> bool {
+        if let Some(d) = self.owners_damaged {
+            return d;
+        }
+        let mut damaged = false;
+        for slot in 0..OWNER_SLOTS as u32 {
+            if self.me.is_some_and(|m| m.slot == slot) || self.map.owner(slot).intact() {
+                continue;
+            }
+            let off = (OWNERS_OFF + slot as usize * OWNER_SIZE) as u64;
+            if sys::ofd_is_locked(self.db, off, 1).unwrap_or(true) {
+                damaged = true;
+                break;
+            }
+        }
+        self.owners_damaged = Some(damaged);
+        damaged
+    }
+
+    /// Clear `port`'s record (and forget this process's image of it).
+    fn clear(&mut self, port: u16) {
+        self.map.clear_record(port);
+        self.images.remove(&port);
+    }
+
+    /// Name `port`'s record in the header before changing it (see `seal`).
+    fn begin(&self, port: u16) {
+        self.map.header().writing.store(u32::from(port) + 1, Release);
+    }
+
+    /// Seal a record changed since `begin`, remember it when it is this process's, and
+    /// clear the header's mark.
+    fn seal(&mut self, port: u16) {
+        let r = self.map.record(port);
+        let img = r.snapshot();
+        r.check.store(img.check(), Release);
+        let mine = self.me.is_some_and(|m| m.slot == img.owner_slot && m.generation == img.owner_gen);
+        if img.state != FREE && mine {
+            self.images.insert(port, img);
+        } else {
+            self.images.remove(&port);
+        }
+        self.map.header().writing.store(0, Release);
+    }
+
+    /// A damaged record found: report it once (per process), and tell every owner to check
+    /// its records at its next call.
+    fn note_damage(&mut self, port: u16) {
+        if self.images.contains_key(&port) {
+            // Ours: repair it now rather than report it.
+            self.repair_own();
+            if self.map.record(port).intact() {
+                return;
+            }
+        }
+        if !self.reported.insert(port) {
+            return;
+        }
+        let h = self.map.header();
+        h.damage_epoch.fetch_add(1, AcqRel);
+        h.damaged.fetch_add(1, AcqRel);
+        self.notices.push(format!(
+            "portmgr: the registry record of port {port} is damaged; the port is kept out of use until the process holding it repairs it (at its next portmgr call); if no process holds it, free it with `portmgr gc --damaged`"
+        ));
+    }
+
+    /// Check every record this process wrote against its image: rewrite damaged ones
+    /// (unless their lease has run out: then free them), forget those whose lease ended.
+    fn repair_own(&mut self) {
+        let Some(me) = self.me else { return };
+        let ports: Vec<u16> = self.images.keys().copied().collect();
+        for port in ports {
+            let Some(img) = self.images.get(&port).copied() else { continue };
+            let r = self.map.record(port);
+            if r.intact() {
+                let ours = r.state.load(Acquire) != FREE
+                    && r.lease_id.load(Relaxed) == img.lease_id
+                    && r.owner_slot.load(Relaxed) == me.slot
+                    && r.owner_gen.load(Relaxed) == me.generation;
+                if !ours {
+                    self.images.remove(&port);
+                }
+                continue;
+            }
+            if img.expires_boot_ms != 0 && self.now_boot >= img.expires_boot_ms {
+                self.clear(port);
+                continue;
+            }
+            self.begin(port);
+            // Pending or held: restored as held (a pending one whose probe fails is rolled
+            // back by its allocation as usual).
+            r.restore(&Image { state: HELD, ..img });
+            self.map.mark(port);
+            self.seal(port);
+            self.reported.remove(&port);
+            self.notices.push(format!("portmgr: the registry record of port {port} (held by pid {}) was damaged; repaired it", sys::getpid()));
+        }
     }
 
     fn info(&mut self, port: u16) -> LeaseInfo {
         let r = self.map.record(port);
         let state = r.state.load(Acquire);
         let expires = r.expires_boot_ms.load(Relaxed);
-        let live = self.live(r);
+        let live = self.live(port);
+        let damaged = !self.sound(port);
         let flags = r.flags.load(Relaxed);
         let name = r.name();
         LeaseInfo {
@@ -1081,6 +1435,7 @@ impl Ctx<'_> {
             detached: flags & FLAG_DETACHED != 0,
             bound: flags & FLAG_BOUND != 0,
             state: match (live, state) {
+                _ if damaged => "damaged",
                 (true, PENDING) => "pending",
                 (true, _) => "held",
                 (false, _) if expires != 0 && self.now_boot >= expires => "expired",
@@ -1104,11 +1459,12 @@ impl Ctx<'_> {
             let owned = owner.is_none_or(|o| {
                 r.owner_slot.load(Relaxed) == o.slot && r.owner_gen.load(Relaxed) == o.generation
             });
-            if owned && r.lease_id.load(Relaxed) == id && r.state.load(Acquire) != FREE {
+            // This process's own record, damaged: its image says whose it is.
+            let ours_damaged = !r.intact() && self.images.get(&p).is_some_and(|i| i.lease_id == id);
+            if (owned && r.lease_id.load(Relaxed) == id && r.state.load(Acquire) != FREE) || ours_damaged {
                 let held = r.state.load(Acquire) == HELD;
-                r.clear();
+                self.clear(p);
                 failpoint("release-cleared");
-                self.map.unmark(p);
                 if held {
                     self.map.header().releases.fetch_add(1, AcqRel);
                 }
@@ -1131,7 +1487,7 @@ impl Ctx<'_> {
             let owned = owner.is_none_or(|o| {
                 r.owner_slot.load(Relaxed) == o.slot && r.owner_gen.load(Relaxed) == o.generation
             });
-            if owned && self.live(r) {
+            if owned && self.live(p) {
                 ports.push(p);
             }
         }
@@ -1149,9 +1505,11 @@ impl Ctx<'_> {
                     "port {p} has no TTL to renew; give one (e.g. --ttl 5m)"
                 )));
             }
+            self.begin(p);
             r.ttl_ms.store(ms, Relaxed);
             r.flags.fetch_or(FLAG_DETACHED, Relaxed);
             r.expires_boot_ms.store(self.now_boot.saturating_add(ms), Release);
+            self.seal(p);
         }
         Ok(())
     }
@@ -1160,7 +1518,7 @@ impl Ctx<'_> {
         let mut ports = Vec::new();
         for p in self.map.marked() {
             let r = self.map.record(p);
-            if r.name_is(name) && self.live(r) {
+            if r.name_is(name) && self.live(p) {
                 ports.push(p);
             }
         }
@@ -1242,7 +1600,14 @@ impl Ctx<'_> {
                             continue;
                         }
                         let held = if fast && pass == 0 {
-                            self.map.is_marked(p) || self.map.record(p).state.load(Acquire) != FREE
+                            self.map.is_marked(p) || self.map.record(p).state.load(Acquire) != FREE || {
+                                // The one candidate taken: its record must be a sound free one.
+                                let damaged = !self.sound(p);
+                                if damaged {
+                                    self.note_damage(p);
+                                }
+                                damaged
+                            }
                         } else {
                             self.taken(p)
                         };
@@ -1268,9 +1633,10 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    fn mark_pending(&self, port: u16, plan: &Plan<'_>, me: OwnerId) {
+    fn mark_pending(&mut self, port: u16, plan: &Plan<'_>, me: OwnerId) {
         let req = plan.req;
         let r = self.map.record(port);
+        self.begin(port);
         r.protocols.store(req.protocols.bits(), Relaxed);
         let detached = req.ttl.is_some() || req.watch_pid.is_some();
         r.flags.store(if detached { FLAG_DETACHED } else { 0 }, Relaxed);
@@ -1284,13 +1650,15 @@ impl Ctx<'_> {
         let (wpid, wstart) = plan.watch.unwrap_or((0, 0));
         r.watch_pid.store(wpid, Relaxed);
         r.watch_start.store(wstart, Relaxed);
-        r.watch_pidns.store(self.pidns, Relaxed);
+        // Namespace inodes are 32-bit numbers in the kernel.
+        r.watch_pidns.store(self.pidns as u32, Relaxed);
         r.owner_pid.store(sys::getpid(), Relaxed);
         r.set_name(req.name.as_deref().unwrap_or(""));
         failpoint("pending-fields");
         r.state.store(PENDING, Release);
         failpoint("pending-state");
         self.map.mark(port);
+        self.seal(port);
     }
 }
 
@@ -1391,7 +1759,9 @@ impl Lease {
                     && r.owner_slot.load(Relaxed) == owner.slot
                     && r.owner_gen.load(Relaxed) == owner.generation
                 {
+                    ctx.begin(p);
                     r.flags.fetch_or(FLAG_DETACHED, Relaxed);
+                    ctx.seal(p);
                 }
             }
             let mut kept = KEPT.lock();

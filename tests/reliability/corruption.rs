@@ -70,7 +70,7 @@ fn variants() -> Vec<(&'static str, Damage, Expect)> {
         ("extended to twice its size", |d, _| set_len(d, 2 * FILE_SIZE as u64), Error),
         ("one bit of the magic flipped", |d, _| xor_at(d, 3, 0x10), Error),
         ("magic zeroed", |d, _| write_at(d, 0, &[0; 8]), Error),
-        ("newer layout version", |d, _| write_at(d, 8, &2u32.to_ne_bytes()), Error),
+        ("newer layout version", |d, _| write_at(d, 8, &3u32.to_ne_bytes()), Error),
         ("layout version 0", |d, _| write_at(d, 8, &0u32.to_ne_bytes()), Error),
         ("header size field wrong", |d, _| write_at(d, 12, &8192u32.to_ne_bytes()), Error),
         ("record size field wrong", |d, _| xor_at(d, 24, 0x01), Error),
