@@ -276,9 +276,15 @@ Examples:
     },
     /// Free every lease whose owner or watched process is gone or whose TTL ended
     #[command(after_help = "\
-Example:
-  portmgr gc            # prints one line per port freed")]
-    Gc,
+Examples:
+  portmgr gc            # prints one line per port freed
+  portmgr gc --damaged  # also free damaged records that no live process repaired")]
+    Gc {
+        /// Also free the registry records found damaged that no live process could repair
+        /// (refused while a live process has not yet checked its own records)
+        #[arg(long)]
+        damaged: bool,
+    },
     /// List held ports
     #[command(after_help = "\
 Examples:
@@ -808,7 +814,7 @@ fn dispatch(cli: &Cli) -> R<i32> {
         Cmd::Alloc(a) => alloc(cli, fmt, a),
         Cmd::Release { ports, name } => release(cli, fmt, ports, name.as_deref()),
         Cmd::Renew { port, name, ttl } => renew(cli, fmt, *port, name.as_deref(), *ttl),
-        Cmd::Gc => gc(cli, fmt),
+        Cmd::Gc { damaged } => gc(cli, fmt, *damaged),
         Cmd::List { name, port, owner, service_type, group } => {
             list(cli, fmt, name.as_deref(), *port, *owner, service_type.as_deref(), group.as_deref())
         }
@@ -899,7 +905,9 @@ fn alloc(cli: &Cli, fmt: Format, a: &AllocArgs) -> R<i32> {
         Format::Plain | Format::Nginx => ports.iter().map(|p| format!("{p}\n")).collect(),
         Format::Env => env_lines(a.name.as_deref(), &ports),
         Format::Json => {
-            let info = reg.get_by_port(ports[0])?;
+            // This lease's record only: had it ended already (a tiny --ttl), the port may
+            // be someone else's by now.
+            let info = reg.get_by_port(ports[0])?.filter(|i| i.lease_id == lease.id());
             let v = json!({
                 "ports": ports,
                 "port": ports[0],
@@ -962,9 +970,12 @@ fn renew(cli: &Cli, fmt: Format, port: Option<u16>, name: Option<&str>, ttl: Opt
     let reg = open_registry(cli)?;
     let infos = match (port, name) {
         (Some(p), _) => {
-            reg.renew_port(p, ttl)?;
-            let id = reg.get_by_port(p)?.map(|i| i.lease_id);
-            reg.list()?.into_iter().filter(|i| Some(i.lease_id) == id).collect::<Vec<_>>()
+            // The port names a lease once; then only that lease is renewed and shown, even
+            // if the port changes hands in between (its lease released, the port re-let).
+            let not_held = || Error::NotFound(format!("no live lease holds port {p}"));
+            let id = reg.get_by_port(p)?.ok_or_else(not_held)?.lease_id;
+            reg.renew_id(id, ttl).map_err(|e| if matches!(e, Error::NotFound(_)) { not_held() } else { e })?;
+            reg.list()?.into_iter().filter(|i| i.lease_id == id).collect::<Vec<_>>()
         }
         (None, Some(n)) => {
             reg.renew_name(n, ttl)?;
@@ -1000,14 +1011,22 @@ fn describe(i: &LeaseInfo) -> String {
     s
 }
 
-fn gc(cli: &Cli, fmt: Format) -> R<i32> {
+fn gc(cli: &Cli, fmt: Format, damaged: bool) -> R<i32> {
     no_env(fmt, "gc")?;
     let reg = open_registry(cli)?;
     let freed = reg.gc()?;
+    let freed_damaged = if damaged { reg.free_damaged()? } else { Vec::new() };
     match fmt {
-        Format::Json => emit_json(&json!({ "freed": freed.iter().map(lease_json).collect::<Vec<_>>() }))?,
+        Format::Json => emit_json(&json!({
+            "freed": freed.iter().map(lease_json).collect::<Vec<_>>(),
+            "freed_damaged": freed_damaged,
+        }))?,
         _ => emit(
-            &freed.iter().map(|i| format!("{} {} ({})\n", i.port, shown(&i.state), describe(i))).collect::<String>(),
+            &freed
+                .iter()
+                .map(|i| format!("{} {} ({})\n", i.port, shown(&i.state), describe(i)))
+                .chain(freed_damaged.iter().map(|p| format!("{p} damaged (record freed)\n")))
+                .collect::<String>(),
         )?,
     }
     Ok(EXIT_OK)

@@ -286,6 +286,10 @@ impl Services {
     }
 
     /// Release every live member of group `group`; returns the ports freed.
+    ///
+    /// Each member is released by its lease id, never by its port: a member released
+    /// (or expired) since the look-up, whose port another lease took, is skipped rather
+    /// than releasing that other lease.
     pub fn release_group(&self, group: &str) -> Result<Vec<u16>> {
         let members = self.by_group(group)?;
         if members.is_empty() {
@@ -293,7 +297,15 @@ impl Services {
         }
         let mut freed = Vec::new();
         for m in members {
-            freed.extend(self.reg.release_port(m.port)?);
+            match self.reg.release_id(m.lease_id) {
+                Ok(ports) => freed.extend(ports),
+                // Gone since the look-up: nothing of this group's to free.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if freed.is_empty() {
+            return Err(Error::NotFound(format!("no live member of group {group:?}")));
         }
         Ok(freed)
     }
