@@ -1367,15 +1367,28 @@ impl Ctx<'_> {
                 return;
             }
         }
-        if !self.reported.insert(port) {
+        let r = self.map.record(port);
+        let first = r.state.load(Acquire) != DAMAGED;
+        if first {
+            // One byte: the record stays damaged (never intact), and the next finder knows.
+            r.state.store(DAMAGED, Release);
+        }
+        if self.reported.insert(port) {
+            self.notices.push(format!(
+                "portmgr: the registry record of port {port} is damaged; the port is kept out of use until the process holding it repairs it (at its next portmgr call); if no process holds it, free it with `portmgr gc --damaged`"
+            ));
+        }
+        if !first {
             return;
         }
         let h = self.map.header();
-        h.damage_epoch.fetch_add(1, AcqRel);
+        let epoch = h.damage_epoch.fetch_add(1, AcqRel) + 1;
         h.damaged.fetch_add(1, AcqRel);
-        self.notices.push(format!(
-            "portmgr: the registry record of port {port} is damaged; the port is kept out of use until the process holding it repairs it (at its next portmgr call); if no process holds it, free it with `portmgr gc --damaged`"
-        ));
+        // This process has checked its own records as of this epoch.
+        if let Some(me) = self.me {
+            self.repair_own();
+            self.map.owner(me.slot).repaired_epoch.store(epoch, Release);
+        }
     }
 
     /// Check every record this process wrote against its image: rewrite damaged ones
