@@ -785,3 +785,26 @@ fn import_validates_groups_members_and_env_names() {
     let j = parse_import(&format!("\u{feff}{}", doc("h.x", "h".into(), "x".into())), None).unwrap();
     assert_eq!(j[0].name, "h.x");
 }
+
+/// Item 12, in the nginx export: a service type from a damaged side file cannot put a
+/// line of its own into the generated configuration (its comment shows it escaped).
+#[test]
+fn nginx_location_never_copies_a_raw_newline_from_the_type() {
+    let s = Service {
+        name: Some("api".into()),
+        port: 23600,
+        ports: vec![23600],
+        protocols: "tcp".into(),
+        service_type: Some("x\nlocation /evil { return 200; }".into()),
+        group: None,
+        member: None,
+        metadata: Metadata::new(),
+        lease_id: 1,
+        owner_pid: 1,
+        expires_ms: None,
+        state: "held".into(),
+    };
+    let conf = nginx_location(&s).unwrap();
+    assert!(!conf.lines().any(|l| l.trim_start().starts_with("location /evil")), "{conf}");
+    assert!(conf.contains(r"x\nlocation /evil"), "{conf}");
+}
