@@ -264,14 +264,65 @@ fn abandon(lease: Lease, registry: &Registry) {
         .push((std::process::id(), registry.dir().to_path_buf(), lease));
 }
 
-/// Take this process's abandoned lease of `registry` that holds `port`, if any.
-fn take_abandoned(registry: &Registry, port: u16) -> Option<Lease> {
+/// Take this process's abandoned leases of `registry` that hold `port` off the list:
+/// normally none or one; more when an earlier one is gone (released elsewhere, TTL
+/// ended) and the port was handed to this process again.
+fn take_abandoned(registry: &Registry, port: u16) -> Vec<Lease> {
     let pid = std::process::id();
     let mut list = ABANDONED.lock();
-    let i = list
-        .iter()
-        .position(|(p, d, l)| *p == pid && d == registry.dir() && l.ports().contains(&port))?;
-    Some(list.swap_remove(i).2)
+    let mut taken = Vec::new();
+    let mut i = 0;
+    while i < list.len() {
+        let (p, d, l) = &list[i];
+        if *p == pid && d == registry.dir() && l.ports().contains(&port) {
+            taken.push(list.swap_remove(i).2);
+        } else {
+            i += 1;
+        }
+    }
+    taken
+}
+
+/// `release(port)` when this process holds `port` through abandoned leases (`free_port`,
+/// `bound_socket`, a Lease it dropped), taken off the list with the GIL held: the port
+/// number is the caller's handle on that lease, so only that lease is released, never
+/// the next holder of the port.
+fn release_abandoned(
+    py: Python<'_>,
+    registry: &Registry,
+    port: u16,
+    mine: Vec<Lease>,
+) -> PyResult<Vec<u16>> {
+    let live = match detached(py, || registry.get_by_port(port)) {
+        Ok(info) => info.map(|i| i.lease_id),
+        Err(e) => {
+            for l in mine {
+                abandon(l, registry);
+            }
+            return Err(reg_err(py)(e));
+        }
+    };
+    detached(py, move || {
+        let mut freed = None;
+        for mut l in mine {
+            if Some(l.id()) == live {
+                let ports = l.ports().to_vec();
+                freed = Some(l.release().map(|()| ports));
+            }
+            // Else it is gone: dropping it clears its own records only, not the holder's.
+        }
+        freed.unwrap_or_else(|| {
+            let now = if live.is_some() {
+                "held by another lease, which is left alone"
+            } else {
+                "free"
+            };
+            Err(Error::NotFound(format!(
+                "the lease this process took on port {port} is no longer held (released elsewhere, or its TTL ended); the port is {now}. Nothing was released; a second call releases whatever holds the port then"
+            )))
+        })
+    })
+    .map_err(reg_err(py))
 }
 
 const ACTIVE: u8 = 0;
@@ -282,6 +333,9 @@ const KEPT: u8 = 2;
 /// leaving its `with` block, or when the process exits.
 #[pyclass(name = "Lease", module = "portmgr", frozen)]
 struct PyLease {
+    /// The core lease while active. Locked only without the GIL (a renew holds it while
+    /// it waits for the registry lock), and never in a forked child (`pid`), where a
+    /// fork may have copied it locked.
     inner: Mutex<Option<Lease>>,
     registry: Registry,
     ports: Vec<u16>,
@@ -306,6 +360,19 @@ impl PyLease {
 
     fn take(&self) -> Option<Lease> {
         self.inner.lock().take()
+    }
+
+    /// Whether this process made the lease (not a forked child holding the parent's
+    /// object). Asked before touching `inner`: a fork can copy its mutex locked.
+    fn is_mine(&self) -> bool {
+        self.pid == std::process::id()
+    }
+
+    fn released_error(&self, what: &str) -> Error {
+        Error::NotFound(format!(
+            "lease {} (port {}) was released, so it cannot be {what}: its port may be someone else's by now; allocate a new lease",
+            self.id, self.ports[0]
+        ))
     }
 }
 
@@ -355,19 +422,54 @@ impl PyLease {
     /// Release the ports now. Idempotent. In a forked child, a lease inherited from the
     /// parent is the parent's: releasing it there does nothing.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        let Some(mut lease) = self.take() else {
+        if !self.is_mine() {
+            // The parent's lease: mark it released here, touch nothing.
+            let _ =
+                self.state
+                    .compare_exchange(ACTIVE, RELEASED, Ordering::AcqRel, Ordering::Acquire);
             return Ok(());
-        };
-        self.state.store(RELEASED, Ordering::Release);
-        detached(py, move || lease.release()).map_err(reg_err(py))
+        }
+        // The handle's mutex is taken without the GIL: a renew may hold it while it
+        // waits for the registry lock.
+        detached(py, || {
+            let mut inner = self.inner.lock();
+            let Some(mut lease) = inner.take() else {
+                return Ok(());
+            };
+            self.state.store(RELEASED, Ordering::Release);
+            drop(inner);
+            lease.release()
+        })
+        .map_err(reg_err(py))
     }
 
     /// Set the lease's time to live to `ttl` seconds from now; it then lives by its TTL
-    /// (renew it before it ends), no longer by this process.
+    /// (renew it before it ends), no longer by this process. It acts on this lease only:
+    /// after `release()` it raises NotFound (the port may be someone else's by then);
+    /// in a forked child it does nothing (the lease is the parent's).
     fn renew(&self, py: Python<'_>, ttl: f64) -> PyResult<()> {
         let ttl = seconds_arg("ttl", ttl, false).map_err(reg_err(py))?;
-        let (reg, port) = (&self.registry, self.ports[0]);
-        detached(py, || reg.renew_port(port, Some(ttl))).map_err(reg_err(py))
+        detached(py, || {
+            if self.state.load(Ordering::Acquire) == RELEASED {
+                return Err(self.released_error("renewed"));
+            }
+            if !self.is_mine() {
+                return Ok(());
+            }
+            let inner = self.inner.lock();
+            if let Some(lease) = inner.as_ref() {
+                return lease.renew(ttl);
+            }
+            // Read with the mutex held: release and keep change both together.
+            let state = self.state.load(Ordering::Acquire);
+            drop(inner);
+            match state {
+                // Kept: the core lease was handed over; its id is the handle.
+                KEPT => self.registry.renew_id(self.id, Some(ttl)),
+                _ => Err(self.released_error("renewed")),
+            }
+        })
+        .map_err(reg_err(py))
     }
 
     /// Stop managing the lease from this object: it stays held until the process exits
@@ -818,10 +920,10 @@ impl PyRegistry {
     fn release(&self, py: Python<'_>, port: i64) -> PyResult<Vec<u16>> {
         let port = port_arg("port", port).map_err(reg_err(py))?;
         let reg = &self.reg;
-        if let Some(mut lease) = take_abandoned(reg, port) {
-            let ports = lease.ports().to_vec();
-            detached(py, move || lease.release()).map_err(reg_err(py))?;
-            return Ok(ports);
+        // With the GIL held, as every use of ABANDONED (see the module docs).
+        let mine = take_abandoned(reg, port);
+        if !mine.is_empty() {
+            return release_abandoned(py, reg, port, mine);
         }
         detached(py, || reg.release_port(port)).map_err(reg_err(py))
     }

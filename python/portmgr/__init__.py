@@ -351,7 +351,10 @@ def release(port: int) -> builtins.list[int]:
     """Release the lease holding ``port`` (all its ports); returns the ports freed.
 
     NotFound when no live lease holds it; NotOwner when a live process other than this
-    one holds it (unless that lease was kept or has a TTL).
+    one holds it (unless that lease was kept or has a TTL). For a port this process took
+    with :func:`free_port` or :func:`bound_socket`, only that lease is released: if it
+    is gone already (released elsewhere, TTL ended), NotFound, and the port's new holder
+    is left alone.
     """
     return registry().release(port)
 

@@ -70,7 +70,9 @@ class Lease:
         the parent is the parent's: releasing it there does nothing."""
     def renew(self, ttl: float) -> None:
         """Give the lease a time to live of ``ttl`` seconds from now; it then lives by
-        its TTL (renew it before it ends), no longer by this process."""
+        its TTL (renew it before it ends), no longer by this process.
+        Acts on this lease only: NotFound after :meth:`release` or once it is gone (the
+        port's next holder is left alone); nothing in a forked child."""
     def keep(self) -> builtins.list[int]:
         """Stop managing the lease from this object: held until the process exits (or
         its TTL or watched process ends); any process of the user may release it."""
@@ -238,7 +240,9 @@ class Registry:
         """The live lease named ``name`` (as LeaseInfo rows) if there is one, else a new
         :class:`Lease` allocated with these options."""
     def release(self, port: int) -> builtins.list[int]:
-        """Release the lease that holds ``port``; returns the ports freed."""
+        """Release the lease that holds ``port``; returns the ports freed. For a port
+        this process took with free_port/bound_socket: that lease only (NotFound if it
+        is gone, leaving the port's new holder alone)."""
     def release_name(self, name: str) -> builtins.list[int]:
         """Release the live lease named ``name``; returns the ports freed."""
     def renew(self, port: int, ttl: Optional[float] = None) -> None:
