@@ -358,10 +358,6 @@ impl PyLease {
         }
     }
 
-    fn take(&self) -> Option<Lease> {
-        self.inner.lock().take()
-    }
-
     /// Whether this process made the lease (not a forked child holding the parent's
     /// object). Asked before touching `inner`: a fork can copy its mutex locked.
     fn is_mine(&self) -> bool {
@@ -474,13 +470,35 @@ impl PyLease {
 
     /// Stop managing the lease from this object: it stays held until the process exits
     /// (or its TTL or watched process ends), and any process of the user may release it
-    /// (`portmgr release PORT`). Returns the ports.
+    /// (`portmgr release PORT`). Returns the ports. A released lease cannot be kept
+    /// (NotFound); keeping twice returns the ports again.
     fn keep(&self, py: Python<'_>) -> PyResult<Vec<u16>> {
-        let Some(lease) = self.take() else {
-            return Ok(self.ports.clone());
-        };
-        self.state.store(KEPT, Ordering::Release);
-        detached(py, move || lease.keep()).map_err(reg_err(py))
+        detached(py, || {
+            match self.state.load(Ordering::Acquire) {
+                RELEASED => return Err(self.released_error("kept")),
+                KEPT => return Ok(self.ports.clone()),
+                _ => {}
+            }
+            if !self.is_mine() {
+                // The parent's lease: nothing to hand over here.
+                let _ =
+                    self.state
+                        .compare_exchange(ACTIVE, KEPT, Ordering::AcqRel, Ordering::Acquire);
+                return Ok(self.ports.clone());
+            }
+            let mut inner = self.inner.lock();
+            let Some(lease) = inner.take() else {
+                // Released or kept by another thread meanwhile.
+                return match self.state.load(Ordering::Acquire) {
+                    KEPT => Ok(self.ports.clone()),
+                    _ => Err(self.released_error("kept")),
+                };
+            };
+            self.state.store(KEPT, Ordering::Release);
+            drop(inner);
+            lease.keep()
+        })
+        .map_err(reg_err(py))
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

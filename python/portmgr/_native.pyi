@@ -75,7 +75,8 @@ class Lease:
         port's next holder is left alone); nothing in a forked child."""
     def keep(self) -> builtins.list[int]:
         """Stop managing the lease from this object: held until the process exits (or
-        its TTL or watched process ends); any process of the user may release it."""
+        its TTL or watched process ends); any process of the user may release it.
+        NotFound after :meth:`release`."""
     def __enter__(self) -> Self: ...
     def __exit__(
         self,
@@ -378,7 +379,8 @@ class Group:
         """Release every member now. Idempotent."""
     def keep(self) -> dict[str, int]:
         """Stop managing the members from this object (held until the process exits;
-        any process of the user may release them). Returns member name to port."""
+        any process of the user may release them). Returns member name to port.
+        NotFound after :meth:`release`."""
     def __getitem__(self, member: str, /) -> int: ...
     def __contains__(self, member: str, /) -> bool: ...
     def __len__(self) -> int: ...

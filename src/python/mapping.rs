@@ -346,11 +346,16 @@ impl PyGroup {
 
     /// Stop managing the members from this object: they stay held until the process
     /// exits, and any process of the user may release them (`release_group(name)`).
-    /// Returns member name to port.
+    /// Returns member name to port. A released group cannot be kept (NotFound).
     fn keep<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         if let Some(g) = self.inner.lock().take() {
             self.state.store(KEPT, Ordering::Release);
             detached(py, move || g.keep()).map_err(reg_err(py))?;
+        } else if self.state.load(Ordering::Acquire) == RELEASED {
+            return Err(reg_err(py)(Error::NotFound(format!(
+                "group {:?} was released, so it cannot be kept: its ports may be someone else's by now; allocate it again",
+                self.info.group
+            ))));
         }
         self.ports(py)
     }

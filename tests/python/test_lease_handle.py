@@ -116,6 +116,30 @@ def test_a_kept_lease_renews_by_its_own_id() -> None:
     portmgr.release(port)
 
 
+def test_keep_after_release_raises() -> None:
+    lease = portmgr.allocate(range=(21040, 21040))
+    port = lease.port
+    lease.release()
+    with pytest.raises(portmgr.NotFound, match="released"):
+        lease.keep()
+    assert portmgr.get_by_port(port) is None
+    assert "released" in repr(lease)
+    # Keeping twice is fine (the same ports); a kept lease is released by port.
+    kept = portmgr.allocate(range=(21041, 21041))
+    assert kept.keep() == kept.ports
+    assert kept.keep() == kept.ports
+    assert portmgr.release(kept.port) == kept.ports
+
+
+def test_group_keep_after_release_raises() -> None:
+    g = portmgr.allocate_group("issue11", {"a": 0, "b": 1}, range=(21050, 21059))
+    ports = list(g.ports.values())
+    g.release()
+    with pytest.raises(portmgr.NotFound, match="released"):
+        g.keep()
+    assert all(portmgr.get_by_port(p) is None for p in ports)
+
+
 def test_release_by_port_frees_this_process_live_lease_not_a_stale_one() -> None:
     rng = (21060, 21060)
     port = portmgr.free_port(range=rng, ttl=60)
