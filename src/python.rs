@@ -732,7 +732,10 @@ impl PyRegistry {
             .transpose()
             .map_err(reg_err(py))?;
         let reg = detached(py, || {
-            let path = path.unwrap_or_else(crate::registry::default_dir);
+            let path = match path {
+                Some(p) => p,
+                None => crate::registry::resolve_default_dir()?,
+            };
             Registry::open_with_timeout(
                 path,
                 timeout.unwrap_or(crate::registry::DEFAULT_LOCK_TIMEOUT),
@@ -1195,12 +1198,12 @@ fn reachable(py: Python<'_>, addrs: Vec<(String, i64)>, timeout: f64) -> PyResul
     .map_err(probe_err(py))
 }
 
-/// The default registry directory (`PORTMGR_DIR` honoured).
+/// The default registry directory (`PORTMGR_DIR` honoured; InvalidArgument when it is
+/// set but empty).
 #[pyfunction]
-fn default_dir() -> String {
-    crate::registry::default_dir()
-        .to_string_lossy()
-        .into_owned()
+fn default_dir(py: Python<'_>) -> PyResult<String> {
+    let d = crate::registry::resolve_default_dir().map_err(reg_err(py))?;
+    Ok(d.to_string_lossy().into_owned())
 }
 
 /// The default pool (`PORTMGR_RANGE` honoured), as an inclusive (start, end) tuple.

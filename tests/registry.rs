@@ -370,3 +370,37 @@ fn keep_of_a_released_lease_is_not_found() {
     l.release().unwrap();
     assert_eq!(l.keep().unwrap_err().code(), ErrorCode::NotFound);
 }
+
+/// Issue 11.7: a directory that is not portmgr's own (a shared one like `/` or `/etc`:
+/// other files in it and no registry) is refused, and nothing is written into it. An
+/// empty directory becomes a registry; a registry stays usable when files appear in it.
+#[test]
+fn directories_not_dedicated_to_portmgr_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    for (name, mode) in [("etc", 0o755), ("home", 0o700)] {
+        let shared = d.path().join(name);
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::write(shared.join("passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(mode)).unwrap();
+        let e = Registry::open(&shared).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InsecureDirectory, "{name}: {e}");
+        assert!(e.to_string().contains("dedicated"), "{name}: {e}");
+        let names: Vec<_> = std::fs::read_dir(&shared).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["passwd"], "{name}: portmgr wrote into a shared directory");
+    }
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o700)).unwrap();
+    drop(Registry::open(&empty).unwrap());
+    std::fs::write(empty.join("notes.txt"), b"mine\n").unwrap();
+    Registry::open(&empty).unwrap().allocate(&req_in(25500, 10)).unwrap();
+}
+
+/// Issue 11.7: an empty path is an invalid argument (as `--registry ""`, C's `""` and an
+/// empty `PORTMGR_DIR` are), never the current directory.
+#[test]
+fn an_empty_path_is_an_invalid_argument() {
+    let e = Registry::open("").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("empty"), "{e}");
+}

@@ -579,7 +579,8 @@ def reachable(addrs: builtins.list[tuple[str, int]], *, timeout: float = 1.0) ->
     """For each ``(host, port)``, whether it accepts a TCP connection within ``timeout``."""
 
 def default_dir() -> str:
-    """The default registry directory (``PORTMGR_DIR`` honoured)."""
+    """The default registry directory (``PORTMGR_DIR`` honoured; InvalidArgument when
+    it is set but empty)."""
 
 def default_pool() -> tuple[int, int]:
     """The default pool (``PORTMGR_RANGE`` honoured), inclusive."""

@@ -617,8 +617,10 @@ impl PyServices {
     ) -> PyResult<Self> {
         let reg = match registry {
             Some(r) => r.get().reg.clone(),
-            None => detached(py, || Registry::open(crate::registry::default_dir()))
-                .map_err(reg_err(py))?,
+            None => detached(py, || {
+                Registry::open(crate::registry::resolve_default_dir()?)
+            })
+            .map_err(reg_err(py))?,
         };
         Ok(PyServices { reg, types })
     }

@@ -7,20 +7,46 @@
 //! emulated or absent; allow with `PORTMGR_ALLOW_NETWORK_FS=1`). Files inside are opened
 //! relative to that fd with `O_NOFOLLOW | O_CLOEXEC` and checked the same way.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::sys;
 
-/// The registry directory used when none is given (see the module docs).
+/// The registry directory used when none is given (see the module docs). When
+/// `PORTMGR_DIR` is set but empty this is the location without it; opening there is
+/// refused all the same: see [`resolve_default_dir`], which every opener uses.
 pub fn default_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("PORTMGR_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
+    match std::env::var_os("PORTMGR_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => fallback_dir(),
     }
+}
+
+/// The default registry directory, as [`Registry::open_default`](super::Registry::open_default)
+/// and every skin (CLI, C, Python) resolve it: `PORTMGR_DIR` when set, else the per-user
+/// default. `PORTMGR_DIR` set but empty is an error, as an empty `--registry` or an empty
+/// path is: most likely a script's variable that expanded to nothing, and silently
+/// using another registry would hide that.
+pub fn resolve_default_dir() -> Result<PathBuf> {
+    match std::env::var_os("PORTMGR_DIR") {
+        Some(d) if d.is_empty() => Err(Error::invalid(format!(
+            "PORTMGR_DIR is set but empty: unset it to use the default ({}) or give a directory",
+            fallback_dir().display()
+        ))),
+        Some(d) => Ok(PathBuf::from(d)),
+        None => Ok(fallback_dir()),
+    }
+}
+
+/// `$XDG_RUNTIME_DIR/portmgr` when that runtime dir is really ours, else
+/// `<temp dir>/portmgr-<uid>`.
+fn fallback_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         let x = PathBuf::from(x);
         // Only a runtime dir that is really ours: absolute, a directory, owned by us.
@@ -29,6 +55,32 @@ pub fn default_dir() -> PathBuf {
         }
     }
     std::env::temp_dir().join(format!("portmgr-{}", sys::geteuid()))
+}
+
+/// `dir` made absolute (against the current directory), refusing what cannot name a
+/// registry directory: an empty path (it would mean the current directory).
+pub(crate) fn absolute(dir: &Path) -> Result<PathBuf> {
+    if dir.as_os_str().is_empty() {
+        return Err(Error::invalid(format!(
+            "the registry directory path is empty: give a directory, or none for the default ({})",
+            fallback_dir().display()
+        )));
+    }
+    if dir.is_absolute() {
+        return Ok(dir.to_path_buf());
+    }
+    let cwd = std::env::current_dir().map_err(|e| Error::os("reading the current directory", e))?;
+    Ok(cwd.join(dir))
+}
+
+/// A path for a message: quoted, and cut short when long.
+fn shown(p: &OsStr) -> String {
+    let s = p.to_string_lossy();
+    if s.chars().count() <= 80 {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(80).collect();
+    format!("{head:?}…({} bytes)", p.len())
 }
 
 fn owned_by_us(p: &Path) -> bool {
@@ -43,9 +95,7 @@ fn insecure(path: &Path, reason: impl Into<String>) -> Error {
 /// Create `path` (mode 0700) if it is missing, open it without following links, and
 /// check it. Returns the directory's fd, through which every file is opened.
 pub fn open_secure_dir(path: &Path) -> Result<OwnedFd> {
-    if path.as_os_str().is_empty() {
-        return Err(Error::invalid("the registry directory path is empty"));
-    }
+    let path = &absolute(path)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::os(format!("creating {}", parent.display()), e))?;
     }
@@ -66,7 +116,66 @@ pub fn open_secure_dir(path: &Path) -> Result<OwnedFd> {
     let st = sys::fstat(&fd).map_err(|e| Error::os(format!("fstat of {}", path.display()), e))?;
     check_owner_mode(path, &st, "directory", true)?;
     check_fs(path, &fd)?;
+    check_dedicated(path, &fd)?;
     Ok(fd)
+}
+
+/// Whether `name` is one of the files portmgr keeps in its directory: the registry,
+/// its lock, the mapping layer's `services.json` (and its temp file), and damaged files
+/// moved aside.
+fn is_portmgr_file(name: &OsStr) -> bool {
+    let n = name.as_bytes();
+    matches!(n, b"registry.lock" | b"registry.db" | b"services.json")
+        || n.starts_with(b"registry.db.damaged-")
+        || n.starts_with(b"services.json.damaged-")
+        || n.starts_with(b".services.json.tmp.")
+}
+
+/// Refuse a directory that is not portmgr's own: one holding other files and none of
+/// portmgr's (`/`, `/etc`, a home directory: a `PORTMGR_DIR` set by mistake). portmgr
+/// writes its files into the directory it is given, so it must be a dedicated one; an
+/// empty directory becomes one. Read through the checked fd (`/proc/self/fd/N`), so a
+/// path swapped meanwhile is not what is looked at.
+fn check_dedicated(path: &Path, fd: &OwnedFd) -> Result<()> {
+    let via_fd = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let base = match via_fd.is_dir() {
+        true => via_fd,
+        false => path.to_path_buf(),
+    };
+    // The common case, a registry directory: no listing needed.
+    let own = ["registry.lock", "registry.db"];
+    if own.iter().any(|f| base.join(f).symlink_metadata().is_ok()) {
+        return Ok(());
+    }
+    let what = format!("reading the registry directory {}", path.display());
+    let reading = |e| Error::os(what.clone(), e);
+    let mut others = Vec::new();
+    let mut count = 0usize;
+    for entry in std::fs::read_dir(&base).map_err(reading)? {
+        let name = entry.map_err(reading)?.file_name();
+        if is_portmgr_file(&name) {
+            return Ok(());
+        }
+        count += 1;
+        if others.len() < 3 {
+            others.push(shown(&name));
+        }
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    let more = match count - others.len() {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    Err(insecure(
+        path,
+        format!(
+            "it is not a directory of portmgr's own: it holds other files ({}{more}) and no registry; portmgr writes its files (registry.lock, registry.db) into the directory it is given, so give it a dedicated one: a new or empty directory (portmgr creates it, mode 0700), or unset PORTMGR_DIR for the default ({})",
+            others.join(", "),
+            fallback_dir().display()
+        ),
+    ))
 }
 
 fn check_owner_mode(path: &Path, st: &libc::stat, what: &str, dir: bool) -> Result<()> {

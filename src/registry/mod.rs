@@ -41,7 +41,7 @@ use memmap2::MmapRaw;
 use parking_lot::Mutex;
 use socket2::Socket;
 
-pub use dir::default_dir;
+pub use dir::{default_dir, resolve_default_dir};
 pub use request::{MAX_COUNT, Request, validate_name};
 
 use crate::error::{Error, Result};
@@ -283,12 +283,7 @@ impl Registry {
     /// itself and in later calls (see [`Registry::set_lock_timeout`]).
     pub fn open_with_timeout(dir: impl AsRef<Path>, timeout: Duration) -> Result<Registry> {
         lock::install_fork_handlers();
-        let dir = dir.as_ref();
-        let dir = if dir.is_absolute() {
-            dir.to_path_buf()
-        } else {
-            std::env::current_dir().map_err(|e| Error::os("reading the current directory", e))?.join(dir)
-        };
+        let dir = dir::absolute(dir.as_ref())?;
         let reg = Registry {
             inner: Arc::new(Inner {
                 dir,
@@ -318,9 +313,10 @@ impl Registry {
         Ok(reg)
     }
 
-    /// Open the registry at [`default_dir`] (`PORTMGR_DIR` honoured).
+    /// Open the registry at [`default_dir`] (`PORTMGR_DIR` honoured; set but empty, it is
+    /// an error: see [`resolve_default_dir`]).
     pub fn open_default() -> Result<Registry> {
-        Registry::open(default_dir())
+        Registry::open(resolve_default_dir()?)
     }
 
     /// The registry's directory.

@@ -6,6 +6,8 @@ import errno
 import os
 import pickle
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -205,3 +207,40 @@ def test_bind_errors_surface_as_os_errors() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         assert not portmgr.is_free(s.getsockname()[1])
+
+
+# Issue 11 (7, 10, 13): directories, TTLs and arguments the core refuses, and how.
+
+
+def test_empty_portmgr_dir_is_an_error_not_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+    monkeypatch.setenv("PORTMGR_DIR", "")
+    msg = f"PORTMGR_DIR is set but empty: unset it to use the default ({xdg / 'portmgr'}) or give a directory"
+    for call in (portmgr.Registry, portmgr.Services, portmgr.default_dir, portmgr.allocate, portmgr.leases):
+        with pytest.raises(portmgr.InvalidArgument) as e:
+            call()
+        assert msg in str(e.value), call
+    assert not (xdg / "portmgr").exists(), "an empty PORTMGR_DIR opened the default registry"
+    # The command line says the same (an invalid argument: status 2).
+    out = subprocess.run([sys.executable, "-m", "portmgr", "list"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and msg in out.stderr, (out.returncode, out.stderr)
+    with pytest.raises(portmgr.InvalidArgument):
+        portmgr.Registry("")
+
+
+def test_a_directory_not_dedicated_to_portmgr_is_refused(tmp_path: Path) -> None:
+    for name, mode in [("etc", 0o755), ("home", 0o700)]:
+        shared = tmp_path / name
+        shared.mkdir()
+        (shared / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+        os.chmod(shared, mode)
+        with pytest.raises(portmgr.InsecureDirectory, match="dedicated"):
+            portmgr.Registry(shared)
+        assert os.listdir(shared) == ["passwd"], "portmgr wrote into a shared directory"
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    portmgr.Registry(mine).list()
+    (mine / "notes.txt").write_text("a registry stays usable when files appear in it\n")
+    portmgr.Registry(mine).list()

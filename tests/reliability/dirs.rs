@@ -143,6 +143,13 @@ fn directory_attacks_are_refused() {
     // 12. A regular file where the directory should be.
     std::fs::write(root.join("a-file"), b"").unwrap();
     case("a file in place of the directory", refused("file as dir", &root.join("a-file")));
+    // 12b. A shared directory that is not portmgr's (as `/` or `/etc` would be): other
+    // files in it and no registry, whatever its mode. Nothing is written into it.
+    let shared = mkdir(&root.join("shared-etc"), 0o755);
+    std::fs::write(shared.join("passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
+    case("a shared directory (0755, other files)", refused("shared dir", &shared));
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 1, "portmgr wrote into a shared directory");
+    case("a directory of other files (0700)", refused("victim dir", &victim_dir));
 
     // 13-16. Hostile environment: PORTMGR_DIR pointing at a foreign or symlinked
     // directory is refused; a hostile XDG_RUNTIME_DIR is ignored for the fallback.
@@ -153,9 +160,16 @@ fn directory_attacks_are_refused() {
     assert!(out.iter().any(|l| l.starts_with("REFUSED InsecureDirectory")), "PORTMGR_DIR symlink: {out:?}");
     case("PORTMGR_DIR a symlink", out.join(" | "));
     let fallback = root.join("portmgr-0");
+    // An empty PORTMGR_DIR is a mistake (as `--registry ""` is), not the default.
     let out = child_env(root, &[("PORTMGR_DIR", "")], "default-dir");
-    assert!(out.contains(&format!("DIR {}", fallback.display())), "empty PORTMGR_DIR: not the fallback: {out:?}");
-    case("PORTMGR_DIR empty (ignored)", out.join(" | "));
+    assert!(
+        out.iter().any(|l| l.starts_with("REFUSED InvalidArgument")
+            && l.contains("PORTMGR_DIR is set but empty")
+            && l.contains(&fallback.display().to_string())),
+        "empty PORTMGR_DIR: not refused naming the default: {out:?}"
+    );
+    assert!(!fallback.exists(), "an empty PORTMGR_DIR made the default registry");
+    case("PORTMGR_DIR empty (refused)", out.join(" | "));
     for (name, xdg) in [
         ("XDG_RUNTIME_DIR owned by another user", foreign.to_str().unwrap().to_string()),
         ("XDG_RUNTIME_DIR relative", "relative/dir".to_string()),
