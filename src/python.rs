@@ -446,6 +446,7 @@ impl PyLease {
     fn renew(&self, py: Python<'_>, ttl: f64) -> PyResult<()> {
         let ttl = seconds_arg("ttl", ttl, false).map_err(reg_err(py))?;
         detached(py, || {
+            crate::registry::check_ttl(ttl)?;
             if self.state.load(Ordering::Acquire) == RELEASED {
                 return Err(self.released_error("renewed"));
             }

@@ -142,15 +142,17 @@ fn blocks_are_all_or_nothing() {
 #[test]
 fn ttl_expires_and_renews() {
     let (_d, reg) = temp_registry();
-    let req = req_in(24600, 1).ttl(Duration::from_millis(300));
+    // TTLs are at least 1 s (issue 11.10): 1 s, renewed to 2 s, seen alive after its
+    // first TTL and gone after the renewed one.
+    let req = req_in(24600, 1).ttl(Duration::from_secs(1));
     let lease = reg.allocate(&req).unwrap();
     let port = lease.keep().unwrap()[0];
     let info = reg.get_by_port(port).unwrap().unwrap();
     assert!(info.detached && info.expires_ms.is_some());
-    reg.renew_port(port, Some(Duration::from_millis(900))).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    reg.renew_port(port, Some(Duration::from_secs(2))).unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
     assert!(reg.get_by_port(port).unwrap().is_some(), "renewed lease expired early");
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(1000));
     assert!(reg.get_by_port(port).unwrap().is_none());
     let freed = reg.gc().unwrap();
     assert_eq!(freed.len(), 1);
@@ -403,4 +405,32 @@ fn an_empty_path_is_an_invalid_argument() {
     let e = Registry::open("").unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
     assert!(e.to_string().contains("empty"), "{e}");
+}
+
+/// Issue 11.10: a TTL shorter than the minimum would hand out a port that is already
+/// expired (or about to be): refused at allocation and at every renew, naming the minimum.
+#[test]
+fn ttls_below_the_minimum_are_refused() {
+    let (_d, reg) = temp_registry();
+    for t in [Duration::from_nanos(1), Duration::from_millis(1), Duration::from_millis(999)] {
+        let e = reg.allocate(&req_in(25510, 10).ttl(t)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument, "{t:?}: {e}");
+        assert!(e.to_string().contains("at least 1 s"), "{t:?}: {e}");
+    }
+    assert!(reg.list().unwrap().is_empty());
+    drop(reg.allocate(&req_in(25510, 10).ttl(Duration::from_secs(1))).unwrap());
+    let lease = reg.allocate(&req_in(25510, 10).name("min-ttl").ttl(Duration::from_secs(60))).unwrap();
+    let short = Some(Duration::from_millis(500));
+    for e in [
+        lease.renew(Duration::from_millis(500)).unwrap_err(),
+        reg.renew_port(lease.port(), short).unwrap_err(),
+        reg.renew_name("min-ttl", short).unwrap_err(),
+        reg.renew_id(lease.id(), short).unwrap_err(),
+    ] {
+        assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("at least 1 s"), "{e}");
+    }
+    lease.renew(Duration::from_secs(1)).unwrap();
+    reg.renew_port(lease.port(), Some(Duration::from_secs(60))).unwrap();
+    reg.renew_port(lease.port(), None).unwrap();
 }

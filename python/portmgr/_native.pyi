@@ -69,8 +69,8 @@ class Lease:
         """Release the ports now. Idempotent. In a forked child a lease inherited from
         the parent is the parent's: releasing it there does nothing."""
     def renew(self, ttl: float) -> None:
-        """Give the lease a time to live of ``ttl`` seconds from now; it then lives by
-        its TTL (renew it before it ends), no longer by this process.
+        """Give the lease a time to live of ``ttl`` seconds from now (at least 1 s); it
+        then lives by its TTL (renew it before it ends), no longer by this process.
         Acts on this lease only: NotFound after :meth:`release` or once it is gone (the
         port's next holder is left alone); nothing in a forked child."""
     def keep(self) -> builtins.list[int]:

@@ -42,7 +42,7 @@ use parking_lot::Mutex;
 use socket2::Socket;
 
 pub use dir::{default_dir, resolve_default_dir};
-pub use request::{MAX_COUNT, Request, validate_name};
+pub use request::{MAX_COUNT, MIN_TTL, Request, check_ttl, validate_name};
 
 use crate::error::{Error, Result};
 use crate::probe;
@@ -725,6 +725,9 @@ impl Registry {
     }
 
     fn renew_where(&self, what: &str, ttl: Option<Duration>, matches: impl Fn(&Map, u16) -> bool) -> Result<()> {
+        if let Some(t) = ttl {
+            request::check_ttl(t)?;
+        }
         self.with_lock(false, |ctx| {
             let hit = ctx.map.marked().into_iter().find(|&p| matches(ctx.map, p) && ctx.live(p));
             let Some(port) = hit else {
@@ -1736,6 +1739,7 @@ impl Lease {
     /// [`Error::NotFound`], never a renewal of another holder's lease on the same port.
     /// In a forked child it does nothing (the lease is the parent's).
     pub fn renew(&self, ttl: Duration) -> Result<()> {
+        request::check_ttl(ttl)?;
         if !self.active {
             return Err(Error::NotFound(format!("lease {} was released", self.lease_id)));
         }

@@ -11,6 +11,22 @@ use crate::strategy::Strategy;
 /// Most ports one request may take at once.
 pub const MAX_COUNT: usize = 4096;
 
+/// The shortest TTL a lease may be given or renewed with. A shorter one hands out a port
+/// that has expired (or is about to) before the caller can use it: `--ttl 1ms` or a TTL
+/// in nanoseconds is a mistake of units, not a lifetime.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// Refuse a TTL shorter than [`MIN_TTL`], as allocations and every renew do (for a skin
+/// that must answer before it reaches the registry).
+pub fn check_ttl(ttl: Duration) -> Result<()> {
+    if ttl < MIN_TTL {
+        return Err(Error::invalid(format!(
+            "ttl must be at least 1 s, not {ttl:?}: a shorter lease expires before its port can be used; give 1 s or more"
+        )));
+    }
+    Ok(())
+}
+
 /// A request for ports, built with chained setters:
 ///
 /// ```
@@ -122,8 +138,8 @@ impl Request {
                 "a preferred port with count > 1 needs contiguous (the block starts at the preferred port)",
             ));
         }
-        if self.ttl.is_some_and(|t| t.is_zero()) {
-            return Err(Error::invalid("ttl must be longer than zero"));
+        if let Some(t) = self.ttl {
+            check_ttl(t)?;
         }
         if self.strategy == Strategy::Kernel && self.count > 1 {
             return Err(Error::invalid("the kernel strategy gives one port at a time: use count 1"));

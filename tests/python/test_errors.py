@@ -244,3 +244,16 @@ def test_a_directory_not_dedicated_to_portmgr_is_refused(tmp_path: Path) -> None
     portmgr.Registry(mine).list()
     (mine / "notes.txt").write_text("a registry stays usable when files appear in it\n")
     portmgr.Registry(mine).list()
+
+
+def test_ttls_below_one_second_are_refused() -> None:
+    for ttl in (1e-9, 0.001, 0.5):
+        with pytest.raises(portmgr.InvalidArgument, match="at least 1 s"):
+            portmgr.allocate(ttl=ttl)
+    assert portmgr.leases() == []
+    with portmgr.allocate(name="min-ttl", ttl=60) as lease:
+        for renew in (lambda: lease.renew(0.5), lambda: portmgr.renew(lease.port, 0.5),
+                      lambda: portmgr.renew_name("min-ttl", 0.001)):
+            with pytest.raises(portmgr.InvalidArgument, match="at least 1 s"):
+                renew()
+        lease.renew(1)
