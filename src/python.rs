@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyRange, PyRangeMethods, PyString};
+use pyo3::types::{PyDict, PyRange, PyRangeMethods, PyString, PyTuple};
 
 use crate::error::{Error, Result};
 use crate::probe;
@@ -153,6 +153,22 @@ fn range_arg(obj: &Bound<'_, PyAny>) -> PyResult<std::result::Result<PortRange, 
         return Ok((|| {
             PortRange::new(port_arg("range start", a)?, port_arg("range end", b)?)
         })());
+    }
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        let types = t
+            .iter()
+            .map(|x| Ok(x.get_type().name()?.to_string()))
+            .collect::<PyResult<Vec<_>>>()?;
+        let what = if t.len() == 2 {
+            "range bounds must be ints"
+        } else {
+            "range must be an inclusive (start, end) tuple of two ints"
+        };
+        return Err(PyTypeError::new_err(format!(
+            "{what}, not a tuple of ({}): {}",
+            types.join(", "),
+            t.repr()?
+        )));
     }
     Err(PyTypeError::new_err(format!(
         "range must be an inclusive (start, end) tuple, a \"START-END\" string or a range object, not {}",

@@ -407,6 +407,14 @@ fn an_empty_path_is_an_invalid_argument() {
     assert!(e.to_string().contains("empty"), "{e}");
 }
 
+/// Issue 11.13: a NUL byte in the path is an invalid argument, not an OS error.
+#[test]
+fn a_nul_byte_in_the_path_is_an_invalid_argument() {
+    let e = Registry::open("/tmp/a\0b").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("NUL"), "{e}");
+}
+
 /// Issue 11.10: a TTL shorter than the minimum would hand out a port that is already
 /// expired (or about to be): refused at allocation and at every renew, naming the minimum.
 #[test]
@@ -433,4 +441,32 @@ fn ttls_below_the_minimum_are_refused() {
     lease.renew(Duration::from_secs(1)).unwrap();
     reg.renew_port(lease.port(), Some(Duration::from_secs(60))).unwrap();
     reg.renew_port(lease.port(), None).unwrap();
+}
+
+/// Issue 11.13: a huge service name is not echoed whole in the error.
+#[test]
+fn a_huge_name_is_truncated_in_the_error() {
+    let (_d, reg) = temp_registry();
+    let huge = "n".repeat(100_000);
+    let e = reg.allocate(&req_in(25520, 10).name(huge.as_str())).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    let msg = e.to_string();
+    assert!(msg.len() < 300, "{} bytes: {}…", msg.len(), &msg[..200]);
+    assert!(msg.contains("100000 bytes"), "{msg}");
+    let e = portmgr::registry::validate_name(&format!("bad\u{7}{huge}")).unwrap_err();
+    assert!(e.to_string().len() < 300, "{} bytes", e.to_string().len());
+}
+
+/// Issue 11.13: running out of file descriptors while opening the registry says so,
+/// and how to fix it (the CLI run under `ulimit -n 4`).
+#[test]
+fn too_many_open_files_is_named_when_opening_the_registry() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("reg");
+    drop(Registry::open(&dir).unwrap());
+    let script = format!("ulimit -n 4; exec '{}' --registry '{}' list", env!("CARGO_BIN_EXE_portmgr"), dir.display());
+    let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("too many open files") && err.contains("ulimit -n"), "{err}");
 }

@@ -58,12 +58,19 @@ fn fallback_dir() -> PathBuf {
 }
 
 /// `dir` made absolute (against the current directory), refusing what cannot name a
-/// registry directory: an empty path (it would mean the current directory).
+/// registry directory: an empty path (it would mean the current directory) and a path
+/// with a NUL byte (no file name can hold one).
 pub(crate) fn absolute(dir: &Path) -> Result<PathBuf> {
     if dir.as_os_str().is_empty() {
         return Err(Error::invalid(format!(
             "the registry directory path is empty: give a directory, or none for the default ({})",
             fallback_dir().display()
+        )));
+    }
+    if dir.as_os_str().as_bytes().contains(&0) {
+        return Err(Error::invalid(format!(
+            "the registry directory path {} contains a NUL byte, which no file name can hold",
+            shown(dir.as_os_str())
         )));
     }
     if dir.is_absolute() {
@@ -81,6 +88,21 @@ fn shown(p: &OsStr) -> String {
     }
     let head: String = s.chars().take(80).collect();
     format!("{head:?}…({} bytes)", p.len())
+}
+
+/// An OS error met while opening the registry directory or its files. Running out of
+/// file descriptors is said in words, with the fix: it is no problem of the directory.
+fn os_error(context: String, e: io::Error) -> Error {
+    let context = match e.raw_os_error() {
+        Some(libc::EMFILE) => format!(
+            "{context}: this process has too many open files (it reached its limit, `ulimit -n`): close files it does not need, or raise the limit"
+        ),
+        Some(libc::ENFILE) => format!(
+            "{context}: the system has too many open files (it reached fs.file-max): close files, or raise the limit"
+        ),
+        _ => context,
+    };
+    Error::os(context, e)
 }
 
 fn owned_by_us(p: &Path) -> bool {
@@ -111,7 +133,7 @@ pub fn open_secure_dir(path: &Path) -> Result<OwnedFd> {
             "it is a symbolic link; portmgr never follows a link for its directory: point PORTMGR_DIR at the real directory",
         ),
         Some(libc::ENOTDIR) => insecure(path, "it is not a directory: remove it or choose another PORTMGR_DIR"),
-        _ => Error::os(format!("opening the registry directory {}", path.display()), e),
+        _ => os_error(format!("opening the registry directory {}", path.display()), e),
     })?;
     let st = sys::fstat(&fd).map_err(|e| Error::os(format!("fstat of {}", path.display()), e))?;
     check_owner_mode(path, &st, "directory", true)?;
@@ -148,7 +170,7 @@ fn check_dedicated(path: &Path, fd: &OwnedFd) -> Result<()> {
         return Ok(());
     }
     let what = format!("reading the registry directory {}", path.display());
-    let reading = |e| Error::os(what.clone(), e);
+    let reading = |e| os_error(what.clone(), e);
     let mut others = Vec::new();
     let mut count = 0usize;
     for entry in std::fs::read_dir(&base).map_err(reading)? {
@@ -232,7 +254,7 @@ pub fn open_file(dir: &OwnedFd, dir_path: &Path, name: &str) -> Result<File> {
         Some(libc::ELOOP) => insecure(&path, "it is a symbolic link: remove it (portmgr recreates it)"),
         Some(libc::EISDIR) => insecure(&path, "it is a directory, not a file: remove it (portmgr recreates it)"),
         Some(libc::ENXIO) => insecure(&path, "it is a FIFO or socket, not a file: remove it (portmgr recreates it)"),
-        _ => Error::os(format!("opening {}", path.display()), e),
+        _ => os_error(format!("opening {}", path.display()), e),
     })?;
     let st = sys::fstat(&f).map_err(|e| Error::os(format!("fstat of {}", path.display()), e))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {

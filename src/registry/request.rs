@@ -152,12 +152,26 @@ impl Request {
 pub fn validate_name(n: &str) -> Result<()> {
     if n.is_empty() || n.len() > NAME_MAX {
         return Err(Error::invalid(format!(
-            "service name {n:?} must be 1 to {NAME_MAX} bytes of UTF-8 (it is {})",
+            "service name {} must be 1 to {NAME_MAX} bytes of UTF-8 (it is {})",
+            shown_name(n),
             n.len()
         )));
     }
     if n.chars().any(char::is_control) {
-        return Err(Error::invalid(format!("service name {n:?} contains control characters")));
+        return Err(Error::invalid(format!("service name {} contains control characters", shown_name(n))));
     }
     Ok(())
+}
+
+/// Longest part of a name a message quotes.
+const SHOWN_CHARS: usize = 60;
+
+/// A name for a message: quoted (control characters escaped), and cut to its first
+/// 60 characters when longer, with its size: an error never echoes 100 KB of input.
+pub(crate) fn shown_name(n: &str) -> String {
+    if n.chars().count() <= SHOWN_CHARS {
+        return format!("{n:?}");
+    }
+    let head: String = n.chars().take(SHOWN_CHARS).collect();
+    format!("{head:?}…({} bytes)", n.len())
 }

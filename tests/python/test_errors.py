@@ -246,6 +246,11 @@ def test_a_directory_not_dedicated_to_portmgr_is_refused(tmp_path: Path) -> None
     portmgr.Registry(mine).list()
 
 
+def test_a_nul_byte_in_the_path_is_an_invalid_argument() -> None:
+    with pytest.raises(portmgr.InvalidArgument, match="NUL"):
+        portmgr.Registry("/tmp/a\0b")
+
+
 def test_ttls_below_one_second_are_refused() -> None:
     for ttl in (1e-9, 0.001, 0.5):
         with pytest.raises(portmgr.InvalidArgument, match="at least 1 s"):
@@ -257,3 +262,16 @@ def test_ttls_below_one_second_are_refused() -> None:
             with pytest.raises(portmgr.InvalidArgument, match="at least 1 s"):
                 renew()
         lease.renew(1)
+
+
+def test_range_bounds_must_be_ints() -> None:
+    with pytest.raises(TypeError, match="bounds must be ints.*float"):
+        portmgr.allocate(range=(21100.0, 21110.0))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bounds must be ints"):
+        portmgr.scan(("21100", 21110))  # type: ignore[arg-type]
+
+
+def test_a_huge_name_is_not_echoed_whole() -> None:
+    with pytest.raises(portmgr.InvalidArgument) as e:
+        portmgr.allocate(name="n" * 100_000)
+    assert len(str(e.value)) < 300 and "100000 bytes" in str(e.value)
