@@ -67,7 +67,10 @@ def test_no_port_handed_out_twice(shared_dir: Path) -> None:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("0.0.0.0", p))
             socks.append(s)
-        (shared_dir / f"ports-{me}.json").write_text(json.dumps({"pid": os.getpid(), "ports": ports}))
+        # Written aside and renamed: another worker must never read it half-written.
+        tmp = shared_dir / f".ports-{me}.tmp"
+        tmp.write_text(json.dumps({"pid": os.getpid(), "ports": ports}))
+        tmp.rename(shared_dir / f"ports-{me}.json")
 
         files = wait_for(shared_dir, "ports-*.json", workers)
         everyone = [json.loads(f.read_text()) for f in files]
