@@ -99,8 +99,10 @@ fn preferred_and_required() {
     let (_d, reg) = temp_registry();
     let a = reg.allocate(&req_in(24400, 20).preferred(24410, false)).unwrap();
     assert_eq!(a.port(), 24410);
-    let b = reg.allocate(&req_in(24400, 20).preferred(24410, false)).unwrap();
+    // Sequential fallback: a random one could land on 24415, which the test binds below.
+    let b = reg.allocate(&req_in(24400, 20).preferred(24410, false).strategy(Strategy::Sequential)).unwrap();
     assert_ne!(b.port(), 24410);
+    assert_ne!(b.port(), 24415);
     let e = reg.allocate(&req_in(24400, 20).preferred(24410, true)).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InUse);
     assert!(e.to_string().contains("24410"), "{e}");
