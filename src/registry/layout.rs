@@ -330,13 +330,16 @@ pub static FREE_CHECK: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| Im
 impl Owner {
     /// CRC-32 of the slot's fields.
     pub fn compute_check(&self) -> u32 {
-        let mut h = crc32fast::Hasher::new();
-        for v in [self.generation.load(Acquire), self.start_time.load(Relaxed), self.pidns.load(Relaxed), self.created_ms.load(Relaxed)] {
-            h.update(&v.to_ne_bytes());
+        let mut b = [0u8; 36];
+        for (i, v) in [self.generation.load(Acquire), self.start_time.load(Relaxed), self.pidns.load(Relaxed), self.created_ms.load(Relaxed)]
+            .into_iter()
+            .enumerate()
+        {
+            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
         }
-        h.update(&self.pid.load(Relaxed).to_ne_bytes());
+        b[32..].copy_from_slice(&self.pid.load(Relaxed).to_ne_bytes());
         // Never 0: a zeroed slot does not match.
-        h.finalize() | 1
+        crc32fast::hash(&b) | 1
     }
 
     /// Store the check of the current fields.

@@ -79,8 +79,8 @@ struct State {
     notices: Vec<String>,
     /// What this process wrote into each of its records, to repair them if damaged.
     images: HashMap<u16, Image>,
-    /// This process's owner slot as it wrote it (pid, start time, pid ns, created).
-    owner_fields: Option<(u32, u64, u64, u64)>,
+    /// This process's owner slot as it wrote it, to repair it if damaged.
+    owner_fields: Option<OwnerFields>,
     /// The damage epoch this process last repaired its records at.
     seen_epoch: u64,
     /// Damaged records already reported by this process.
@@ -131,6 +131,11 @@ impl Map {
     /// Whether an access faulted (the file was truncated under the mapping).
     fn faulted(&self) -> bool {
         self.guard.faulted()
+    }
+    /// Whether `port`'s record is (not free and) of lease `id`.
+    fn holds_lease(&self, port: u16, id: u64) -> bool {
+        let r = self.record(port);
+        r.lease_id.load(Relaxed) == id && r.state.load(Acquire) != FREE
     }
     /// Clear `port`'s record to free, named in the header while it is half-done.
     fn clear_record(&self, port: u16) {
@@ -364,7 +369,8 @@ impl Registry {
             st.forget_files();
             st.fork_gen = lock::fork_generation();
         }
-        let db_path = self.inner.dir.join("registry.db");
+        // Built only for messages: no allocation on the path of a call that succeeds.
+        let db_path = || self.inner.dir.join("registry.db");
         for _ in 0..3 {
             if st.files.is_none() {
                 st.forget_files();
@@ -374,7 +380,7 @@ impl Registry {
             let _flock = lock::lock_file(&files.lock, &self.inner.dir.join("registry.lock"), deadline)?;
             // Size first: a file truncated under us faults on access past its end (the
             // fault guard turns that into zeros and a flag, see `fault`).
-            let size = sys::fstat(&files.db).map_err(|e| Error::os(format!("fstat of {}", db_path.display()), e))?.st_size;
+            let size = sys::fstat(&files.db).map_err(|e| Error::os(format!("fstat of {}", db_path().display()), e))?.st_size;
             let size_ok = size as u64 == FILE_SIZE as u64;
             if size_ok && files.map.faulted() && files.map.header().magic.load(Acquire) == MAGIC {
                 // Truncated and extended again while mapped here: our mapping has zero
@@ -385,7 +391,7 @@ impl Registry {
                 h.damage_epoch.fetch_add(1, AcqRel);
                 st.notices.push(format!(
                     "portmgr: registry file {} was truncated while pid {} had it mapped; mapped it again, and its records are checked",
-                    db_path.display(),
+                    db_path().display(),
                     sys::getpid()
                 ));
             }
@@ -395,7 +401,7 @@ impl Registry {
                     // attached): it was damaged in place. Keep our lock, and with it our
                     // ports; reopening would drop it and let others take them.
                     return Err(Error::RegistryCorrupt {
-                        path: db_path,
+                        path: db_path(),
                         reason: format!(
                             "it was {} while this process (pid {}) was using it; this process keeps its ports, but no more calls work on that file: stop the processes using it, then run portmgr again",
                             if size_ok { "overwritten (its header has no portmgr magic number)" } else { "truncated or extended" },
@@ -418,8 +424,8 @@ impl Registry {
                 st.seen_epoch = map.header().damage_epoch.load(Acquire);
                 failpoint("owner-claimed");
             }
-            if let (Some(me), Some(fields)) = (st.owner, st.owner_fields) {
-                repair_owner_slot(&map, me, fields, &mut st.notices);
+            if let Some(fields) = &st.owner_fields {
+                repair_owner_slot(&map, fields, &mut st.notices);
             }
             st.live_cache.retain(|_, alive| !*alive);
             if st.live_cache.len() > OWNER_SLOTS {
@@ -449,14 +455,14 @@ impl Registry {
             if map.faulted() {
                 // Truncated during the call: nothing it read can be trusted.
                 return Err(Error::RegistryCorrupt {
-                    path: db_path,
+                    path: db_path(),
                     reason: format!("it was truncated while this process (pid {}) was using it; try again (portmgr checks and repairs it)", sys::getpid()),
                 });
             }
             return out;
         }
         Err(Error::RegistryCorrupt {
-            path: db_path,
+            path: db_path(),
             reason: "it was replaced three times while this call tried to use it; another process keeps finding it damaged".into(),
         })
     }
@@ -649,9 +655,8 @@ impl Registry {
         }
         self.with_lock(true, |ctx| {
             for p in ports {
-                let r = ctx.map.record(p);
-                if r.lease_id.load(Relaxed) == lease_id && r.state.load(Acquire) != FREE {
-                    let held = r.state.load(Acquire) == HELD;
+                if ctx.map.holds_lease(p, lease_id) {
+                    let held = ctx.map.record(p).state.load(Acquire) == HELD;
                     ctx.clear(p);
                     if held {
                         ctx.map.header().releases.fetch_add(1, AcqRel);
@@ -678,10 +683,7 @@ impl Registry {
     /// users of a port registry know. An unknown or already-released id is
     /// [`Error::NotFound`].
     pub fn release_id(&self, id: u64) -> Result<Vec<u16>> {
-        self.release_where(&format!("lease {id}"), |map, p| {
-            let r = map.record(p);
-            r.lease_id.load(Relaxed) == id && r.state.load(Acquire) != FREE
-        })
+        self.release_where(&format!("lease {id}"), |map, p| map.holds_lease(p, id))
     }
 
     fn release_where(&self, what: &str, matches: impl Fn(&Map, u16) -> bool) -> Result<Vec<u16>> {
@@ -713,10 +715,7 @@ impl Registry {
     /// Extend the TTL of lease `id` (as [`Registry::renew_port`]). An unknown, released or
     /// expired id is [`Error::NotFound`]: the heartbeat of a lease that is gone fails.
     pub fn renew_id(&self, id: u64, ttl: Option<Duration>) -> Result<()> {
-        self.renew_where(&format!("lease {id}"), ttl, |map, p| {
-            let r = map.record(p);
-            r.lease_id.load(Relaxed) == id && r.state.load(Acquire) != FREE
-        })
+        self.renew_where(&format!("lease {id}"), ttl, |map, p| map.holds_lease(p, id))
     }
 
     /// Extend the TTL of the lease named `name` (as [`Registry::renew_port`]).
@@ -783,8 +782,9 @@ impl Registry {
     }
 
     /// Free every damaged record (see [`LeaseInfo::state`] `"damaged"`) that no live
-    /// process can still repair: refused with [`Error::RegistryCorrupt`] while a live process has not yet checked its own records since
-    /// the damage was found (it does at its next call). Returns the ports freed. A damaged
+    /// process can still repair: refused with [`Error::RegistryCorrupt`] while a live
+    /// process has not yet checked its own records since the damage was found (it does at
+    /// its next call). Returns the ports freed. A damaged
     /// record of a lease that lived by a TTL or a watched process (a CLI `alloc`) cannot be
     /// repaired by anyone: this is how such ports come back.
     pub fn free_damaged(&self) -> Result<Vec<u16>> {
@@ -1103,10 +1103,45 @@ fn check_boot(map: &Map, db: &File, notices: &mut Vec<String>) {
     notices.push(format!("portmgr: the host rebooted since the registry was last used; {cleared} ports of the old boot were freed"));
 }
 
+/// What an owner wrote into its slot, kept in memory to see and repair damage to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OwnerFields {
+    slot: u32,
+    generation: u64,
+    pid: u32,
+    start_time: u64,
+    pidns: u64,
+    created_ms: u64,
+    /// The slot's check as sealed.
+    check: u32,
+}
+
+impl OwnerFields {
+    fn write(&self, o: &Owner) {
+        o.pid.store(self.pid, Relaxed);
+        o.start_time.store(self.start_time, Relaxed);
+        o.pidns.store(self.pidns, Relaxed);
+        o.created_ms.store(self.created_ms, Relaxed);
+        o.generation.store(self.generation, Release);
+        o.check.store(self.check, Release);
+    }
+
+    /// Whether the slot still holds exactly what was written (plain loads: this runs on
+    /// every call, and needs no checksum of its own).
+    fn in_place(&self, o: &Owner) -> bool {
+        o.generation.load(Acquire) == self.generation
+            && o.pid.load(Relaxed) == self.pid
+            && o.start_time.load(Relaxed) == self.start_time
+            && o.pidns.load(Relaxed) == self.pidns
+            && o.created_ms.load(Relaxed) == self.created_ms
+            && o.check.load(Acquire) == self.check
+    }
+}
+
 /// Claim a free owner slot: the first one whose lock byte nobody holds. Returns the slot
-/// and the fields written into it (pid, start time, pid namespace, created), which the
-/// process keeps to repair its slot if the file is damaged.
-fn claim_owner(files: &Files) -> Result<(OwnerId, (u32, u64, u64, u64))> {
+/// and what was written into it, which the process keeps to repair its slot if the file
+/// is damaged.
+fn claim_owner(files: &Files) -> Result<(OwnerId, OwnerFields)> {
     let pid = sys::getpid();
     let start = pid as usize % OWNER_SLOTS;
     for i in 0..OWNER_SLOTS {
@@ -1118,39 +1153,29 @@ fn claim_owner(files: &Files) -> Result<(OwnerId, (u32, u64, u64, u64))> {
             // A damaged slot's generation cannot be trusted: a number from the clock is
             // above every counted one, so no old record of this slot comes back to life.
             let generation = if o.intact() { old.wrapping_add(1).max(1) } else { old.wrapping_add(1).max(sys::wall_ms()).max(1) };
-            let fields = (
-                pid,
-                match sys::proc_state(pid) {
-                    ProcState::Alive(s) => s,
-                    _ => 0,
-                },
-                *PIDNS,
-                sys::wall_ms(),
-            );
-            write_owner(o, generation, fields);
+            let start_time = match sys::proc_state(pid) {
+                ProcState::Alive(s) => s,
+                _ => 0,
+            };
+            let mut fields =
+                OwnerFields { slot, generation, pid, start_time, pidns: *PIDNS, created_ms: sys::wall_ms(), check: 0 };
+            fields.write(o);
+            o.seal();
+            fields.check = o.check.load(Acquire);
             return Ok((OwnerId { slot, generation }, fields));
         }
     }
     Err(Error::Exhausted { what: format!("all {OWNER_SLOTS} owner slots are taken by live processes") })
 }
 
-fn write_owner(o: &Owner, generation: u64, (pid, start_time, pidns, created_ms): (u32, u64, u64, u64)) {
-    o.pid.store(pid, Relaxed);
-    o.start_time.store(start_time, Relaxed);
-    o.pidns.store(pidns, Relaxed);
-    o.created_ms.store(created_ms, Relaxed);
-    o.generation.store(generation, Release);
-    o.seal();
-}
-
 /// This process's own owner slot, rewritten if it was damaged.
-fn repair_owner_slot(map: &Map, me: OwnerId, fields: (u32, u64, u64, u64), notices: &mut Vec<String>) {
-    let o = map.owner(me.slot);
-    if o.generation.load(Acquire) == me.generation && o.pid.load(Relaxed) == fields.0 && o.intact() {
+fn repair_owner_slot(map: &Map, fields: &OwnerFields, notices: &mut Vec<String>) {
+    let o = map.owner(fields.slot);
+    if fields.in_place(o) {
         return;
     }
-    write_owner(o, me.generation, fields);
-    notices.push(format!("portmgr: the registry's owner slot {} of pid {} was damaged; repaired it", me.slot, fields.0));
+    fields.write(o);
+    notices.push(format!("portmgr: the registry's owner slot {} of pid {} was damaged; repaired it", fields.slot, fields.pid));
 }
 
 /// A writer killed (or panicking) while it changed a record leaves the record named in
@@ -1221,16 +1246,27 @@ impl Ctx<'_> {
         alive
     }
 
-    /// Whether `port`'s record holds it. A damaged record holds it (it may be a live
-    /// holder's, and is never handed out) until its owner repairs it.
+    /// Whether `port`'s record holds it. Only a verdict of "not held" (the port would be
+    /// reclaimed or handed out) needs the record's check: a damaged record holds its port
+    /// (it may be a live holder's) until its owner repairs it. A record that looks held is
+    /// held either way, so the common path reads no checksum.
     fn live(&mut self, port: u16) -> bool {
-        let r = self.map.record(port);
-        if !self.sound(port) {
-            self.note_damage(port);
+        if self.held_by_fields(port) {
             return true;
         }
+        if self.sound(port) {
+            return false;
+        }
+        self.note_damage(port);
+        true
+    }
+
+    /// Whether the record's fields say the port is held (its state pending or held, and
+    /// its owner, TTL or watched process alive).
+    fn held_by_fields(&mut self, port: u16) -> bool {
+        let r = self.map.record(port);
         let state = r.state.load(Acquire);
-        if state == FREE {
+        if state != PENDING && state != HELD {
             return false;
         }
         let owner_alive = |ctx: &mut Self| ctx.owner_alive(r.owner_slot.load(Relaxed), r.owner_gen.load(Relaxed));
@@ -1424,11 +1460,17 @@ impl Ctx<'_> {
     }
 
     fn info(&mut self, port: u16) -> LeaseInfo {
+        // Views check every record they show: a damaged one that still looks held is
+        // reported here (and repaired at once when it is this process's own), before any
+        // field is read.
+        let damaged = !self.sound(port) && {
+            self.note_damage(port);
+            !self.sound(port)
+        };
         let r = self.map.record(port);
         let state = r.state.load(Acquire);
         let expires = r.expires_boot_ms.load(Relaxed);
         let live = self.live(port);
-        let damaged = !self.sound(port);
         let flags = r.flags.load(Relaxed);
         let name = r.name();
         LeaseInfo {
@@ -1473,7 +1515,7 @@ impl Ctx<'_> {
             });
             // This process's own record, damaged: its image says whose it is.
             let ours_damaged = !r.intact() && self.images.get(&p).is_some_and(|i| i.lease_id == id);
-            if (owned && r.lease_id.load(Relaxed) == id && r.state.load(Acquire) != FREE) || ours_damaged {
+            if (owned && self.map.holds_lease(p, id)) || ours_damaged {
                 let held = r.state.load(Acquire) == HELD;
                 self.clear(p);
                 failpoint("release-cleared");
@@ -1492,10 +1534,10 @@ impl Ctx<'_> {
     fn renew_lease(&mut self, id: u64, owner: Option<OwnerId>, ttl: Option<Duration>, known: Option<&[u16]>) -> Result<()> {
         let mut ports = Vec::new();
         for p in self.lease_ports(known) {
-            let r = self.map.record(p);
-            if r.lease_id.load(Relaxed) != id || r.state.load(Acquire) == FREE {
+            if !self.map.holds_lease(p, id) {
                 continue;
             }
+            let r = self.map.record(p);
             let owned = owner.is_none_or(|o| {
                 r.owner_slot.load(Relaxed) == o.slot && r.owner_gen.load(Relaxed) == o.generation
             });
