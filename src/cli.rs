@@ -840,7 +840,9 @@ fn open_registry(cli: &Cli) -> R<Registry> {
             ErrorCode::InvalidArgument => EXIT_USAGE, // PORTMGR_DIR set but empty
             _ => EXIT_REGISTRY,
         };
-        let hint = if matches!(e.code(), ErrorCode::Os) {
+        // EMFILE/ENFILE: the core's message already says what to do; the directory is fine.
+        let too_many_files = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+        let hint = if matches!(e.code(), ErrorCode::Os) && !too_many_files {
             "; check the directory (or pass another with --registry DIR / PORTMGR_DIR)"
         } else {
             ""

@@ -808,3 +808,13 @@ fn nginx_location_never_copies_a_raw_newline_from_the_type() {
     assert!(!conf.lines().any(|l| l.trim_start().starts_with("location /evil")), "{conf}");
     assert!(conf.contains(r"x\nlocation /evil"), "{conf}");
 }
+
+/// Issue 11.13: a lookup by a huge name that is not there does not echo it whole.
+#[test]
+fn a_huge_unknown_name_is_truncated_in_not_found() {
+    let (_d, svc) = services();
+    let huge = "m".repeat(100_000);
+    let e = svc.update_metadata(&huge, &meta(&[("k", "v")]), &[]).unwrap_err();
+    assert_eq!(e.code(), portmgr::ErrorCode::NotFound, "{e}");
+    assert!(e.to_string().len() < 300 && e.to_string().contains("100000 bytes"), "{} bytes", e.to_string().len());
+}

@@ -457,6 +457,11 @@ fn a_huge_name_is_truncated_in_the_error() {
     assert!(msg.contains("100000 bytes"), "{msg}");
     let e = portmgr::registry::validate_name(&format!("bad\u{7}{huge}")).unwrap_err();
     assert!(e.to_string().len() < 300, "{} bytes", e.to_string().len());
+    // Looked up by that name: not found, and not echoed whole either.
+    for e in [reg.release_name(&huge).unwrap_err(), reg.renew_name(&huge, None).unwrap_err()] {
+        assert_eq!(e.code(), ErrorCode::NotFound);
+        assert!(e.to_string().len() < 300 && e.to_string().contains("100000 bytes"), "{} bytes", e.to_string().len());
+    }
 }
 
 /// Issue 11.13: running out of file descriptors while opening the registry says so,
@@ -471,4 +476,6 @@ fn too_many_open_files_is_named_when_opening_the_registry() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("too many open files") && err.contains("ulimit -n"), "{err}");
+    // Not also sent to look at the directory, which is fine.
+    assert!(!err.contains("check the directory"), "{err}");
 }

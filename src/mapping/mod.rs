@@ -318,13 +318,13 @@ impl Services {
             .get_by_name(name)?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::NotFound(format!("no live service named {name:?}")))?;
+            .ok_or_else(|| Error::NotFound(format!("no live service named {}", crate::registry::shown_name(name))))?;
         store::update(&self.reg, |file, live| {
             let first = live
                 .iter()
                 .filter(|i| i.lease_id == info.lease_id)
                 .min_by_key(|i| i.port)
-                .ok_or_else(|| Error::NotFound(format!("no live service named {name:?}")))?;
+                .ok_or_else(|| Error::NotFound(format!("no live service named {}", crate::registry::shown_name(name))))?;
             let mut e = file.entry_for(first, live).cloned().unwrap_or_else(|| store::Entry {
                 port: first.port,
                 created_ms: first.created_ms,
@@ -339,7 +339,7 @@ impl Services {
             file.put(first.lease_id, e);
             Ok(())
         })?;
-        self.by_name(name)?.ok_or_else(|| Error::NotFound(format!("no live service named {name:?}")))
+        self.by_name(name)?.ok_or_else(|| Error::NotFound(format!("no live service named {}", crate::registry::shown_name(name))))
     }
 
     /// Export the live named services in `format` (see [`export`]).

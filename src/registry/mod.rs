@@ -43,6 +43,7 @@ use socket2::Socket;
 
 pub use dir::{default_dir, resolve_default_dir};
 pub use request::{MAX_COUNT, MIN_TTL, Request, check_ttl, validate_name};
+pub(crate) use request::shown_name;
 
 use crate::error::{Error, Result};
 use crate::probe;
@@ -676,7 +677,7 @@ impl Registry {
 
     /// Release the live lease named `name` (as [`Registry::release_port`]).
     pub fn release_name(&self, name: &str) -> Result<Vec<u16>> {
-        self.release_where(&format!("service {name:?}"), |map, p| map.record(p).name_is(name))
+        self.release_where(&format!("service {}", shown_name(name)), |map, p| map.record(p).name_is(name))
     }
 
     /// Release lease `id` (all its ports), as [`Registry::release_port`] does: the handle
@@ -720,7 +721,7 @@ impl Registry {
 
     /// Extend the TTL of the lease named `name` (as [`Registry::renew_port`]).
     pub fn renew_name(&self, name: &str, ttl: Option<Duration>) -> Result<()> {
-        self.renew_where(&format!("service {name:?}"), ttl, |map, p| map.record(p).name_is(name))
+        self.renew_where(&format!("service {}", shown_name(name)), ttl, |map, p| map.record(p).name_is(name))
     }
 
     fn renew_where(&self, what: &str, ttl: Option<Duration>, matches: impl Fn(&Map, u16) -> bool) -> Result<()> {
