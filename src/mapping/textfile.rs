@@ -38,7 +38,7 @@ pub fn read_text_file(path: &Path, what: &str) -> Result<String> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| Error::os(format!("cannot read {what} {shown}"), e))?;
+        .map_err(|e| Error::os(format!("reading the {what} {shown}"), e))?;
     let md = file.metadata().map_err(|e| Error::os(format!("fstat of {what} {shown}"), e))?;
     let ft = md.file_type();
     if !ft.is_file() {
@@ -70,7 +70,7 @@ pub fn read_text_file(path: &Path, what: &str) -> Result<String> {
 /// order mark dropped). `what` names the source in errors ("standard input").
 pub fn read_text(reader: impl Read, what: &str) -> Result<String> {
     let mut bytes = Vec::new();
-    reader.take(TEXT_FILE_MAX + 1).read_to_end(&mut bytes).map_err(|e| Error::os(format!("cannot read {what}"), e))?;
+    reader.take(TEXT_FILE_MAX + 1).read_to_end(&mut bytes).map_err(|e| Error::os(format!("reading the {what}"), e))?;
     if bytes.len() as u64 > TEXT_FILE_MAX {
         return Err(too_big(what, None));
     }

@@ -881,23 +881,19 @@ impl PyServices {
         let range = opt_range(range)?;
         let tmpl = template("tcp", ttl, watch_pid);
         let mut outcome = detached(py, || {
-            let text = match (path, text) {
-                (Some(p), None) => std::fs::read_to_string(&p).map_err(|e| {
-                    Error::os(format!("reading the import file {}", p.display()), e)
-                })?,
-                (None, Some(t)) => t,
-                _ => {
-                    return Err(Error::invalid(
-                        "import_services needs a path or text=, not both",
-                    ));
-                }
-            };
             let format = format.map(|f| f.parse::<ImportFormat>()).transpose()?;
             let opts = ImportOptions {
                 range: range.transpose()?,
                 request: Some(tmpl.request()?),
             };
-            self.svc()?.import_text(&text, format, &opts)
+            // The core reads the file (a regular file, size-capped): never a skin.
+            match (path, text) {
+                (Some(p), None) => self.svc()?.import_file(&p, format, &opts),
+                (None, Some(t)) => self.svc()?.import_text(&t, format, &opts),
+                _ => Err(Error::invalid(
+                    "import_services needs a path or text=, not both",
+                )),
+            }
         })
         .map_err(reg_err(py))?;
         let leases = std::mem::take(&mut outcome.leases)

@@ -693,3 +693,21 @@ def test_real_nginx_routes_to_allocated_ports() -> None:
         front.release()
         web.release()
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+def test_import_reads_only_regular_size_capped_files(tmp_path: Path) -> None:
+    """Issue 11.8 in Python: the core reads the import file. /dev/zero does not grow
+    memory without end, and a FIFO nobody writes to does not hang."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for bad in ("/dev/zero", str(fifo), str(tmp_path)):
+        t0 = time.monotonic()
+        with pytest.raises(portmgr.InvalidArgument, match="regular file"):
+            portmgr.import_services(bad)
+        assert time.monotonic() - t0 < 5, bad
+    big = tmp_path / "big.env"
+    big.write_bytes(b"# x\n" * (5 * 1024 * 1024))  # 20 MiB: over the cap
+    with pytest.raises(portmgr.InvalidArgument, match="MiB"):
+        portmgr.import_services(big)
