@@ -1174,7 +1174,7 @@ fn import(cli: &Cli, fmt: Format, a: &ImportArgs) -> R<i32> {
         mapping::read_text_file(&a.file, "import file")
     }
     .map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) => fail(EXIT_NOT_FOUND, format!("{e}; check the path")),
+        Some(libc::ENOENT) => fail(EXIT_NOT_FOUND, format!("{e}: cannot read it; check the path")),
         _ => Fail::from(e),
     })?;
     let svc = services(open_registry(cli)?)?;
