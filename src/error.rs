@@ -53,6 +53,29 @@ impl ErrorCode {
     }
 }
 
+/// Which wait an [`Error::Timeout`] ran past. Skins map it directly (Python:
+/// `LockTimeout` for [`TimeoutKind::Lock`], `PortTimeout` for [`TimeoutKind::Wait`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// The wait for a lock: the registry lock (held by another process or thread), or a
+    /// handle another thread is inside a call on. Bounded by the lock timeout.
+    Lock,
+    /// A wait the caller asked for, with its own timeout: a listener to appear, a port
+    /// to become free.
+    Wait,
+}
+
+impl TimeoutKind {
+    /// The short, stable, lower-case name of the kind: `"lock"` or `"wait"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutKind::Lock => "lock",
+            TimeoutKind::Wait => "wait",
+        }
+    }
+}
+
 /// Everything that can go wrong in portmgr. Messages say what happened and what to do.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -87,8 +110,13 @@ pub enum Error {
         /// The holder's pid.
         pid: u32,
     },
-    /// A deadline passed.
-    Timeout(String),
+    /// A deadline passed; `kind` says which wait it was.
+    Timeout {
+        /// The wait that ran past its deadline: a lock, or a wait the caller asked for.
+        kind: TimeoutKind,
+        /// What was waited for and, for a lock, who held it.
+        message: String,
+    },
     /// The registry file cannot be used safely.
     RegistryCorrupt {
         /// The file.
@@ -126,7 +154,7 @@ impl Error {
             Error::PortInUse { .. } | Error::NameInUse { .. } => ErrorCode::InUse,
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::NotOwner { .. } => ErrorCode::NotOwner,
-            Error::Timeout(_) => ErrorCode::Timeout,
+            Error::Timeout { .. } => ErrorCode::Timeout,
             Error::RegistryCorrupt { .. } => ErrorCode::RegistryCorrupt,
             Error::InsecureDirectory { .. } => ErrorCode::InsecureDirectory,
             Error::Os { .. } => ErrorCode::Os,
@@ -150,6 +178,24 @@ impl Error {
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
     }
+
+    /// A [`TimeoutKind::Lock`] timeout.
+    pub(crate) fn lock_timeout(message: impl Into<String>) -> Self {
+        Error::Timeout { kind: TimeoutKind::Lock, message: message.into() }
+    }
+
+    /// A [`TimeoutKind::Wait`] timeout.
+    pub(crate) fn wait_timeout(message: impl Into<String>) -> Self {
+        Error::Timeout { kind: TimeoutKind::Wait, message: message.into() }
+    }
+
+    /// The kind of an [`Error::Timeout`], if it is one.
+    pub fn timeout_kind(&self) -> Option<TimeoutKind> {
+        match self {
+            Error::Timeout { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -168,7 +214,7 @@ impl fmt::Display for Error {
                 f,
                 "{what} is held by live process {pid}, not by this one; only a lease whose owner is gone, or that was kept/detached, may be released by another process"
             ),
-            Error::Timeout(m) => write!(f, "timed out: {m}"),
+            Error::Timeout { message, .. } => write!(f, "timed out: {message}"),
             Error::RegistryCorrupt { path, reason } => {
                 write!(f, "registry file {} is unusable: {reason}", path.display())
             }
@@ -211,6 +257,17 @@ mod tests {
         assert_eq!(ErrorCode::InsecureDirectory as u32, 8);
         assert_eq!(ErrorCode::Os as u32, 9);
         assert_eq!(ErrorCode::Internal as u32, 10);
+    }
+
+    #[test]
+    fn timeouts_record_their_kind_and_keep_code_and_message() {
+        let lock = Error::lock_timeout("the registry lock was held by process 1");
+        let wait = Error::wait_timeout("nothing accepted TCP connections on 127.0.0.1:1");
+        assert_eq!((lock.code(), lock.timeout_kind()), (ErrorCode::Timeout, Some(TimeoutKind::Lock)));
+        assert_eq!((wait.code(), wait.timeout_kind()), (ErrorCode::Timeout, Some(TimeoutKind::Wait)));
+        assert_eq!(lock.to_string(), "timed out: the registry lock was held by process 1");
+        assert_eq!(Error::invalid("x").timeout_kind(), None);
+        assert_eq!((TimeoutKind::Lock.as_str(), TimeoutKind::Wait.as_str()), ("lock", "wait"));
     }
 
     #[test]

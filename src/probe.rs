@@ -191,7 +191,7 @@ fn poll_until(
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Error::Timeout(what()));
+            return Err(Error::wait_timeout(what()));
         }
         std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_millis(100));

@@ -28,7 +28,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyRange, PyRangeMethods, PyString, PyTuple};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TimeoutKind};
 use crate::probe;
 use crate::range::{PortRange, Protocols};
 use crate::registry::{BoundSocket, Lease, LeaseInfo, Registry, Request, Stats};
@@ -38,19 +38,11 @@ use crate::strategy::Strategy;
 // ---------------------------------------------------------------------------------------
 // Errors
 
-/// Where an error came from: a timeout in a registry call is a lock wait; in a probe it
-/// is the wait the caller asked for.
-#[derive(Clone, Copy)]
-enum Site {
-    Registry,
-    Probe,
-}
-
 static FROM_NATIVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// The Python exception for a core error: an instance of a `portmgr.PortError` subclass
 /// built by `portmgr.errors._from_native(code, message, errno, details)`.
-fn py_err(py: Python<'_>, e: Error, site: Site) -> PyErr {
+fn py_err(py: Python<'_>, e: Error) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let details = PyDict::new(py);
         // One arm per variant and no catch-all: a new kind must be mapped here to compile.
@@ -66,7 +58,9 @@ fn py_err(py: Python<'_>, e: Error, site: Site) -> PyErr {
                 details.set_item("ports", ports.clone())?;
             }
             Error::NotOwner { pid, .. } => details.set_item("pid", pid)?,
-            Error::Timeout(_) => details.set_item("lock", matches!(site, Site::Registry))?,
+            Error::Timeout { kind, .. } => {
+                details.set_item("lock", matches!(kind, TimeoutKind::Lock))?
+            }
             Error::RegistryCorrupt { path, reason } | Error::InsecureDirectory { path, reason } => {
                 details.set_item("path", path.to_string_lossy())?;
                 details.set_item("reason", reason)?;
@@ -81,11 +75,11 @@ fn py_err(py: Python<'_>, e: Error, site: Site) -> PyErr {
 }
 
 fn reg_err(py: Python<'_>) -> impl Fn(Error) -> PyErr + '_ {
-    move |e| py_err(py, e, Site::Registry)
+    move |e| py_err(py, e)
 }
 
 fn probe_err(py: Python<'_>) -> impl Fn(Error) -> PyErr + '_ {
-    move |e| py_err(py, e, Site::Probe)
+    move |e| py_err(py, e)
 }
 
 /// Run `f` without the GIL; a panic inside becomes [`Error::Internal`], never a crash or
@@ -894,7 +888,6 @@ impl PyRegistry {
                 Error::invalid(format!(
                     "bound_socket makes one socket: proto must be \"tcp\" or \"udp\", not {proto:?}"
                 )),
-                Site::Registry,
             ));
         }
         let args = req_args!(
@@ -905,13 +898,10 @@ impl PyRegistry {
         let (lease, socks) =
             detached(py, || reg.allocate_bound(&args.request()?)).map_err(reg_err(py))?;
         abandon(lease, reg);
-        py_sockets(py, socks)?.into_iter().next().ok_or_else(|| {
-            py_err(
-                py,
-                Error::Internal("allocate_bound gave no socket".into()),
-                Site::Registry,
-            )
-        })
+        py_sockets(py, socks)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| py_err(py, Error::Internal("allocate_bound gave no socket".into())))
     }
 
     /// The live lease named `name` as a list of LeaseInfo when there is one, else a new

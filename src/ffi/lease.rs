@@ -104,7 +104,7 @@ fn lock(entry: &LeaseEntry) -> Result<parking_lot::MutexGuard<'_, Option<crate::
     entry
         .lease
         .try_lock_for(Duration::from_secs(30))
-        .ok_or_else(|| Error::Timeout("another thread has been inside a call on this lease for 30 s".into()))
+        .ok_or_else(|| Error::lock_timeout("another thread has been inside a call on this lease for 30 s"))
 }
 
 fn release(lease: *mut portmgr_lease, keep: bool) -> Result<()> {

@@ -111,11 +111,11 @@ pub fn lock_process(deadline: Instant) -> Result<ProcessGuard> {
         let (dev, ino) = (WAITING_FOR[0].load(Ordering::Acquire), WAITING_FOR[1].load(Ordering::Acquire));
         match (ino != 0).then(|| holder_pid_of(dev, ino)).flatten() {
             // The thread ahead of us waits for another process's flock: name that process.
-            Some(p) => Error::Timeout(format!(
+            Some(p) => Error::lock_timeout(format!(
                 "the registry lock was held by process {p} past the deadline (another thread of this process, pid {}, was waiting for it too); if that process is stopped (SIGSTOP) or hung, continue or kill it",
                 sys::getpid()
             )),
-            None => Error::Timeout(format!(
+            None => Error::lock_timeout(format!(
                 "another thread of this process (pid {}) held the registry lock past the deadline",
                 sys::getpid()
             )),
@@ -156,7 +156,7 @@ pub fn lock_file<'a>(file: &'a File, path: &Path, deadline: Instant) -> Result<F
         if now >= deadline {
             let holder = holder_pid(file)
                 .map_or_else(|| "an unknown process".to_string(), |p| format!("process {p}"));
-            return Err(Error::Timeout(format!(
+            return Err(Error::lock_timeout(format!(
                 "the registry lock {} was held by {holder} for {:?}, past the deadline; if that process is stopped (SIGSTOP) or hung, continue or kill it",
                 path.display(),
                 now - start
