@@ -818,3 +818,119 @@ fn a_huge_unknown_name_is_truncated_in_not_found() {
     assert_eq!(e.code(), portmgr::ErrorCode::NotFound, "{e}");
     assert!(e.to_string().len() < 300 && e.to_string().contains("100000 bytes"), "{} bytes", e.to_string().len());
 }
+
+/// Issue 12: the one layout resolver every skin uses. A name is looked up first, then a
+/// text with `=` or `:` is a spec, anything else is an unknown name listing the known
+/// layouts; members are range-checked; every result is validated.
+#[test]
+fn layout_resolver_rules() {
+    let t = TypeTable::from_json_str(
+        r#"{"groups": {"trio": [{"name": "a", "offset": 0}, {"name": "b", "offset": 1, "type": "cache"},
+                                  {"name": "c", "offset": 2}],
+                       "odd=name": [{"name": "z", "offset": 7}]}}"#,
+        "test",
+    )
+    .unwrap();
+    let text = |s: &str| LayoutSource::Text(s.to_string());
+    // 1. Names first: built in and configured, even a name that looks like a spec.
+    assert_eq!(t.resolve_layout(&text("stack")).unwrap(), GroupLayout::stack());
+    assert_eq!(t.resolve_layout(&text("trio")).unwrap(), t.group("trio").unwrap().clone());
+    assert_eq!(t.resolve_layout(&text("odd=name")).unwrap().members[0].name, "z");
+    // 2. Else a spec, with either separator.
+    assert_eq!(
+        t.resolve_layout(&text("pg=0,redis:+100/cache")).unwrap(),
+        GroupLayout::new().member("pg", 0, None).member("redis", 100, Some("cache"))
+    );
+    // 3. Else an unknown name: the message lists the known layouts and how to give a spec.
+    for unknown in ["nope", "", "Stack"] {
+        let e = t.resolve_layout(&text(unknown)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        let m = e.to_string();
+        assert!(m.contains(&format!("no group layout named {unknown:?}")), "{m}");
+        assert!(m.contains("known layouts: odd=name, stack, trio"), "{m}");
+        assert!(m.contains("spec"), "{m}");
+    }
+    // A bad spec is the spec's own error.
+    let e = t.resolve_layout(&text("a=0,a=1")).unwrap_err();
+    assert!(e.to_string().contains("appears twice"), "{e}");
+    let e = t.resolve_layout(&text("a=x")).unwrap_err();
+    assert!(e.to_string().contains("offset"), "{e}");
+    // 4. Members, in order, offsets checked, then validated like any layout.
+    let members = |v: &[(&str, i64, Option<&str>)]| {
+        LayoutSource::Members(v.iter().map(|(n, o, ty)| (n.to_string(), *o, ty.map(str::to_string))).collect())
+    };
+    assert_eq!(
+        t.resolve_layout(&members(&[("web", 5, None), ("db", 0, Some("database"))])).unwrap(),
+        GroupLayout::new().member("web", 5, None).member("db", 0, Some("database"))
+    );
+    for bad in [-1, 65535, 1 << 40] {
+        let e = t.resolve_layout(&members(&[("a", bad, None)])).unwrap_err();
+        assert!(e.to_string().contains(&format!("offset {bad} must be a number from 0 to 65534")), "{e}");
+    }
+    assert!(t.resolve_layout(&members(&[])).unwrap_err().to_string().contains("at least one member"));
+    assert!(
+        t.resolve_layout(&members(&[("a", 0, None), ("b", 0, None)])).unwrap_err().to_string().contains("same offset")
+    );
+    assert!(t.resolve_layout(&members(&[("a b", 0, None)])).unwrap_err().to_string().contains("member name"));
+    // A name only another table knows is unknown here.
+    assert_eq!(TypeTable::builtin().resolve_layout(&text("trio")).unwrap_err().code(), ErrorCode::InvalidArgument);
+}
+
+/// Issue 12: the one typed-or-plain allocation path, plain and bound.
+#[test]
+fn one_allocation_path_for_plain_and_typed_requests() {
+    let (_d, reg) = temp_registry();
+    let svc = Services::with_types(reg.clone(), TypeTable::builtin());
+    // Plain: a registry lease, nothing recorded.
+    let plain = portmgr::mapping::allocate(&reg, &req_in(59100, 10), &ServiceSpec::new()).unwrap();
+    let s = svc.by_port(plain.port()).unwrap().unwrap();
+    assert_eq!((s.service_type, s.metadata.len()), (None, 0));
+    // Typed with an explicit range: the range wins, the type and metadata are recorded.
+    let typed =
+        portmgr::mapping::allocate(&reg, &req_in(59100, 10), &ServiceSpec::typed("cache").meta("k", "v")).unwrap();
+    assert!((59100..59110).contains(&typed.port()));
+    let s = svc.by_port(typed.port()).unwrap().unwrap();
+    assert_eq!(s.service_type.as_deref(), Some("cache"));
+    assert_eq!(s.metadata["k"], "v");
+    // An unknown type: nothing allocated, the known types named.
+    let before = reg.list().unwrap().len();
+    let e = portmgr::mapping::allocate(&reg, &req_in(59100, 10), &ServiceSpec::typed("nosuch")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    assert!(e.to_string().contains("known types"), "{e}");
+    assert_eq!(reg.list().unwrap().len(), before);
+
+    // Bound and typed: a listening socket on the held port, and the type recorded.
+    let (lease, socks) =
+        portmgr::mapping::allocate_bound(&reg, &req_in(59110, 10).name("bound-db"), &ServiceSpec::typed("database"))
+            .unwrap();
+    assert_eq!(socks.len(), 1);
+    assert_eq!(socks[0].port, lease.port());
+    assert!(!probe::is_free(lease.port(), Protocols::TCP).unwrap());
+    let s = svc.by_name("bound-db").unwrap().unwrap();
+    assert_eq!((s.port, s.service_type.as_deref()), (lease.port(), Some("database")));
+    assert!(reg.get_by_port(lease.port()).unwrap().unwrap().bound);
+    // Bound and typed without a range: from the type's range (builtin cache: 6300-6399),
+    // through the Services handle.
+    let (l2, _s2) = svc.allocate_bound(&Request::new(), &ServiceSpec::typed("cache")).unwrap();
+    assert!((6300..=6399).contains(&l2.port()), "{}", l2.port());
+    // Bad metadata: nothing allocated, nothing bound.
+    let before = reg.list().unwrap().len();
+    let bad = ServiceSpec::new().meta("a=b", "x");
+    assert_eq!(svc.allocate_bound(&req_in(59110, 10), &bad).unwrap_err().code(), ErrorCode::InvalidArgument);
+    assert_eq!(reg.list().unwrap().len(), before);
+    // Plain bound.
+    let (l3, s3) = portmgr::mapping::allocate_bound(&reg, &req_in(59120, 10), &ServiceSpec::new()).unwrap();
+    assert_eq!(s3[0].port, l3.port());
+    assert_eq!(svc.by_port(l3.port()).unwrap().unwrap().service_type, None);
+}
+
+/// Issue 12: one env-variable rule for `run --port` and the `.env` export.
+#[test]
+fn one_env_name_rule() {
+    assert_eq!(env_stem("web-api"), "WEB_API");
+    assert_eq!(env_stem("2nd"), "_2ND");
+    assert_eq!(env_stem("clickhouse.http"), "CLICKHOUSE_HTTP");
+    for n in ["web-api", "2nd", "ci-17.redis", "é"] {
+        assert_eq!(env_key(n), format!("{}_PORT", env_stem(n)));
+    }
+}

@@ -110,15 +110,23 @@ pub fn export_json(services: &[Service]) -> Result<String> {
     Ok(s)
 }
 
-/// The `.env` variable of service `name`: upper-cased, every character other than
-/// `A-Z 0-9` turned into `_`, a leading digit prefixed with `_`, then `_PORT`
-/// (`"clickhouse.http"` -> `CLICKHOUSE_HTTP_PORT`).
-pub fn env_key(name: &str) -> String {
+/// The environment-variable stem of a name: upper-cased, every character other than
+/// `A-Z 0-9` turned into `_`, a leading digit prefixed with `_` (`"web-api"` ->
+/// `WEB_API`, `"2nd"` -> `_2ND`). The one env-name rule of portmgr: `portmgr run --port
+/// NAME` sets `{stem}_PORT`, and the `.env` export writes [`env_key`].
+pub fn env_stem(name: &str) -> String {
     let mut k: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     if k.starts_with(|c: char| c.is_ascii_digit()) {
         k.insert(0, '_');
     }
+    k
+}
+
+/// The `.env` variable of service `name`: its [`env_stem`], then `_PORT`
+/// (`"clickhouse.http"` -> `CLICKHOUSE_HTTP_PORT`).
+pub fn env_key(name: &str) -> String {
+    let mut k = env_stem(name);
     k.push_str("_PORT");
     k
 }

@@ -11,7 +11,7 @@ use crate::range::PortRange;
 use crate::registry::{Lease, NAME_MAX, Request};
 use crate::strategy::{self, Strategy};
 
-use super::{Metadata, ServiceSpec, Services};
+use super::{Metadata, ServiceSpec, Services, TypeTable};
 
 /// One member of a group layout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +114,62 @@ impl GroupLayout {
     /// The largest offset.
     pub fn span(&self) -> u16 {
         self.members.iter().map(|m| m.offset).max().unwrap_or(0)
+    }
+}
+
+/// How a skin names a group's layout; [`TypeTable::resolve_layout`] turns it into a
+/// [`GroupLayout`] by one set of rules for every skin (CLI `--layout`/`--spec`, C
+/// `portmgr_group_allocate`, Python `allocate_group(layout=...)`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LayoutSource {
+    /// A layout name (`"stack"`, or one of the types config file) or a spec
+    /// (`"pg=0,redis=+100,api=400/rest-api"`, see [`GroupLayout::parse`]).
+    Text(String),
+    /// Members as (name, offset from the base, service type), in order; an offset out
+    /// of 0 to 65534 is an invalid argument (the skin's integer type may be wider).
+    Members(Vec<(String, i64, Option<String>)>),
+}
+
+impl TypeTable {
+    /// The layout `source` names. The rules, the same in every skin:
+    ///
+    /// 1. a text that is the name of a layout in this table is that layout (names are
+    ///    looked up first, exactly as written);
+    /// 2. else a text containing `=` or `:` is a spec, parsed by [`GroupLayout::parse`];
+    /// 3. else it is an unknown layout name: an invalid argument listing the known
+    ///    layouts;
+    /// 4. members are taken in order, each offset checked to be 0 to 65534.
+    ///
+    /// The result is validated ([`GroupLayout::validate`]: at least one member, member
+    /// names valid and distinct, offsets distinct).
+    pub fn resolve_layout(&self, source: &LayoutSource) -> Result<GroupLayout> {
+        let layout = match source {
+            LayoutSource::Text(t) => match self.group(t) {
+                Some(l) => l.clone(),
+                None if t.contains(['=', ':']) => GroupLayout::parse(t)?,
+                None => {
+                    return Err(Error::invalid(format!(
+                        "no group layout named {}; known layouts: {} (or give members as a spec, e.g. \"pg=0,redis=+100/cache\")",
+                        crate::registry::shown_name(t),
+                        self.group_names().join(", ")
+                    )));
+                }
+            },
+            LayoutSource::Members(members) => {
+                let mut l = GroupLayout::new();
+                for (name, offset, ty) in members {
+                    let off = u16::try_from(*offset).ok().filter(|&o| o < u16::MAX).ok_or_else(|| {
+                        Error::invalid(format!(
+                            "group member {name:?}: offset {offset} must be a number from 0 to 65534"
+                        ))
+                    })?;
+                    l = l.member(name.clone(), off, ty.as_deref());
+                }
+                l
+            }
+        };
+        layout.validate()?;
+        Ok(layout)
     }
 }
 

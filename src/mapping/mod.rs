@@ -32,14 +32,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::registry::{Lease, LeaseInfo, Registry, Request};
+use crate::registry::{BoundSocket, Lease, LeaseInfo, Registry, Request};
 
 pub use export::{
-    ExportFormat, JSON_EXPORT_VERSION, env_key, export, export_env, export_json, export_nginx, nginx_location,
+    ExportFormat, JSON_EXPORT_VERSION, env_key, env_stem, export, export_env, export_json, export_nginx, nginx_location,
 };
 pub use group::{
     GROUP_SEPARATOR, GroupInfo, GroupLayout, GroupLease, GroupMember, GroupMemberInfo, GroupMemberLease, GroupOptions,
-    member_service_name,
+    LayoutSource, member_service_name,
 };
 pub use import::{ImportEntry, ImportFormat, ImportOptions, ImportOutcome, ImportedService, parse_import};
 pub use nginx::{NginxApplied, NginxDeploy, nginx_file_name, write_nginx_dir};
@@ -221,6 +221,20 @@ impl Services {
         Err(Error::Internal(format!("service {name:?} kept appearing and vanishing")))
     }
 
+    /// Allocate as [`Services::allocate`] does and hand the ports over bound, as
+    /// [`Registry::allocate_bound`] does: the race-free hand-over, with a service type
+    /// (its range when `req` names none) and metadata recorded. When recording fails the
+    /// lease is released and the sockets closed: nothing half-made is left.
+    pub fn allocate_bound(&self, req: &Request, spec: &ServiceSpec) -> Result<(Lease, Vec<BoundSocket>)> {
+        validate_metadata(&spec.metadata)?;
+        let req = self.typed_request(req, spec)?;
+        let (lease, sockets) = self.reg.allocate_bound(&req)?;
+        if spec != &ServiceSpec::default() {
+            self.record_many(&[&lease], std::slice::from_ref(spec))?;
+        }
+        Ok((lease, sockets))
+    }
+
     pub(crate) fn allocate_raw(&self, req: &Request) -> Result<Lease> {
         self.reg.allocate(req)
     }
@@ -313,18 +327,15 @@ impl Services {
     /// Change the metadata of the live service `name`: `set` entries are added or
     /// replaced, `remove` keys removed. Returns the service as it now is.
     pub fn update_metadata(&self, name: &str, set: &Metadata, remove: &[String]) -> Result<Service> {
-        let info = self
-            .reg
-            .get_by_name(name)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::NotFound(format!("no live service named {}", crate::registry::shown_name(name))))?;
+        let info =
+            self.reg.get_by_name(name)?.into_iter().next().ok_or_else(|| {
+                Error::NotFound(format!("no live service named {}", crate::registry::shown_name(name)))
+            })?;
         store::update(&self.reg, |file, live| {
-            let first = live
-                .iter()
-                .filter(|i| i.lease_id == info.lease_id)
-                .min_by_key(|i| i.port)
-                .ok_or_else(|| Error::NotFound(format!("no live service named {}", crate::registry::shown_name(name))))?;
+            let first =
+                live.iter().filter(|i| i.lease_id == info.lease_id).min_by_key(|i| i.port).ok_or_else(|| {
+                    Error::NotFound(format!("no live service named {}", crate::registry::shown_name(name)))
+                })?;
             let mut e = file.entry_for(first, live).cloned().unwrap_or_else(|| store::Entry {
                 port: first.port,
                 created_ms: first.created_ms,
@@ -339,12 +350,37 @@ impl Services {
             file.put(first.lease_id, e);
             Ok(())
         })?;
-        self.by_name(name)?.ok_or_else(|| Error::NotFound(format!("no live service named {}", crate::registry::shown_name(name))))
+        self.by_name(name)?
+            .ok_or_else(|| Error::NotFound(format!("no live service named {}", crate::registry::shown_name(name))))
     }
 
     /// Export the live named services in `format` (see [`export`]).
     pub fn export(&self, format: ExportFormat) -> Result<String> {
         export::export(&self.list_named()?, format)
+    }
+}
+
+/// Allocate on `reg` as `req` asks, as a typed service when `spec` says so: the one
+/// typed-or-plain allocation path every skin (CLI, C, Python) takes.
+///
+/// With no service type, metadata or group in `spec` (`ServiceSpec::default()`), a plain
+/// [`Registry::allocate`]: the types config file is not even read, so a broken one
+/// cannot fail a plain allocation. Otherwise [`Services::allocate`] with the types
+/// config in force ([`TypeTable::load_default`]): the port comes from the type's range
+/// when `req` names no range, an unknown type is an invalid argument naming the known
+/// ones, and the type and metadata are recorded with the lease (or nothing is held).
+pub fn allocate(reg: &Registry, req: &Request, spec: &ServiceSpec) -> Result<Lease> {
+    if spec == &ServiceSpec::default() { reg.allocate(req) } else { Services::new(reg.clone())?.allocate(req, spec) }
+}
+
+/// [`allocate`], with the ports handed over bound ([`Registry::allocate_bound`] for a
+/// plain request, [`Services::allocate_bound`] for a typed one): a listening TCP socket
+/// and/or a bound UDP socket per port, close-on-exec.
+pub fn allocate_bound(reg: &Registry, req: &Request, spec: &ServiceSpec) -> Result<(Lease, Vec<BoundSocket>)> {
+    if spec == &ServiceSpec::default() {
+        reg.allocate_bound(req)
+    } else {
+        Services::new(reg.clone())?.allocate_bound(req, spec)
     }
 }
 
