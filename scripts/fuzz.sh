@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Run every cargo-fuzz target for N seconds each (default 60): `scripts/fuzz.sh [N]`.
-# Needs a nightly toolchain and cargo-fuzz (installed here when missing). Not part of
-# `cargo test`: fuzz/ is its own workspace. Corpus seeds live in fuzz/corpus/<target>/
-# (committed); new inputs of a run go to a temp dir unless FUZZ_KEEP=1. A crash leaves
-# its input in fuzz/artifacts/<target>/ and fails the script.
+# Live fuzzing needs a nightly toolchain; without one this prints a SKIPPED line and
+# exits 0 (scripts/test.sh calls it, and the test command runs on stable alone), unless
+# FUZZ_REQUIRE_NIGHTLY=1 makes that a failure. On stable, `cargo test --test fuzz_replay`
+# already ran every committed corpus input through its target's body (fuzz/bodies/).
+# cargo-fuzz is installed here when missing. fuzz/ is its own workspace. Corpus seeds
+# live in fuzz/corpus/<target>/ (committed); new inputs of a run go to a temp dir unless
+# FUZZ_KEEP=1. A crash leaves its input in fuzz/artifacts/<target>/ and fails the script.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${1:-60}"
-if ! rustup toolchain list | grep -q nightly; then
-  echo "fuzz: no nightly toolchain (rustup toolchain install nightly)" >&2
-  exit 1
+if ! command -v rustup >/dev/null 2>&1 || ! rustup toolchain list | grep -q '^nightly' \
+  || ! cargo +nightly --version >/dev/null 2>&1; then
+  if [ "${FUZZ_REQUIRE_NIGHTLY:-0}" = 1 ]; then
+    echo "fuzz: no nightly toolchain (rustup toolchain install nightly)" >&2
+    exit 1
+  fi
+  echo "RESULT fuzz: SKIPPED live fuzzing: no nightly toolchain (rustup toolchain install nightly);" \
+    "the committed corpora were replayed on stable by cargo test --test fuzz_replay"
+  exit 0
 fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   echo "fuzz: installing cargo-fuzz (a few minutes)" >&2

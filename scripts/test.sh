@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of portmgr: Rust (unit, integration, multi-process, reliability, nginx),
 # C/C++ (plus valgrind and AddressSanitizer), Python (pytest, xdist, mypy, stubtest), and
-# the benchmarks' smoke test and 60 s of fuzzing per target. Installs what it needs
+# the benchmarks' smoke test and, with a nightly toolchain, 60 s of fuzzing per target
+# (on stable the fuzz corpora are replayed by cargo test). Installs what it needs
 # itself (a venv, maturin, pytest, valgrind, nginx, cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,8 @@ echo "== bench --quick (smoke test of the benchmarks against the peers; no figur
 # Reuses the Python build of tests/python/run.sh.
 PORTMGR_BENCH_PY_TARGET="$PWD/target/python" python3 bench/run.py --quick
 
-echo "== fuzz: every cargo-fuzz target for 60 s (nightly; installs cargo-fuzz if missing)"
+echo "== fuzz: every cargo-fuzz target for 60 s (needs nightly: without one it says SKIPPED and passes;"
+echo "   the corpora already ran on stable in cargo test --test fuzz_replay; installs cargo-fuzz if missing)"
 bash scripts/fuzz.sh 60
 
 echo "== all tests passed"

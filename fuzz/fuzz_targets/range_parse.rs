@@ -1,20 +1,8 @@
-//! PortRange and Protocols parsing on arbitrary text: never a panic; a range that parses
-//! is non-empty, inside 1-65535, prints back to a string that parses to the same range.
+//! PortRange and Protocols parsing on arbitrary text (the body: fuzz/bodies/range_parse.rs,
+//! also replayed over the committed corpus by `cargo test --test fuzz_replay`).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use portmgr::{PortRange, Protocols};
+#[path = "../bodies/range_parse.rs"]
+mod body;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
-    if let Ok(r) = s.parse::<PortRange>() {
-        assert!(r.start() >= 1 && r.start() <= r.end());
-        assert!(r.len() <= r.span());
-        let again: PortRange = r.to_string().parse().expect("a printed range parses");
-        assert_eq!((again.start(), again.end()), (r.start(), r.end()));
-        for p in r.iter().take(64) {
-            assert!(r.contains(p));
-        }
-    }
-    let _ = s.parse::<Protocols>();
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));
