@@ -2,8 +2,9 @@
 # The Python package's tests, from nothing: a venv, the tools, `pip install .` (maturin
 # builds the extension), then pytest (API, errors, fork/threads, the plugin), the
 # cross-worker stress test under `pytest -n 4`, mypy --strict and stubtest.
-# Every test uses its own temporary registry (PORTMGR_DIR) and ports 48000-51999
-# (test_mapping.py: explicit ranges in 58000-59999, and the built-in service type ranges).
+# Every test uses its own temporary registry (PORTMGR_DIR) and ports 10000-11999
+# (test_mapping.py: explicit ranges in 12000-12699, and the built-in service type ranges):
+# below the kernel's ephemeral range; the port map is in conftest.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

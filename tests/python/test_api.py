@@ -106,16 +106,16 @@ def test_several_ports_and_contiguous_blocks() -> None:
     assert not any(held(p) for p in lease.ports)
 
 
-@pytest.mark.parametrize("given", [(49000, 49009), "49000-49009", range(49000, 49010)])
+@pytest.mark.parametrize("given", [(10500, 10509), "10500-10509", range(10500, 10510)])
 def test_range_forms(given: object) -> None:
     with portmgr.allocate(range=given, count=10) as lease:  # type: ignore[arg-type]
-        assert sorted(lease.ports) == list(range(49000, 49010))
+        assert sorted(lease.ports) == list(range(10500, 10510))
 
 
 def test_strategies() -> None:
-    with portmgr.allocate(range=(50000, 50099), strategy="sequential") as a:
-        with portmgr.allocate(range=(50000, 50099), strategy="sequential") as b:
-            assert (a.port, b.port) == (50000, 50001)
+    with portmgr.allocate(range=(11000, 11099), strategy="sequential") as a:
+        with portmgr.allocate(range=(11000, 11099), strategy="sequential") as b:
+            assert (a.port, b.port) == (11000, 11001)
     with portmgr.allocate(name="web", strategy="hash") as h1:
         first = h1.port
     with portmgr.allocate(name="web", strategy="hash") as h2:
@@ -129,13 +129,13 @@ def test_strategies() -> None:
 
 
 def test_preferred_port() -> None:
-    with portmgr.allocate(preferred=50500) as a:
-        assert a.port == 50500
-        with portmgr.allocate(preferred=50500) as b:
-            assert b.port != 50500  # falls back to the strategy
+    with portmgr.allocate(preferred=11500) as a:
+        assert a.port == 11500
+        with portmgr.allocate(preferred=11500) as b:
+            assert b.port != 11500  # falls back to the strategy
         with pytest.raises(portmgr.PortInUse) as e:
-            portmgr.allocate(preferred=50500, required=True)
-        assert e.value.port == 50500
+            portmgr.allocate(preferred=11500, required=True)
+        assert e.value.port == 11500
 
 
 def test_ttl_renew_keep_and_watch_pid() -> None:
@@ -206,14 +206,14 @@ def test_allocated_port_can_be_bound_by_its_user() -> None:
 
 
 def test_ports_bound_outside_portmgr_are_skipped() -> None:
-    with bind_tcp(50950):
-        with portmgr.allocate(range=(50950, 50951), strategy="sequential") as lease:
-            assert lease.port == 50951
+    with bind_tcp(11950):
+        with portmgr.allocate(range=(11950, 11951), strategy="sequential") as lease:
+            assert lease.port == 11951
         with pytest.raises(portmgr.PortInUse) as e:
-            portmgr.allocate(preferred=50950, required=True)
-        assert e.value.port == 50950
+            portmgr.allocate(preferred=11950, required=True)
+        assert e.value.port == 11950
         with pytest.raises(portmgr.PortsExhausted):
-            portmgr.allocate(range=(50950, 50950))
+            portmgr.allocate(range=(11950, 11950))
 
 
 def test_registry_views() -> None:
@@ -274,10 +274,10 @@ def test_explicit_registry_and_env_change(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_reservation() -> None:
-    with portmgr.Reservation((51000, 51009), strategy="sequential") as r:
-        assert r.range == (51000, 51009)
+    with portmgr.Reservation((10600, 10609), strategy="sequential") as r:
+        assert r.range == (10600, 10609)
         a = r.reserve_port()
-        assert a == 51000 and a in r and r.is_reserved(a)
+        assert a == 10600 and a in r and r.is_reserved(a)
         more = r.reserve_ports(20)
         assert len(more) == 9 and len(r) == 10
         with pytest.raises(portmgr.PortsExhausted):
@@ -304,10 +304,10 @@ def test_probes() -> None:
     with pytest.raises(portmgr.PortTimeout):
         portmgr.wait_listening(port, timeout=0.05)
 
-    with bind_tcp(50900) as s:
-        assert portmgr.scan((50890, 50910)) == [50900]
-        assert portmgr.scan("50890-50910", "udp") == []
-    assert portmgr.is_free(50900, "both")
+    with bind_tcp(11900) as s:
+        assert portmgr.scan((11890, 11910)) == [11900]
+        assert portmgr.scan("11890-11910", "udp") == []
+    assert portmgr.is_free(11900, "both")
 
 
 def test_argument_errors_are_value_or_type_errors() -> None:

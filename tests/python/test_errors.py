@@ -81,10 +81,10 @@ def test_exceptions_pickle_with_their_details(exc: portmgr.PortError) -> None:
 
 
 def test_exhausted() -> None:
-    with portmgr.allocate(range=(50100, 50101), count=2):
+    with portmgr.allocate(range=(11100, 11101), count=2):
         with pytest.raises(portmgr.PortsExhausted) as e:
-            portmgr.allocate(range=(50100, 50101))
-    assert "50100-50101" in str(e.value) and e.value.code == 2
+            portmgr.allocate(range=(11100, 11101))
+    assert "11100-11101" in str(e.value) and e.value.code == 2
 
 
 def test_name_in_use() -> None:
@@ -97,11 +97,11 @@ def test_name_in_use() -> None:
 
 def test_not_found() -> None:
     with pytest.raises(portmgr.NotFound):
-        portmgr.release(50200)
+        portmgr.release(11200)
     with pytest.raises(portmgr.NotFound):
         portmgr.release_name("nobody")
     with pytest.raises(LookupError):
-        portmgr.renew(50200, 10)
+        portmgr.renew(11200, 10)
 
 
 def test_not_owner_while_the_holder_lives() -> None:
@@ -202,7 +202,7 @@ def test_corrupt_registry_with_live_owners(registry_dir: Path) -> None:
 def test_bind_errors_surface_as_os_errors() -> None:
     # A probe address that is not on this host: EADDRNOTAVAIL, an OS error.
     with pytest.raises(portmgr.PortError) as e:
-        portmgr.is_free(50300, host="192.0.2.1")
+        portmgr.is_free(11300, host="192.0.2.1")
     assert isinstance(e.value, OSError) and e.value.errno == errno.EADDRNOTAVAIL
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -266,9 +266,9 @@ def test_ttls_below_one_second_are_refused() -> None:
 
 def test_range_bounds_must_be_ints() -> None:
     with pytest.raises(TypeError, match="bounds must be ints.*float"):
-        portmgr.allocate(range=(21100.0, 21110.0))  # type: ignore[arg-type]
+        portmgr.allocate(range=(10200.0, 10210.0))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="bounds must be ints"):
-        portmgr.scan(("21100", 21110))  # type: ignore[arg-type]
+        portmgr.scan(("10200", 10210))  # type: ignore[arg-type]
 
 
 def test_a_huge_name_is_not_echoed_whole() -> None:

@@ -1,7 +1,7 @@
 """Issue 11: a Lease (and a port from free_port) is a handle on one lease, never on
 "whatever holds that port now". Renewing, keeping or releasing it after it is gone
 fails instead of acting on the next holder of the port: another lease of this process,
-another process's, or the CLI's. Ports 21000-21099, one-port ranges so the next holder
+another process's, or the CLI's. Ports 10100-10199, one-port ranges so the next holder
 gets the same port."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def cli(*args: str) -> str:
 
 
 def test_renew_after_release_leaves_the_next_holder_in_this_process_alone() -> None:
-    rng = (21000, 21000)
+    rng = (10100, 10100)
     old = portmgr.allocate(range=rng)
     port = old.port
     old.release()
@@ -60,11 +60,11 @@ def test_renew_after_release_leaves_the_next_holder_in_this_process_alone() -> N
 
 
 def test_renew_after_release_leaves_another_process_lease_alone() -> None:
-    old = portmgr.allocate(range=(21010, 21010))
+    old = portmgr.allocate(range=(10110, 10110))
     port = old.port
     old.release()
     # The CLI (another process) takes the port for 5 minutes.
-    assert cli("alloc", "--ttl", "5m", "--range", "21010-21010") == str(port)
+    assert cli("alloc", "--ttl", "5m", "--range", "10110-10110") == str(port)
     before = info(port)
     assert before.owner_pid != os.getpid() and before.expires_ms is not None
     with pytest.raises(portmgr.NotFound, match="released"):
@@ -78,7 +78,7 @@ def test_renew_after_release_leaves_another_process_lease_alone() -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("kept", [False, True])
 def test_renew_in_a_forked_child_does_nothing(kept: bool) -> None:
-    lease = portmgr.allocate(range=(21020, 21020))
+    lease = portmgr.allocate(range=(10120, 10120))
     if kept:
         lease.keep()
     before = info(lease.port)
@@ -105,7 +105,7 @@ def test_renew_in_a_forked_child_does_nothing(kept: bool) -> None:
 
 
 def test_a_kept_lease_renews_by_its_own_id() -> None:
-    rng = (21030, 21030)
+    rng = (10130, 10130)
     lease = portmgr.allocate(range=rng)
     port = lease.port
     assert lease.keep() == [port]
@@ -113,7 +113,7 @@ def test_a_kept_lease_renews_by_its_own_id() -> None:
     assert info(port).expires_ms is not None
     # Released elsewhere, then the port goes to a TTL lease of another process.
     assert cli("release", str(port)) == str(port)
-    assert cli("alloc", "--ttl", "5m", "--range", "21030-21030") == str(port)
+    assert cli("alloc", "--ttl", "5m", "--range", "10130-10130") == str(port)
     before = info(port).expires_ms
     assert before is not None
     with pytest.raises(portmgr.NotFound):
@@ -124,7 +124,7 @@ def test_a_kept_lease_renews_by_its_own_id() -> None:
 
 
 def test_keep_after_release_raises() -> None:
-    lease = portmgr.allocate(range=(21040, 21040))
+    lease = portmgr.allocate(range=(10140, 10140))
     port = lease.port
     lease.release()
     with pytest.raises(portmgr.NotFound, match="released"):
@@ -132,14 +132,14 @@ def test_keep_after_release_raises() -> None:
     assert portmgr.get_by_port(port) is None
     assert "released" in repr(lease)
     # Keeping twice is fine (the same ports); a kept lease is released by port.
-    kept = portmgr.allocate(range=(21041, 21041))
+    kept = portmgr.allocate(range=(10141, 10141))
     assert kept.keep() == kept.ports
     assert kept.keep() == kept.ports
     assert portmgr.release(kept.port) == kept.ports
 
 
 def test_group_keep_after_release_raises() -> None:
-    g = portmgr.allocate_group("issue11", {"a": 0, "b": 1}, range=(21050, 21059))
+    g = portmgr.allocate_group("issue11", {"a": 0, "b": 1}, range=(10150, 10159))
     ports = list(g.ports.values())
     g.release()
     with pytest.raises(portmgr.NotFound, match="released"):
@@ -148,7 +148,7 @@ def test_group_keep_after_release_raises() -> None:
 
 
 def test_release_by_port_frees_this_process_live_lease_not_a_stale_one() -> None:
-    rng = (21060, 21060)
+    rng = (10160, 10160)
     port = portmgr.free_port(range=rng, ttl=60)
     # Released by another process (allowed: it has a TTL); this process takes the port
     # again with a new free_port.
@@ -160,10 +160,10 @@ def test_release_by_port_frees_this_process_live_lease_not_a_stale_one() -> None
 
 
 def test_release_by_port_of_a_gone_free_port_leaves_the_next_holder_alone() -> None:
-    rng = (21070, 21070)
+    rng = (10170, 10170)
     port = portmgr.free_port(range=rng, ttl=60)
     assert cli("release", str(port)) == str(port)
-    assert cli("alloc", "--ttl", "5m", "--range", "21070-21070") == str(port)
+    assert cli("alloc", "--ttl", "5m", "--range", "10170-10170") == str(port)
     theirs = info(port).lease_id
     with pytest.raises(portmgr.NotFound, match="no longer"):
         portmgr.release(port)

@@ -1,5 +1,5 @@
 """The mapping layer from Python: named services with types and metadata, groups,
-export and import (issue 6). Explicit ranges here are in 58000-59999; the built-in type
+export and import (issue 6). Explicit ranges here are in 12000-12699; the built-in type
 ranges are the real ones (tolerating ports in use there)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import portmgr
 from conftest import run_python, spawn_python, stop
 
-LO, HI = 58000, 59999
+LO, HI = 12000, 12699
 
 BUILTIN = {
     "rest-api": (8080, 8099),
@@ -47,8 +47,8 @@ def types_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         json.dumps(
             {
                 "types": {
-                    "rest-api": {"range": "58000-58009", "description": "ours"},
-                    "ml-model": {"range": [58010, 58019]},
+                    "rest-api": {"range": "12000-12009", "description": "ours"},
+                    "ml-model": {"range": [12010, 12019]},
                 },
                 "groups": {"pair": [{"name": "web", "offset": 0, "type": "rest-api"}, {"name": "db", "offset": 2}]},
             }
@@ -90,21 +90,21 @@ def test_allocate_by_type_draws_from_its_range(name: str) -> None:
 
 def test_custom_type_is_the_pool_and_explicit_range_wins() -> None:
     with portmgr.allocate(type="custom") as a:
-        assert 48000 <= a.port <= 51999  # conftest's PORTMGR_RANGE
-    with portmgr.allocate(type="database", range=(58100, 58109)) as b:
-        assert 58100 <= b.port <= 58109
+        assert 10000 <= a.port <= 11999  # conftest's PORTMGR_RANGE
+    with portmgr.allocate(type="database", range=(12100, 12109)) as b:
+        assert 12100 <= b.port <= 12109
         s = portmgr.get_service_by_port(b.port)
         assert s is not None and s.type == "database" and s.name is None
 
 
 def test_config_override_and_added_type(types_file: Path) -> None:
     types = {t.name: t for t in portmgr.service_types()}
-    assert types["rest-api"].range == (58000, 58009) and types["rest-api"].source == str(types_file)
+    assert types["rest-api"].range == (12000, 12009) and types["rest-api"].source == str(types_file)
     assert types["rest-api"].description == "ours"
-    assert types["ml-model"].range == (58010, 58019)
+    assert types["ml-model"].range == (12010, 12019)
     assert types["database"].range == (5400, 5499)
     with portmgr.allocate(type="rest-api") as a, portmgr.allocate(type="ml-model") as b:
-        assert 58000 <= a.port <= 58009 and 58010 <= b.port <= 58019
+        assert 12000 <= a.port <= 12009 and 12010 <= b.port <= 12019
     assert sorted(portmgr.services().layouts()) == ["pair", "stack"]
     with portmgr.allocate_group("g", "pair", range=(LO, HI)) as g:
         assert g["db"] - g["web"] == 2 and g.members[0].type == "rest-api"
@@ -112,10 +112,10 @@ def test_config_override_and_added_type(types_file: Path) -> None:
 
 def test_types_file_given_to_services(tmp_path: Path) -> None:
     p = tmp_path / "t.json"
-    p.write_text('{"types": {"grpc": {"range": "58020-58021"}}}')
+    p.write_text('{"types": {"grpc": {"range": "12020-12021"}}}')
     svc = portmgr.Services(portmgr.registry(), types=p)
     with svc.allocate(type="grpc") as lease:
-        assert lease.port in (58020, 58021)
+        assert lease.port in (12020, 12021)
     # The default handle does not see it.
     assert {t.name: t.range for t in portmgr.service_types()}["grpc"] == (50050, 50099)
 
@@ -261,17 +261,17 @@ def test_group_from_spec_and_builtin_stack() -> None:
 
 
 def test_group_is_all_or_nothing() -> None:
-    # Range 58200-58300 with a span of 100: the only base is 58200, and 58300 is taken.
-    blocker = portmgr.allocate(preferred=58300, required=True, range=(58300, 58300))
-    with pytest.raises(portmgr.PortsExhausted, match="no base in 58200-58300"):
-        portmgr.allocate_group("aon", {"a": 0, "b": 100}, range=(58200, 58300))
+    # Range 12200-12300 with a span of 100: the only base is 12200, and 12300 is taken.
+    blocker = portmgr.allocate(preferred=12300, required=True, range=(12300, 12300))
+    with pytest.raises(portmgr.PortsExhausted, match="no base in 12200-12300"):
+        portmgr.allocate_group("aon", {"a": 0, "b": 100}, range=(12200, 12300))
     # The member taken before the miss was given back.
-    assert not held(58200)
+    assert not held(12200)
     assert portmgr.services_by_group("aon") == []
-    assert [i.port for i in portmgr.leases()] == [58300]
+    assert [i.port for i in portmgr.leases()] == [12300]
     blocker.release()
-    with portmgr.allocate_group("aon", {"a": 0, "b": 100}, range=(58200, 58300)) as g:
-        assert g.ports == {"a": 58200, "b": 58300}
+    with portmgr.allocate_group("aon", {"a": 0, "b": 100}, range=(12200, 12300)) as g:
+        assert g.ports == {"a": 12200, "b": 12300}
 
 
 def test_group_errors() -> None:
@@ -291,7 +291,7 @@ def test_group_errors() -> None:
     with pytest.raises(portmgr.InvalidArgument, match="unknown service type"):
         portmgr.allocate_group("g", {"x": (0, "nope")}, range=rng)
     with pytest.raises(portmgr.InvalidArgument, match="too small"):
-        portmgr.allocate_group("g", {"x": 0, "y": 100}, range=(58000, 58050))
+        portmgr.allocate_group("g", {"x": 0, "y": 100}, range=(12000, 12050))
     with pytest.raises(TypeError, match="layout must be"):
         portmgr.allocate_group("g", [("x", 0)], range=rng)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="layout must be"):
@@ -343,7 +343,7 @@ def test_group_inherited_by_fork_is_the_parents() -> None:
 def test_concurrent_processes_get_disjoint_groups() -> None:
     code = """
         import sys, portmgr
-        g = portmgr.allocate_group(sys.argv[1], {"a": 0, "b": 10, "c": 20}, range=(58000, 58099))
+        g = portmgr.allocate_group(sys.argv[1], {"a": 0, "b": 10, "c": 20}, range=(12000, 12099))
         print(" ".join(str(p) for p in g.ports.values()), flush=True)
         sys.stdin.read()
     """
@@ -475,16 +475,16 @@ def test_import_round_trip_json_and_env(tmp_path: Path) -> None:
 
 def test_import_falls_back_and_reports(tmp_path: Path) -> None:
     # A plain .env (no portmgr comments): WEB_PORT becomes "web"; other variables ignored.
-    text = "WEB_PORT=58300\nDB_PORT=58301\nOTHER=1\nLIVE_PORT=58302\n"
-    taker = portmgr.allocate(preferred=58300, required=True, range=(58300, 58300))
-    live = portmgr.allocate(name="live", range=(58400, 58409))
-    report = portmgr.import_services(text=text, format="env", range=(58300, 58310))
+    text = "WEB_PORT=12300\nDB_PORT=12301\nOTHER=1\nLIVE_PORT=12302\n"
+    taker = portmgr.allocate(preferred=12300, required=True, range=(12300, 12300))
+    live = portmgr.allocate(name="live", range=(12400, 12409))
+    report = portmgr.import_services(text=text, format="env", range=(12300, 12310))
     by = {s.name: s for s in report.services}
     assert [s.name for s in report.services] == ["web", "db", "live"]
-    assert by["db"].status == "same" and by["db"].port == 58301
-    assert by["web"].status == "moved" and by["web"].previous_port == 58300
-    assert by["web"].port is not None and 58303 <= by["web"].port <= 58310  # avoids every port the file names
-    assert "58300 is taken" in (by["web"].reason or "")
+    assert by["db"].status == "same" and by["db"].port == 12301
+    assert by["web"].status == "moved" and by["web"].previous_port == 12300
+    assert by["web"].port is not None and 12303 <= by["web"].port <= 12310  # avoids every port the file names
+    assert "12300 is taken" in (by["web"].reason or "")
     assert [s.name for s in report.moved] == ["web"]
     assert by["live"].status == "existing" and by["live"].port == live.port
     assert "already live" in (by["live"].reason or "")
@@ -498,26 +498,26 @@ def test_import_failures_are_reported_not_raised() -> None:
     doc: dict[str, Any] = {
         "portmgr_export": 1,
         "services": [
-            {"name": "good", "port": 58500},
-            {"name": "typed", "port": 58501, "type": "no-such-type"},
+            {"name": "good", "port": 12500},
+            {"name": "typed", "port": 12501, "type": "no-such-type"},
         ],
     }
     with portmgr.import_services(text=json.dumps(doc)) as report:
         by = {s.name: s for s in report.services}
-        assert by["good"].status == "same" and by["good"].port == 58500
+        assert by["good"].status == "same" and by["good"].port == 12500
         assert by["typed"].status == "failed" and by["typed"].port is None
         assert "unknown service type" in (by["typed"].reason or "")
         assert [s.name for s in report.failed] == ["typed"]
-        assert [lease.port for lease in report.leases] == [58500]
+        assert [lease.port for lease in report.leases] == [12500]
     # A taken port with nowhere to fall back to.
-    taker = portmgr.allocate(preferred=58502, required=True, range=(58502, 58502))
-    doc["services"] = [{"name": "full", "port": 58502}, {"name": "ok", "port": 58503}]
-    with portmgr.import_services(text=json.dumps(doc), range=(58502, 58502)) as report:
+    taker = portmgr.allocate(preferred=12502, required=True, range=(12502, 12502))
+    doc["services"] = [{"name": "full", "port": 12502}, {"name": "ok", "port": 12503}]
+    with portmgr.import_services(text=json.dumps(doc), range=(12502, 12502)) as report:
         full, ok = report.services
-        assert full.status == "failed" and full.port is None and "58502 is taken" in (full.reason or "")
-        assert ok.status == "same" and ok.port == 58503
-        assert held(58503)
-    assert not held(58503)
+        assert full.status == "failed" and full.port is None and "12502 is taken" in (full.reason or "")
+        assert ok.status == "same" and ok.port == 12503
+        assert held(12503)
+    assert not held(12503)
     taker.release()
 
 
@@ -529,7 +529,7 @@ def test_import_errors(tmp_path: Path) -> None:
     with pytest.raises(portmgr.PortOSError, match="reading the import file"):
         portmgr.import_services(tmp_path / "missing.env")
     with pytest.raises(portmgr.InvalidArgument, match="unknown import format"):
-        portmgr.import_services(text="A_PORT=58000", format="yaml")  # type: ignore[arg-type]
+        portmgr.import_services(text="A_PORT=12000", format="yaml")  # type: ignore[arg-type]
     with pytest.raises(portmgr.InvalidArgument, match="line 2"):
         portmgr.import_services(text='{"portmgr_export": 1,\n "services": [}')
     assert portmgr.leases() == []
@@ -637,7 +637,7 @@ def test_real_nginx_routes_to_allocated_ports() -> None:
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
     if nginx is None:
         pytest.skip("nginx is not installed")
-    rng = (58600, 58699)
+    rng = (12600, 12699)
     front = portmgr.allocate(name="nginx", range=rng)
     web = portmgr.allocate(name="web", type="rest-api", range=rng)
     backends = [_backend(web.port, "web")]

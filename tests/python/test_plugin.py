@@ -125,7 +125,7 @@ def test_range_and_dir_options(pytester: pytest.Pytester, tmp_path: Path, record
         f"""
         [pytest]
         asyncio_default_fixture_loop_scope = function
-        portmgr_range = 51500-51509
+        portmgr_range = 10700-10709
         portmgr_dir = {tmp_path / "run-registry"}
         portmgr_block_size = 2
         """
@@ -135,7 +135,7 @@ def test_range_and_dir_options(pytester: pytest.Pytester, tmp_path: Path, record
         + """
 import os
 def test_x(portmgr_tcp_port, portmgr_session_port_block):
-    assert 51500 <= portmgr_tcp_port <= 51509
+    assert 10700 <= portmgr_tcp_port <= 10709
     assert len(portmgr_session_port_block) == 2
     record(dir=os.environ["PORTMGR_DIR"])
 """
@@ -143,8 +143,8 @@ def test_x(portmgr_tcp_port, portmgr_session_port_block):
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert records(record_file) == [{"dir": str(tmp_path / "run-registry")}]
-    result = pytester.runpytest("-p", "no:cacheprovider", "--portmgr-range", "51600-51601")
-    result.assert_outcomes(errors=1)  # the command line wins over the ini: 51600-51601 is too small
+    result = pytester.runpytest("-p", "no:cacheprovider", "--portmgr-range", "10800-10801")
+    result.assert_outcomes(errors=1)  # the command line wins over the ini: 10800-10801 is too small
 
 
 def test_replaces_pytest_asyncio_unused_port(pytester: pytest.Pytester, record_file: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 import portmgr
 
 PER_WORKER = 200
-STRESS_RANGE = (48000, 51999)
+STRESS_RANGE = (10000, 11999)
 
 
 @pytest.fixture
