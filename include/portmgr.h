@@ -813,9 +813,11 @@ portmgr_status portmgr_import(portmgr_registry *reg,
  * base port, all or none. `layout` is a layout name (`"stack"`: postgres +0, redis +100,
  * clickhouse_http +200, clickhouse_tcp +300, backend +400, auth +401, frontend +500; or
  * one from the types config file) or a spec `"NAME=OFFSET[/TYPE],..."` such as
- * `"pg=0,redis=+100,api=400/rest-api"`. Members are services named `GROUP.MEMBER`
- * (`portmgr_lookup_name(reg, "ci-17.redis", &port)`), recorded with the group, member
- * and type. Two processes placing groups at once always get disjoint ports.
+ * `"pg=0,redis=+100,api=400/rest-api"`, by the rules every skin shares: a layout name
+ * is looked up first, else a text containing `=` or `:` is a spec, else it is an
+ * unknown layout (the last error lists the known ones). Members are services named
+ * `GROUP.MEMBER` (`portmgr_lookup_name(reg, "ci-17.redis", &port)`), recorded with the
+ * group, member and type. Two processes placing groups at once always get disjoint ports.
  *
  * `req` (NULL: the defaults) is the template: its range is where the members' ports
  * may lie (default: the pool), its strategy the order bases are tried in (random by

@@ -14,7 +14,7 @@ use super::handles::{self, Entry, LeaseEntry, RequestEntry};
 use super::lease::portmgr_lease;
 use super::request::portmgr_request;
 use crate::error::{Error, Result};
-use crate::mapping::{ServiceSpec, Services};
+use crate::mapping::{self, ServiceSpec};
 use crate::registry::{Registry, Request};
 
 /// A handle on one registry directory: the shared, crash-safe table of who holds which
@@ -152,11 +152,7 @@ pub unsafe extern "C" fn portmgr_allocate(
         let registry = handles::registry(reg, "reg", false)?;
         let request = request_of(req)?;
         need(out, "out")?;
-        let lease = if request.spec == ServiceSpec::default() {
-            registry.allocate(&request.req)?
-        } else {
-            Services::new(registry)?.allocate(&request.req, &request.spec)?
-        };
+        let lease = mapping::allocate(&registry, &request.req, &request.spec)?;
         let id = new_lease(lease);
         // SAFETY: checked non-NULL above; valid for writes by the contract.
         unsafe { put(out, handles::to_ptr(id)) };
@@ -213,7 +209,7 @@ pub unsafe extern "C" fn portmgr_allocate_bound(
                 request.count
             )));
         }
-        let (lease, mut socks) = registry.allocate_bound(&request)?;
+        let (lease, mut socks) = mapping::allocate_bound(&registry, &request, &spec)?;
         if socks.len() > fds_len {
             return Err(Error::Internal(format!("{} sockets for {fds_len} slots", socks.len())));
         }

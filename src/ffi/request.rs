@@ -15,7 +15,7 @@ use super::handles::{self, Entry, RequestEntry};
 use crate::error::{Error, Result};
 use crate::mapping::{validate_metadata, validate_type_name};
 use crate::range::{PortRange, Protocols};
-use crate::registry::{MAX_COUNT, Request, validate_name};
+use crate::registry::{Request, validate_name};
 use crate::strategy::Strategy;
 
 /// What to allocate: protocols, range, strategy, name, count, contiguity, TTL, watched
@@ -231,9 +231,9 @@ pub unsafe extern "C" fn portmgr_request_set_name(req: *mut portmgr_request, nam
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_request_set_count(req: *mut portmgr_request, count: usize) -> portmgr_status {
     edit(req, |r| {
-        if count == 0 || count > MAX_COUNT {
-            return Err(Error::invalid(format!("count must be from 1 to {MAX_COUNT}, not {count}")));
-        }
+        // The core's own rule, checked now so that the setter fails (and the request
+        // stays as it was) rather than the allocation.
+        Request::new().count(count).validate()?;
         r.count = count;
         Ok(())
     })

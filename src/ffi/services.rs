@@ -10,7 +10,7 @@ use super::handles;
 use super::registry::{json_out, portmgr_registry, request_of};
 use super::request::portmgr_request;
 use crate::error::{Error, Result};
-use crate::mapping::{ExportFormat, GroupLayout, GroupOptions, ImportOptions, NginxDeploy, ServiceSpec, Services};
+use crate::mapping::{ExportFormat, GroupOptions, ImportOptions, LayoutSource, NginxDeploy, ServiceSpec, Services};
 
 /// The mapping layer on the registry behind `reg`, with the service types config in force.
 fn services(reg: *const portmgr_registry) -> Result<Services> {
@@ -222,9 +222,11 @@ pub unsafe extern "C" fn portmgr_import(
 /// base port, all or none. `layout` is a layout name (`"stack"`: postgres +0, redis +100,
 /// clickhouse_http +200, clickhouse_tcp +300, backend +400, auth +401, frontend +500; or
 /// one from the types config file) or a spec `"NAME=OFFSET[/TYPE],..."` such as
-/// `"pg=0,redis=+100,api=400/rest-api"`. Members are services named `GROUP.MEMBER`
-/// (`portmgr_lookup_name(reg, "ci-17.redis", &port)`), recorded with the group, member
-/// and type. Two processes placing groups at once always get disjoint ports.
+/// `"pg=0,redis=+100,api=400/rest-api"`, by the rules every skin shares: a layout name
+/// is looked up first, else a text containing `=` or `:` is a spec, else it is an
+/// unknown layout (the last error lists the known ones). Members are services named
+/// `GROUP.MEMBER` (`portmgr_lookup_name(reg, "ci-17.redis", &port)`), recorded with the
+/// group, member and type. Two processes placing groups at once always get disjoint ports.
 ///
 /// `req` (NULL: the defaults) is the template: its range is where the members' ports
 /// may lie (default: the pool), its strategy the order bases are tried in (random by
@@ -267,16 +269,7 @@ pub unsafe extern "C" fn portmgr_group_allocate(
                 "a group's member types come from its layout: the request must not set a service type",
             ));
         }
-        let layout = match svc.types().group(layout) {
-            Some(l) => l.clone(),
-            None if layout.contains(['=', ':']) => GroupLayout::parse(layout)?,
-            None => {
-                return Err(Error::invalid(format!(
-                    "unknown group layout {layout:?}; known layouts: {} (or give a spec such as \"pg=0,redis=+100\")",
-                    svc.types().group_names().join(", ")
-                )));
-            }
-        };
+        let layout = svc.types().resolve_layout(&LayoutSource::Text(layout.to_owned()))?;
         if ports_len < layout.members.len() {
             return Err(Error::invalid(format!(
                 "`ports` has room for {ports_len} ports; the layout has {} members",

@@ -393,6 +393,42 @@ static void test_group_threads(void) {
     }
 }
 
+/* The layout rules every skin shares (issue 12): a layout name is looked up first, else
+ * a text with '=' or ':' is a spec, else it is an unknown layout, named with the known
+ * ones. */
+static void test_layout_rules(void) {
+    uint16_t ports[8] = {0};
+    size_t count = 0;
+    portmgr_request *req = request_in(27980, 27999);
+    CHECK_OK(portmgr_request_set_strategy(req, PORTMGR_STRATEGY_SEQUENTIAL));
+    /* A configured name. */
+    REQUIRE_OK(portmgr_group_allocate(reg, "lr1", "trio", req, ports, 8, &count));
+    CHECK(count == 3 && ports[1] == ports[0] + 1 && ports[2] == ports[0] + 2);
+    /* A spec, with either separator and a member type. */
+    REQUIRE_OK(portmgr_group_allocate(reg, "lr2", "x:0,y=+3/t-two", req, ports, 8, &count));
+    CHECK(count == 2 && ports[1] == ports[0] + 3);
+    CHECK(count_of(services("t-two"), "\"name\":\"lr2.y\"") == 1);
+    /* Unknown names, the empty text included: the known layouts and how to give a spec. */
+    const char *unknown[] = {"nope", "", "Trio"};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        count = 99;
+        CHECK_ST(portmgr_group_allocate(reg, "lr3", unknown[i], req, ports, 8, &count), PORTMGR_INVALID_ARGUMENT);
+        CHECK(strstr(last_err(), "no group layout named") != NULL);
+        CHECK(strstr(last_err(), "known layouts: stack, trio") != NULL);
+        CHECK(strstr(last_err(), "spec") != NULL);
+        CHECK(count == 99);
+    }
+    /* A malformed spec is the spec's own error. */
+    CHECK_ST(portmgr_group_allocate(reg, "lr3", "a=x", req, ports, 8, &count), PORTMGR_INVALID_ARGUMENT);
+    CHECK(strstr(last_err(), "offset") != NULL);
+    CHECK_ST(portmgr_group_allocate(reg, "lr3", "a=0,b:0", req, ports, 8, &count), PORTMGR_INVALID_ARGUMENT);
+    CHECK(strstr(last_err(), "same offset") != NULL);
+    CHECK(count_of(services(NULL), "\"group\":\"lr3\"") == 0);
+    CHECK_OK(portmgr_group_release(reg, "lr1", NULL));
+    CHECK_OK(portmgr_group_release(reg, "lr2", NULL));
+    portmgr_request_free(req);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s REGISTRY_DIR\n", argv[0]);
@@ -407,6 +443,7 @@ int main(int argc, char **argv) {
     test_import(web);
     test_groups();
     test_group_threads();
+    test_layout_rules();
     portmgr_registry_close(reg);
     return check_done("test_mapping");
 }
