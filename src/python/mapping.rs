@@ -3,7 +3,7 @@
 //! call into [`Services`] without the GIL, and converts the result.
 //!
 //! Groups and imported leases behave like `Lease`: not released by garbage collection
-//! (their core leases move to the parent module's `ABANDONED` list), released by
+//! (their core leases move to the abandoned list of `lease.rs`), released by
 //! `release()`, by leaving a `with` block, or when the process exits.
 
 use std::collections::BTreeMap;
@@ -15,9 +15,11 @@ use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
-use super::{
-    ACTIVE, KEPT, PyLease, PyRegistry, RELEASED, ReqArgs, abandon, detached, range_arg, reg_err,
-};
+use super::args::{port_arg, range_arg};
+use super::errors::detached;
+use super::lease::{ACTIVE, KEPT, PyLease, RELEASED, abandon};
+use super::registry::PyRegistry;
+use super::request::RequestArgs;
 use crate::error::{Error, Result};
 use crate::mapping::{
     ExportFormat, GroupInfo, GroupLayout, GroupLease, GroupMemberInfo, GroupOptions, ImportFormat,
@@ -271,7 +273,6 @@ pub(super) struct PyGroup {
     inner: Mutex<Option<GroupLease>>,
     registry: Registry,
     info: GroupInfo,
-    pid: u32,
     state: AtomicU8,
 }
 
@@ -281,7 +282,6 @@ impl PyGroup {
             info: g.info(),
             inner: Mutex::new(Some(g)),
             registry: registry.clone(),
-            pid: std::process::id(),
             state: AtomicU8::new(ACTIVE),
         }
     }
@@ -289,11 +289,13 @@ impl PyGroup {
 
 impl Drop for PyGroup {
     fn drop(&mut self) {
-        if let Some(g) = self.inner.get_mut().take()
-            && self.pid == std::process::id()
-        {
+        // In a forked child the members are the parent's (the core says so): dropping
+        // them there does nothing.
+        if let Some(g) = self.inner.get_mut().take() {
             for m in g.members {
-                abandon(m.lease, &self.registry);
+                if m.lease.is_mine() {
+                    abandon(m.lease, &self.registry);
+                }
             }
         }
     }
@@ -341,7 +343,7 @@ impl PyGroup {
             return Ok(());
         };
         self.state.store(RELEASED, Ordering::Release);
-        detached(py, move || g.release()).map_err(reg_err(py))
+        detached(py, move || g.release()).map_err(PyErr::from)
     }
 
     /// Stop managing the members from this object: they stay held until the process
@@ -350,9 +352,9 @@ impl PyGroup {
     fn keep<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         if let Some(g) = self.inner.lock().take() {
             self.state.store(KEPT, Ordering::Release);
-            detached(py, move || g.keep()).map_err(reg_err(py))?;
+            detached(py, move || g.keep())?;
         } else if self.state.load(Ordering::Acquire) == RELEASED {
-            return Err(reg_err(py)(Error::NotFound(format!(
+            return Err(PyErr::from(Error::NotFound(format!(
                 "group {:?} was released, so it cannot be kept: its ports may be someone else's by now; allocate it again",
                 self.info.group
             ))));
@@ -582,24 +584,6 @@ fn spec_arg(service_type: Option<String>, metadata: Option<Metadata>) -> Service
     }
 }
 
-/// A request template holding only the lifetime options (TTL, watched pid, protocols).
-fn template(proto: &str, ttl: Option<f64>, watch_pid: Option<i64>) -> ReqArgs {
-    ReqArgs {
-        proto: proto.to_owned(),
-        count: 1,
-        contiguous: false,
-        range: None,
-        strategy: "random".to_owned(),
-        name: None,
-        preferred: None,
-        required: false,
-        ttl,
-        watch_pid,
-        host: None,
-        key: None,
-    }
-}
-
 fn opt_range(
     range: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Option<std::result::Result<PortRange, Error>>> {
@@ -619,8 +603,7 @@ impl PyServices {
             Some(r) => r.get().reg.clone(),
             None => detached(py, || {
                 Registry::open(crate::registry::resolve_default_dir()?)
-            })
-            .map_err(reg_err(py))?,
+            })?,
         };
         Ok(PyServices { reg, types })
     }
@@ -633,125 +616,78 @@ impl PyServices {
 
     /// Every service type in force, sorted by name.
     fn types(&self, py: Python<'_>) -> PyResult<Vec<PyServiceType>> {
-        let v = detached(py, || Ok(self.svc()?.types().types())).map_err(reg_err(py))?;
+        let v = detached(py, || Ok(self.svc()?.types().types()))?;
         Ok(v.into_iter().map(Into::into).collect())
     }
 
     /// The group layout names in force (built in: "stack").
     fn layouts(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        detached(py, || Ok(self.svc()?.types().group_names())).map_err(reg_err(py))
+        detached(py, || Ok(self.svc()?.types().group_names())).map_err(PyErr::from)
     }
 
     /// Allocate as `Registry.allocate` does, drawing from the range of `type` when no
     /// `range` is given, and record the type and `metadata` with the lease.
-    #[pyo3(signature = (*, proto = "tcp", count = 1, contiguous = false, range = None, strategy = "random",
-                        name = None, preferred = None, required = false, ttl = None, watch_pid = None,
-                        host = None, key = None, r#type = None, metadata = None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (*, r#type = None, metadata = None, **kwargs))]
     fn allocate(
         &self,
         py: Python<'_>,
-        proto: &str,
-        count: i64,
-        contiguous: bool,
-        range: Option<Bound<'_, PyAny>>,
-        strategy: &str,
-        name: Option<String>,
-        preferred: Option<i64>,
-        required: bool,
-        ttl: Option<f64>,
-        watch_pid: Option<i64>,
-        host: Option<String>,
-        key: Option<String>,
         r#type: Option<String>,
         metadata: Option<Metadata>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyLease> {
-        let args = req_args!(
-            py, proto, count, contiguous, range, strategy, name, preferred, required, ttl,
-            watch_pid, host, key
-        );
+        let args = RequestArgs::from_kwargs("allocate", kwargs, &[])?;
         let spec = spec_arg(r#type, metadata);
-        let lease =
-            detached(py, || self.svc()?.allocate(&args.request()?, &spec)).map_err(reg_err(py))?;
+        let lease = detached(py, || self.svc()?.allocate(&args.request()?, &spec))?;
         Ok(PyLease::new(lease, &self.reg))
     }
 
     /// The live service `name` if there is one: `(service, None)`; else allocate it as
     /// `allocate` does: `(service, lease)`.
-    #[pyo3(signature = (name, *, proto = "tcp", count = 1, contiguous = false, range = None, strategy = "random",
-                        preferred = None, required = false, ttl = None, watch_pid = None, host = None,
-                        key = None, r#type = None, metadata = None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (name, *, r#type = None, metadata = None, **kwargs))]
     fn get_or_allocate(
         &self,
         py: Python<'_>,
         name: String,
-        proto: &str,
-        count: i64,
-        contiguous: bool,
-        range: Option<Bound<'_, PyAny>>,
-        strategy: &str,
-        preferred: Option<i64>,
-        required: bool,
-        ttl: Option<f64>,
-        watch_pid: Option<i64>,
-        host: Option<String>,
-        key: Option<String>,
         r#type: Option<String>,
         metadata: Option<Metadata>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<(PyService, Option<PyLease>)> {
-        let name = Some(name);
-        let args = req_args!(
-            py, proto, count, contiguous, range, strategy, name, preferred, required, ttl,
-            watch_pid, host, key
-        );
+        let mut args = RequestArgs::from_kwargs("get_or_allocate", kwargs, &["name"])?;
+        args.name = Some(name);
         let spec = spec_arg(r#type, metadata);
-        let (s, lease) = detached(py, || self.svc()?.get_or_allocate(&args.request()?, &spec))
-            .map_err(reg_err(py))?;
+        let (s, lease) = detached(py, || self.svc()?.get_or_allocate(&args.request()?, &spec))?;
         Ok((s.into(), lease.map(|l| PyLease::new(l, &self.reg))))
     }
 
     /// Every live lease, one Service each, by first port.
     fn list(&self, py: Python<'_>) -> PyResult<Vec<PyService>> {
-        Ok(services_py(
-            detached(py, || self.svc()?.list()).map_err(reg_err(py))?,
-        ))
+        Ok(services_py(detached(py, || self.svc()?.list())?))
     }
 
     /// The live named services (what the exports show), by name.
     fn list_named(&self, py: Python<'_>) -> PyResult<Vec<PyService>> {
-        Ok(services_py(
-            detached(py, || self.svc()?.list_named()).map_err(reg_err(py))?,
-        ))
+        Ok(services_py(detached(py, || self.svc()?.list_named())?))
     }
 
     /// The live service called `name`, or None.
     fn by_name(&self, py: Python<'_>, name: &str) -> PyResult<Option<PyService>> {
-        Ok(detached(py, || self.svc()?.by_name(name))
-            .map_err(reg_err(py))?
-            .map(Into::into))
+        Ok(detached(py, || self.svc()?.by_name(name))?.map(Into::into))
     }
 
     /// The live service holding `port`, or None.
     fn by_port(&self, py: Python<'_>, port: i64) -> PyResult<Option<PyService>> {
-        let port = super::port_arg("port", port).map_err(reg_err(py))?;
-        Ok(detached(py, || self.svc()?.by_port(port))
-            .map_err(reg_err(py))?
-            .map(Into::into))
+        let port = port_arg("port", port)?;
+        Ok(detached(py, || self.svc()?.by_port(port))?.map(Into::into))
     }
 
     /// The live services of type `type` (InvalidArgument for an unknown type).
     fn by_type(&self, py: Python<'_>, r#type: &str) -> PyResult<Vec<PyService>> {
-        Ok(services_py(
-            detached(py, || self.svc()?.by_type(r#type)).map_err(reg_err(py))?,
-        ))
+        Ok(services_py(detached(py, || self.svc()?.by_type(r#type))?))
     }
 
     /// The live members of group `group`.
     fn by_group(&self, py: Python<'_>, group: &str) -> PyResult<Vec<PyService>> {
-        Ok(services_py(
-            detached(py, || self.svc()?.by_group(group)).map_err(reg_err(py))?,
-        ))
+        Ok(services_py(detached(py, || self.svc()?.by_group(group))?))
     }
 
     /// Change the metadata of the live service `name`: `set` entries added or replaced,
@@ -765,11 +701,7 @@ impl PyServices {
         remove: Option<Vec<String>>,
     ) -> PyResult<PyService> {
         let (set, remove) = (set.unwrap_or_default(), remove.unwrap_or_default());
-        Ok(
-            detached(py, || self.svc()?.update_metadata(name, &set, &remove))
-                .map_err(reg_err(py))?
-                .into(),
-        )
+        Ok(detached(py, || self.svc()?.update_metadata(name, &set, &remove))?.into())
     }
 
     /// Allocate group `group`: every member port (base + offset) free at one base, all
@@ -796,7 +728,7 @@ impl PyServices {
             None => LayoutArg::Named("stack".into()),
         };
         let range = opt_range(range)?;
-        let tmpl = template(proto, ttl, watch_pid);
+        let tmpl = RequestArgs::lifetime(proto, ttl, watch_pid);
         let strategy = strategy.to_owned();
         let metadata = metadata.unwrap_or_default();
         let g = detached(py, || {
@@ -810,31 +742,26 @@ impl PyServices {
                 request: tmpl.request()?,
             };
             svc.allocate_group(&group, &layout, &metadata, &opts)
-        })
-        .map_err(reg_err(py))?;
+        })?;
         Ok(PyGroup::new(g, &self.reg))
     }
 
     /// Release every live member of group `group` (NotFound when none); returns the
     /// ports freed.
     fn release_group(&self, py: Python<'_>, group: &str) -> PyResult<Vec<u16>> {
-        detached(py, || self.svc()?.release_group(group)).map_err(reg_err(py))
+        detached(py, || self.svc()?.release_group(group)).map_err(PyErr::from)
     }
 
     /// The live named services as "json", "env" or "nginx" text.
     #[pyo3(signature = (format = "json"))]
     fn export(&self, py: Python<'_>, format: &str) -> PyResult<String> {
-        detached(py, || self.svc()?.export(format.parse::<ExportFormat>()?)).map_err(reg_err(py))
+        detached(py, || self.svc()?.export(format.parse::<ExportFormat>()?)).map_err(PyErr::from)
     }
 
     /// Write the nginx export to `dir` (one NAME.conf per service, swapped in atomically),
     /// without testing or reloading nginx.
     fn write_nginx_dir(&self, py: Python<'_>, dir: PathBuf) -> PyResult<PyNginxApplied> {
-        Ok(
-            detached(py, || write_nginx_dir(&dir, &self.svc()?.list_named()?))
-                .map_err(reg_err(py))?
-                .into(),
-        )
+        Ok(detached(py, || write_nginx_dir(&dir, &self.svc()?.list_named()?))?.into())
     }
 
     /// Write the nginx export to `dir` as `write_nginx_dir` does, run `test_command`
@@ -856,9 +783,7 @@ impl PyServices {
         if let Some(c) = reload_command {
             deploy.reload_command = (!c.is_empty()).then_some(c);
         }
-        Ok(detached(py, || deploy.apply(&self.svc()?.list_named()?))
-            .map_err(reg_err(py))?
-            .into())
+        Ok(detached(py, || deploy.apply(&self.svc()?.list_named()?))?.into())
     }
 
     /// Re-create services from a JSON export or a .env file (`path`, or the `text`
@@ -879,7 +804,7 @@ impl PyServices {
         watch_pid: Option<i64>,
     ) -> PyResult<PyImportReport> {
         let range = opt_range(range)?;
-        let tmpl = template("tcp", ttl, watch_pid);
+        let tmpl = RequestArgs::lifetime("tcp", ttl, watch_pid);
         let mut outcome = detached(py, || {
             let format = format.map(|f| f.parse::<ImportFormat>()).transpose()?;
             let opts = ImportOptions {
@@ -894,8 +819,7 @@ impl PyServices {
                     "import_services needs a path or text=, not both",
                 )),
             }
-        })
-        .map_err(reg_err(py))?;
+        })?;
         let leases = std::mem::take(&mut outcome.leases)
             .into_iter()
             .map(|l| Py::new(py, PyLease::new(l, &self.reg)))

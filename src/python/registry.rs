@@ -1,0 +1,258 @@
+//! `portmgr.Registry`: a handle on one registry directory, and the Python sockets it
+//! hands over.
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
+
+use super::args::{port_arg, protocols_arg, seconds_arg};
+use super::errors::detached;
+use super::lease::{PyLease, abandon, release_abandoned, take_abandoned};
+use super::request::RequestArgs;
+use super::views::{PyLeaseInfo, PyStats};
+use crate::error::Error;
+use crate::range::Protocols;
+use crate::registry::{BoundSocket, Registry};
+
+/// A handle on one registry directory (the default one when `path` is None:
+/// `$PORTMGR_DIR`, else `$XDG_RUNTIME_DIR/portmgr`, else a per-user temp directory).
+#[pyclass(name = "Registry", module = "portmgr", frozen)]
+pub(super) struct PyRegistry {
+    pub(super) reg: Registry,
+}
+
+#[pymethods]
+impl PyRegistry {
+    #[new]
+    #[pyo3(signature = (path = None, *, lock_timeout = None))]
+    fn new(py: Python<'_>, path: Option<PathBuf>, lock_timeout: Option<f64>) -> PyResult<Self> {
+        let timeout = lock_timeout
+            .map(|t| seconds_arg("lock_timeout", t, false))
+            .transpose()?;
+        let reg = detached(py, || {
+            let path = match path {
+                Some(p) => p,
+                None => crate::registry::resolve_default_dir()?,
+            };
+            Registry::open_with_timeout(
+                path,
+                timeout.unwrap_or(crate::registry::DEFAULT_LOCK_TIMEOUT),
+            )
+        })?;
+        Ok(PyRegistry { reg })
+    }
+
+    /// The registry's directory.
+    #[getter]
+    fn path(&self) -> String {
+        self.reg.dir().to_string_lossy().into_owned()
+    }
+
+    /// The default pool, as an inclusive (start, end) tuple.
+    #[getter]
+    fn default_pool(&self, py: Python<'_>) -> PyResult<(u16, u16)> {
+        let reg = &self.reg;
+        let p = detached(py, || reg.default_pool())?;
+        Ok((p.start(), p.end()))
+    }
+
+    /// How long calls wait for the registry lock before LockTimeout, in seconds.
+    fn set_lock_timeout(&self, seconds: f64) -> PyResult<()> {
+        self.reg
+            .set_lock_timeout(seconds_arg("lock_timeout", seconds, false)?);
+        Ok(())
+    }
+
+    /// Allocate ports; see `portmgr.allocate`.
+    #[pyo3(signature = (**kwargs))]
+    fn allocate(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<PyLease> {
+        let args = RequestArgs::from_kwargs("allocate", kwargs, &[])?;
+        let reg = &self.reg;
+        let lease = detached(py, || reg.allocate(&args.request()?))?;
+        Ok(PyLease::new(lease, reg))
+    }
+
+    /// Allocate ports and hand them over bound: a listening TCP socket and/or a bound UDP
+    /// socket per port. Returns the lease and the sockets (`socket.socket`).
+    #[pyo3(signature = (**kwargs))]
+    fn allocate_bound<'py>(
+        &self,
+        py: Python<'py>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(PyLease, Vec<Bound<'py, PyAny>>)> {
+        let args = RequestArgs::from_kwargs("allocate_bound", kwargs, &[])?;
+        let reg = &self.reg;
+        let (lease, socks) = detached(py, || reg.allocate_bound(&args.request()?))?;
+        let lease = PyLease::new(lease, reg);
+        Ok((lease, py_sockets(py, socks)?))
+    }
+
+    /// One port, held until `release(port)` or until this process exits.
+    #[pyo3(signature = (**kwargs))]
+    fn free_port(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<u16> {
+        let args = RequestArgs::from_kwargs("free_port", kwargs, &["count", "contiguous"])?;
+        let reg = &self.reg;
+        let lease = detached(py, || reg.allocate(&args.request()?))?;
+        let port = lease.port();
+        abandon(lease, reg);
+        Ok(port)
+    }
+
+    /// A socket bound (TCP: and listening) on a registry-held port. The port stays held
+    /// until `release(port)` or until this process exits.
+    #[pyo3(signature = (**kwargs))]
+    fn bound_socket<'py>(
+        &self,
+        py: Python<'py>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let args = RequestArgs::from_kwargs("bound_socket", kwargs, &["count", "contiguous"])?;
+        if !matches!(protocols_arg(&args.proto), Ok(p) if p != Protocols::BOTH) {
+            return Err(Error::invalid(format!(
+                "bound_socket makes one socket: proto must be \"tcp\" or \"udp\", not {:?}",
+                args.proto
+            ))
+            .into());
+        }
+        let reg = &self.reg;
+        let (lease, socks) = detached(py, || reg.allocate_bound(&args.request()?))?;
+        abandon(lease, reg);
+        py_sockets(py, socks)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("allocate_bound gave no socket".into()).into())
+    }
+
+    /// The live lease named `name` as a list of LeaseInfo when there is one, else a new
+    /// Lease allocated with these options (one call, so two processes asking at once
+    /// end up sharing one lease).
+    #[pyo3(signature = (name, **kwargs))]
+    fn get_or_allocate<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut args = RequestArgs::from_kwargs("get_or_allocate", kwargs, &["name"])?;
+        args.name = Some(name);
+        let reg = &self.reg;
+        match detached(py, || reg.get_or_allocate(&args.request()?))? {
+            Ok(lease) => Ok(Bound::new(py, PyLease::new(lease, reg))?.into_any()),
+            Err(infos) => {
+                let infos: Vec<PyLeaseInfo> = infos.into_iter().map(Into::into).collect();
+                Ok(infos.into_pyobject(py)?.into_any())
+            }
+        }
+    }
+
+    /// Release the lease that holds `port` (all its ports); returns the ports freed.
+    /// Allowed for this process's leases, kept or detached ones, and leases whose owner
+    /// is gone; NotOwner otherwise, NotFound when no live lease holds the port.
+    fn release(&self, py: Python<'_>, port: i64) -> PyResult<Vec<u16>> {
+        let port = port_arg("port", port)?;
+        let reg = &self.reg;
+        // With the GIL held, as every use of ABANDONED (see the module docs).
+        let mine = take_abandoned(reg, port);
+        if !mine.is_empty() {
+            return release_abandoned(py, reg, port, mine);
+        }
+        detached(py, || reg.release_port(port)).map_err(PyErr::from)
+    }
+
+    /// Release the live lease named `name`; returns the ports freed.
+    fn release_name(&self, py: Python<'_>, name: &str) -> PyResult<Vec<u16>> {
+        let reg = &self.reg;
+        detached(py, || reg.release_name(name)).map_err(PyErr::from)
+    }
+
+    /// Extend the TTL of the lease holding `port` to `ttl` seconds from now (its own TTL
+    /// when None).
+    #[pyo3(signature = (port, ttl = None))]
+    fn renew(&self, py: Python<'_>, port: i64, ttl: Option<f64>) -> PyResult<()> {
+        let port = port_arg("port", port)?;
+        let ttl = ttl.map(|t| seconds_arg("ttl", t, false)).transpose()?;
+        let reg = &self.reg;
+        detached(py, || reg.renew_port(port, ttl)).map_err(PyErr::from)
+    }
+
+    /// Extend the TTL of the lease named `name` (as `renew`).
+    #[pyo3(signature = (name, ttl = None))]
+    fn renew_name(&self, py: Python<'_>, name: &str, ttl: Option<f64>) -> PyResult<()> {
+        let ttl = ttl.map(|t| seconds_arg("ttl", t, false)).transpose()?;
+        let reg = &self.reg;
+        detached(py, || reg.renew_name(name, ttl)).map_err(PyErr::from)
+    }
+
+    /// Every live port, ascending.
+    fn list(&self, py: Python<'_>) -> PyResult<Vec<PyLeaseInfo>> {
+        let reg = &self.reg;
+        Ok(detached(py, || reg.list())?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The live ports named `name` (empty when none).
+    fn get_by_name(&self, py: Python<'_>, name: &str) -> PyResult<Vec<PyLeaseInfo>> {
+        let reg = &self.reg;
+        Ok(detached(py, || reg.get_by_name(name))?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The live lease of `port`, or None.
+    fn get_by_port(&self, py: Python<'_>, port: i64) -> PyResult<Option<PyLeaseInfo>> {
+        let port = port_arg("port", port)?;
+        let reg = &self.reg;
+        Ok(detached(py, || reg.get_by_port(port))?.map(Into::into))
+    }
+
+    /// Drop every dead or expired record; returns what was freed.
+    fn gc(&self, py: Python<'_>) -> PyResult<Vec<PyLeaseInfo>> {
+        let reg = &self.reg;
+        Ok(detached(py, || reg.gc())?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Pool size, held, free, utilization, live owners and the lifetime counters.
+    fn stats(&self, py: Python<'_>) -> PyResult<PyStats> {
+        let reg = &self.reg;
+        Ok(detached(py, || reg.stats())?.into())
+    }
+
+    /// Things the registry did on its own that a person should know of.
+    fn notices(&self, py: Python<'_>) -> Vec<String> {
+        // Detached: the handle's state lock can be held by a thread waiting for the file lock.
+        let reg = &self.reg;
+        py.detach(|| reg.notices())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("portmgr.Registry({:?})", self.reg.dir().to_string_lossy())
+    }
+}
+
+static SOCKET_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// A Python `socket.socket` that takes over `sock`'s descriptor.
+fn py_socket<'py>(py: Python<'py>, sock: socket2::Socket) -> PyResult<Bound<'py, PyAny>> {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+    let cls = SOCKET_CLASS.import(py, "socket", "socket")?;
+    let fd = sock.into_raw_fd();
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("fileno", fd)?;
+    cls.call((), Some(&kwargs)).inspect_err(|_| {
+        // SAFETY: `fd` came from `into_raw_fd` just above and Python did not take it
+        // (the call failed), so this is its only owner; dropping closes it once.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    })
+}
+
+fn py_sockets<'py>(py: Python<'py>, socks: Vec<BoundSocket>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    socks.into_iter().map(|s| py_socket(py, s.socket)).collect()
+}

@@ -1,0 +1,176 @@
+//! Python keyword arguments to the core [`Request`]: the one place where the allocation
+//! keywords are named, defaulted and converted.
+//!
+//! Every allocating entry (`Registry.allocate`, `allocate_bound`, `free_port`,
+//! `bound_socket`, `get_or_allocate`, and `Services.allocate`, `get_or_allocate`) takes
+//! `**kwargs` and reads them with [`RequestArgs::from_kwargs`], naming the keywords it
+//! does not take. The stub (`python/portmgr/_native.pyi`) spells each signature out for
+//! type checkers.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use super::args::{port_arg, protocols_arg, range_arg, resolve_host, seconds_arg};
+use crate::error::{Error, Result};
+use crate::range::PortRange;
+use crate::registry::Request;
+use crate::strategy::Strategy;
+
+/// Every option of the core [`Request`], as Python passes them: the keyword, its default
+/// in [`RequestArgs::default`].
+pub(super) struct RequestArgs {
+    /// `proto`: "tcp", "udp" or "both".
+    pub(super) proto: String,
+    /// `count`: how many ports.
+    count: i64,
+    /// `contiguous`: consecutive ports.
+    contiguous: bool,
+    /// `range`: `(start, end)`, `"A-B"` or `range(a, b)`; an invalid one is reported when
+    /// the request is built (after the type checks of every keyword).
+    range: Option<Result<PortRange>>,
+    /// `strategy`: "random", "sequential", "hash" or "kernel".
+    strategy: String,
+    /// `name`: the service name.
+    pub(super) name: Option<String>,
+    /// `preferred` and `required`: a port to try first, and whether only it will do.
+    preferred: Option<i64>,
+    required: bool,
+    /// `ttl`: seconds.
+    ttl: Option<f64>,
+    /// `watch_pid`: hold while that process lives.
+    watch_pid: Option<i64>,
+    /// `host`: probe this address instead of every address.
+    host: Option<String>,
+    /// `key`: the hash strategy's key.
+    key: Option<String>,
+}
+
+impl Default for RequestArgs {
+    fn default() -> Self {
+        RequestArgs {
+            proto: "tcp".into(),
+            count: 1,
+            contiguous: false,
+            range: None,
+            strategy: "random".into(),
+            name: None,
+            preferred: None,
+            required: false,
+            ttl: None,
+            watch_pid: None,
+            host: None,
+            key: None,
+        }
+    }
+}
+
+/// A `TypeError` that names the keyword, as pyo3 words its own argument errors.
+fn keyword_error(name: &str, e: PyErr) -> PyErr {
+    Python::attach(|py| PyTypeError::new_err(format!("argument '{name}': {}", e.value(py))))
+}
+
+fn get<'py, T: FromPyObjectOwned<'py>>(name: &str, v: &Bound<'py, PyAny>) -> PyResult<T> {
+    v.extract::<T>().map_err(|e| keyword_error(name, e.into()))
+}
+
+impl RequestArgs {
+    /// The keywords of `kwargs` for the entry `func`, which takes every allocation
+    /// keyword except those in `without` (a `TypeError` names any other keyword, as
+    /// Python does for a function that does not take it).
+    pub(super) fn from_kwargs(
+        func: &str,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        without: &[&str],
+    ) -> PyResult<Self> {
+        let mut a = RequestArgs::default();
+        let Some(kwargs) = kwargs else {
+            return Ok(a);
+        };
+        for (k, v) in kwargs.iter() {
+            let k = k.cast::<PyString>()?.to_cow()?;
+            let none = v.is_none();
+            match &*k {
+                _ if without.contains(&&*k) => return Err(unexpected(func, &k)),
+                "proto" => a.proto = get("proto", &v)?,
+                "count" => a.count = get("count", &v)?,
+                "contiguous" => a.contiguous = get("contiguous", &v)?,
+                "range" => a.range = if none { None } else { Some(range_arg(&v)?) },
+                "strategy" => a.strategy = get("strategy", &v)?,
+                "name" => a.name = get("name", &v)?,
+                "preferred" => a.preferred = get("preferred", &v)?,
+                "required" => a.required = get("required", &v)?,
+                "ttl" => a.ttl = get("ttl", &v)?,
+                "watch_pid" => a.watch_pid = get("watch_pid", &v)?,
+                "host" => a.host = get("host", &v)?,
+                "key" => a.key = get("key", &v)?,
+                _ => return Err(unexpected(func, &k)),
+            }
+        }
+        Ok(a)
+    }
+
+    /// Only the lifetime options (protocols, TTL, watched pid): the template of the
+    /// requests a group or an import makes.
+    pub(super) fn lifetime(proto: &str, ttl: Option<f64>, watch_pid: Option<i64>) -> Self {
+        RequestArgs {
+            proto: proto.to_owned(),
+            ttl,
+            watch_pid,
+            ..RequestArgs::default()
+        }
+    }
+
+    /// The core request (resolves `host`: call without the GIL).
+    pub(super) fn request(self) -> Result<Request> {
+        let mut req = Request::new().protocols(protocols_arg(&self.proto)?);
+        let count = usize::try_from(self.count)
+            .map_err(|_| Error::invalid(format!("count must be from 1 up, not {}", self.count)))?;
+        req = req.count(count).contiguous(self.contiguous);
+        if let Some(r) = self.range {
+            req = req.range(r?);
+        }
+        let mut strategy: Strategy = self.strategy.parse()?;
+        if let Some(k) = self.key {
+            match strategy {
+                Strategy::Hash(_) => strategy = Strategy::Hash(Some(k)),
+                _ => {
+                    return Err(Error::invalid(
+                        "key is the hash strategy's key: pass strategy=\"hash\" with it",
+                    ));
+                }
+            }
+        }
+        req = req.strategy(strategy);
+        if let Some(n) = self.name {
+            req = req.name(n);
+        }
+        match self.preferred {
+            Some(p) => req = req.preferred(port_arg("preferred", p)?, self.required),
+            None if self.required => {
+                return Err(Error::invalid("required=True needs a preferred port"));
+            }
+            None => {}
+        }
+        if let Some(t) = self.ttl {
+            req = req.ttl(seconds_arg("ttl", t, false)?);
+        }
+        if let Some(pid) = self.watch_pid {
+            let pid = u32::try_from(pid)
+                .ok()
+                .filter(|&p| p > 0 && p <= i32::MAX as u32)
+                .ok_or_else(|| {
+                    Error::invalid(format!("watch_pid must be a process id, not {pid}"))
+                })?;
+            req = req.watch_pid(pid);
+        }
+        if let Some(h) = self.host {
+            req = req.probe_addr(resolve_host(&h)?);
+        }
+        Ok(req)
+    }
+}
+
+fn unexpected(func: &str, k: &str) -> PyErr {
+    PyTypeError::new_err(format!("{func}() got an unexpected keyword argument '{k}'"))
+}
