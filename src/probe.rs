@@ -14,7 +14,7 @@
 //! `TIME_WAIT`; the probe then says "in use", which is conservative.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -164,16 +164,93 @@ pub fn accepts(addr: SocketAddr, timeout: Duration) -> bool {
 
 /// Poll until something accepts TCP connections on `addr`, or `timeout` passes.
 pub fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<()> {
-    poll_until(timeout, |left| Ok(accepts(addr, left.min(Duration::from_millis(500)))), || {
-        format!("nothing accepted TCP connections on {addr} within {timeout:?}")
-    })
+    wait_listening_any(&[addr], timeout).map(drop)
+}
+
+/// Poll until one of `addrs` (for instance every address of a host name, see
+/// [`resolve`]) accepts TCP connections, or `timeout` passes; returns how long it took.
+/// The one wait loop of portmgr: every skin's "wait until it listens" comes here.
+///
+/// Each round connects to every address at once, each attempt given the time left (at
+/// most 500 ms); between rounds it pauses 1 ms, 2 ms, ... up to 100 ms. An error
+/// ([`Error::Timeout`]) once `timeout` has passed; an empty `addrs` is an invalid
+/// argument.
+pub fn wait_listening_any(addrs: &[SocketAddr], timeout: Duration) -> Result<Duration> {
+    if addrs.is_empty() {
+        return Err(Error::invalid("no address to wait for"));
+    }
+    let start = Instant::now();
+    poll_until(
+        timeout,
+        |left| {
+            let each = left.min(Duration::from_millis(500));
+            Ok(match addrs {
+                [one] => accepts(*one, each),
+                many => reachable(many, each).into_iter().any(|ok| ok),
+            })
+        },
+        || {
+            let shown: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+            format!("nothing accepted TCP connections on {} within {timeout:?}", shown.join(" or "))
+        },
+    )?;
+    Ok(start.elapsed())
+}
+
+/// Split `target` into host and port: `HOST:PORT`, `[IPV6]:PORT`, or a bare `PORT`
+/// (meaning `localhost`). The host is returned as written (a name or an address; see
+/// [`resolve`]). The one host:port parser of portmgr.
+///
+/// Errors (invalid argument): no port, port 0 or not a number, an IPv6 address without
+/// brackets, an empty host.
+///
+/// ```
+/// use portmgr::probe::parse_host_port;
+/// assert_eq!(parse_host_port("[::1]:80").unwrap(), ("::1".to_string(), 80));
+/// assert_eq!(parse_host_port("db:5432").unwrap(), ("db".to_string(), 5432));
+/// assert_eq!(parse_host_port("8080").unwrap(), ("localhost".to_string(), 8080));
+/// assert!(parse_host_port("db:0").is_err());
+/// ```
+pub fn parse_host_port(target: &str) -> Result<(String, u16)> {
+    let bad = || {
+        Error::invalid(format!("{target:?} is not HOST:PORT: write e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080"))
+    };
+    let port_of = |s: &str| s.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad);
+    if let Some(rest) = target.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
+        return Ok((h.to_string(), port_of(p)?));
+    }
+    match target.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && !h.is_empty() => Ok((h.to_string(), port_of(p)?)),
+        None => Ok(("localhost".to_string(), port_of(target)?)),
+        _ => Err(bad()),
+    }
+}
+
+/// Every address of `host` (an IPv4 or IPv6 address, or a name looked up with the
+/// system resolver: this may block) with `port`. A name that cannot be resolved, or has
+/// no address, is an invalid argument that says so.
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::invalid(format!("cannot resolve {host:?}: {e}; give an address like 127.0.0.1:{port}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::invalid(format!("{host:?} has no address; give one like 127.0.0.1:{port}")));
+    }
+    Ok(addrs)
 }
 
 /// Poll until `port` is free for `protocols`, or `timeout` passes.
 pub fn wait_free(port: u16, protocols: Protocols, timeout: Duration) -> Result<()> {
-    poll_until(timeout, |_| is_free(port, protocols), || {
-        format!("port {port} ({protocols}) was still in use after {timeout:?}")
-    })
+    poll_until(
+        timeout,
+        |_| is_free(port, protocols),
+        || format!("port {port} ({protocols}) was still in use after {timeout:?}"),
+    )
 }
 
 /// Call `ready(time left)` until it says yes, pausing 1 ms, 2 ms, ... up to 100 ms
@@ -243,8 +320,7 @@ pub fn kernel_port(protocols: Protocols) -> Result<u16> {
     let first = if protocols.tcp() { Type::STREAM } else { Type::DGRAM };
     for _ in 0..64 {
         let sock = new_socket(wildcard(), first).map_err(|e| Error::os("creating a socket", e))?;
-        sock.bind(&SockAddr::from(SocketAddr::new(wildcard(), 0)))
-            .map_err(|e| Error::os("binding port 0", e))?;
+        sock.bind(&SockAddr::from(SocketAddr::new(wildcard(), 0))).map_err(|e| Error::os("binding port 0", e))?;
         let port = sock
             .local_addr()
             .ok()
@@ -311,10 +387,31 @@ mod tests {
         let closed = kernel_port(Protocols::TCP).unwrap();
         let b: SocketAddr = format!("127.0.0.1:{closed}").parse().unwrap();
         assert_eq!(reachable(&[a, b], Duration::from_millis(200)), vec![true, false]);
+        // Several addresses: ready as soon as one of them accepts.
+        wait_listening_any(&[b, a], Duration::from_secs(2)).unwrap();
+        let e = wait_listening_any(&[b], Duration::from_millis(30)).unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::Timeout);
+        assert_eq!(
+            wait_listening_any(&[], Duration::from_secs(1)).unwrap_err().code(),
+            crate::ErrorCode::InvalidArgument
+        );
         let e = wait_free(port, Protocols::TCP, Duration::from_millis(30)).unwrap_err();
         assert_eq!(e.code(), crate::ErrorCode::Timeout);
         drop(s);
         wait_free(port, Protocols::TCP, Duration::from_secs(2)).unwrap();
         assert!(wait_listening(b, Duration::from_millis(30)).is_err());
+    }
+
+    #[test]
+    fn host_port() {
+        assert_eq!(parse_host_port("[::1]:80").unwrap(), ("::1".to_string(), 80));
+        assert_eq!(parse_host_port("h:80").unwrap(), ("h".to_string(), 80));
+        assert_eq!(parse_host_port("80").unwrap(), ("localhost".to_string(), 80));
+        for bad in ["h:0", "h:", ":80", "::1:80", "[::1]80", "h:x", "", "70000"] {
+            assert!(parse_host_port(bad).unwrap_err().to_string().contains("HOST:PORT"), "{bad}");
+        }
+        assert_eq!(resolve("127.0.0.1", 5).unwrap(), vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 5))]);
+        assert!(resolve("localhost", 5).unwrap().iter().all(|a| a.port() == 5 && a.ip().is_loopback()));
+        assert_eq!(resolve("no such host.invalid", 5).unwrap_err().code(), crate::ErrorCode::InvalidArgument);
     }
 }
