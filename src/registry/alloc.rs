@@ -343,6 +343,7 @@ impl Ctx<'_> {
         r.watch_pidns.store(self.pidns as u32, Relaxed);
         r.owner_pid.store(sys::getpid(), Relaxed);
         r.set_name(req.name.as_deref().unwrap_or(""));
+        self.map.set_range(port, req.range.as_ref().map(|r| (r.start(), r.end())));
         failpoint("pending-fields");
         r.state.store(PENDING, Release);
         failpoint("pending-state");

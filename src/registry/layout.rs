@@ -6,6 +6,8 @@
 //! 4 KiB      256 KiB     4096 owner slots x 64 B: generation, pid, start time, check
 //! 260 KiB    8 KiB       bitmap, one bit a port: set = maybe taken (check the record)
 //! 268 KiB    8 MiB       65536 port records x 128 B, indexed by port number
+//! 8460 KiB   256 KiB     65536 x u32: the range each port's lease was asked from
+//!                        (start << 16 | end; 0 = the default pool), for health reports
 //! ```
 //!
 //! The file's blocks are all allocated up front (`fallocate`, see `reserve` in `mod.rs`).
@@ -27,7 +29,8 @@
 //! (or clears), not one that looks damaged.
 //!
 //! Version 1 files (no checks; `watch_pidns` a u64 whose high half is always 0, now
-//! `watch_pidns: u32` + `check: u32`) are upgraded in place, keeping every record.
+//! `watch_pidns: u32` + `check: u32`; no range table) are upgraded in place, keeping
+//! every record: the file grows by the range table, every other offset stays.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 
@@ -57,8 +60,12 @@ pub const OWNERS_OFF: usize = HEADER_SIZE;
 pub const BITMAP_OFF: usize = OWNERS_OFF + OWNER_SLOTS * OWNER_SIZE;
 /// Where the records start.
 pub const RECORDS_OFF: usize = BITMAP_OFF + PORTS / 8;
+/// Where the range table starts.
+pub const RANGES_OFF: usize = RECORDS_OFF + PORTS * RECORD_SIZE;
 /// The file's size.
-pub const FILE_SIZE: usize = RECORDS_OFF + PORTS * RECORD_SIZE;
+pub const FILE_SIZE: usize = RANGES_OFF + PORTS * 4;
+/// The size of a layout version 1 file (no range table).
+pub const FILE_SIZE_V1: usize = RANGES_OFF;
 
 /// Record states. The state byte is written last when a record is filled in, and first
 /// when it is cleared, so a writer killed half-way leaves a record that is free or

@@ -162,6 +162,8 @@ pub struct LeaseInfo {
     pub detached: bool,
     /// Handed out as a bound socket.
     pub bound: bool,
+    /// The range the lease was asked from, `[start, end]`; `None` for the default pool.
+    pub range: Option<(u16, u16)>,
     /// `"held"`, `"pending"` (being probed), `"expired"`, `"owner gone"`, or `"damaged"`
     /// (its record does not match its check: kept out of use until its holder repairs it,
     /// see [`Registry::free_damaged`]).

@@ -28,9 +28,14 @@ impl Files {
                 init_table(&map);
                 failpoint("initialised");
                 None
-            } else if len != FILE_SIZE as u64 {
+            } else if len != FILE_SIZE as u64 && !(len == FILE_SIZE_V1 as u64 && is_v1(&db)) {
                 Some(format!("its size is {len} bytes, not {FILE_SIZE} (truncated or not a portmgr registry)"))
             } else {
+                if len == FILE_SIZE_V1 as u64 {
+                    // A version 1 file: grow it by the range table (under the file lock),
+                    // then upgrade it below.
+                    reserve(&db, &db_path)?;
+                }
                 let map = Map::new(&db)?;
                 let h = map.header();
                 if h.magic.load(Acquire) == MAGIC_V1 && h.version.load(Acquire) == 1 {
@@ -107,6 +112,15 @@ pub(super) fn init_table(map: &Map) {
         map.owner(slot).seal();
     }
     init_header(map.header());
+}
+
+/// Whether `db` starts with a layout version 1 header (read with `pread`: a version 1
+/// file is too short to be mapped as this layout).
+fn is_v1(db: &File) -> bool {
+    let mut b = [0u8; 12];
+    db.read_exact_at(&mut b, 0).is_ok()
+        && u64::from_ne_bytes(b[..8].try_into().unwrap_or_default()) == MAGIC_V1
+        && u32::from_ne_bytes(b[8..].try_into().unwrap_or_default()) == 1
 }
 
 /// Upgrade a layout version 1 file in place, keeping every record and owner: owner and

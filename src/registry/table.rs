@@ -2,6 +2,7 @@
 //! held: liveness of records, damage detection and repair, clearing and renewing leases.
 
 use super::*;
+use std::sync::atomic::AtomicU32;
 
 /// The mapped registry file.
 pub(super) struct Map {
@@ -22,6 +23,17 @@ impl Map {
     pub(super) fn faulted(&self) -> bool {
         self.guard.faulted()
     }
+    /// The range `port`'s lease was asked from (`None`: the default pool). Outside the
+    /// checked record: a damaged entry only misplaces the port in a health report.
+    pub(super) fn range_of(&self, port: u16) -> Option<(u16, u16)> {
+        let v = self.at::<AtomicU32>(RANGES_OFF + usize::from(port) * 4).load(Acquire);
+        let (start, end) = ((v >> 16) as u16, v as u16);
+        (v != 0 && start <= end).then_some((start, end))
+    }
+    pub(super) fn set_range(&self, port: u16, range: Option<(u16, u16)>) {
+        let v = range.map_or(0, |(a, b)| u32::from(a) << 16 | u32::from(b));
+        self.at::<AtomicU32>(RANGES_OFF + usize::from(port) * 4).store(v, Release);
+    }
     /// Whether `port`'s record is (not free and) of lease `id`.
     pub(super) fn holds_lease(&self, port: u16, id: u64) -> bool {
         let r = self.record(port);
@@ -31,6 +43,7 @@ impl Map {
     pub(super) fn clear_record(&self, port: u16) {
         self.header().writing.store(u32::from(port) + 1, Release);
         self.record(port).clear();
+        self.set_range(port, None);
         self.unmark(port);
         self.header().writing.store(0, Release);
     }
@@ -384,6 +397,7 @@ impl Ctx<'_> {
             watch_pid: Some(r.watch_pid.load(Relaxed)).filter(|&w| w != 0),
             detached: flags & FLAG_DETACHED != 0,
             bound: flags & FLAG_BOUND != 0,
+            range: self.map.range_of(port),
             state: match (live, state) {
                 _ if damaged => "damaged",
                 (true, PENDING) => "pending",

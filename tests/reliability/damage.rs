@@ -285,6 +285,8 @@ fn a_version_1_file_is_upgraded_in_place_keeping_every_lease() {
     for s in 0..OWNER_SLOTS {
         f.write_all_at(&[0; 4], (OWNERS_OFF + s * OWNER_SIZE + 12) as u64).unwrap();
     }
+    // Version 1 had no range table.
+    f.set_len(FILE_SIZE_V1 as u64).unwrap();
     drop(f);
     // Another process of this version would have found no live record intact before the
     // upgrade: prove the file is really in the old form.
@@ -292,6 +294,7 @@ fn a_version_1_file_is_upgraded_in_place_keeping_every_lease() {
     let notes = fresh.notices();
     assert!(notes.iter().any(|n| n.contains("upgraded") && n.contains("5 live records kept")), "{notes:?}");
     assert_eq!(view(&fresh), before);
+    assert_eq!(std::fs::metadata(dir.join("registry.db")).unwrap().len(), FILE_SIZE as u64, "not grown by the range table");
     let l = fresh.allocate(&req_in(START, LEN)).unwrap();
     assert!(!ports.contains(&l.port()));
     assert!(fresh.notices().iter().all(|n| !n.contains("damaged")), "{:?}", fresh.notices());

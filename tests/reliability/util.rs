@@ -261,7 +261,10 @@ pub mod raw {
     pub const BITMAP_OFF: usize = OWNERS_OFF + OWNER_SLOTS * OWNER_SIZE;
     pub const RECORDS_OFF: usize = BITMAP_OFF + 65536 / 8;
     pub const RECORD_SIZE: usize = 128;
-    pub const FILE_SIZE: usize = RECORDS_OFF + 65536 * RECORD_SIZE;
+    /// The range table (a u32 per port) follows the records (layout version 2).
+    pub const RANGES_OFF: usize = RECORDS_OFF + 65536 * RECORD_SIZE;
+    pub const FILE_SIZE: usize = RANGES_OFF + 65536 * 4;
+    pub const FILE_SIZE_V1: usize = RANGES_OFF;
 
     pub fn record_off(port: u16) -> usize {
         RECORDS_OFF + usize::from(port) * RECORD_SIZE
