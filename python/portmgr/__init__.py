@@ -232,23 +232,6 @@ def allocate(
     The lease is not released by garbage collection: call ``release()``, use it as a
     context manager, or let the process exit.
     """
-    if type is not None or metadata is not None:
-        return services().allocate(
-            proto=proto,
-            count=count,
-            contiguous=contiguous,
-            range=range,
-            strategy=strategy,
-            name=name,
-            preferred=preferred,
-            required=required,
-            ttl=ttl,
-            watch_pid=watch_pid,
-            host=host,
-            key=key,
-            type=type,
-            metadata=None if metadata is None else dict(metadata),
-        )
     return registry().allocate(
         proto=proto,
         count=count,
@@ -262,6 +245,8 @@ def allocate(
         watch_pid=watch_pid,
         host=host,
         key=key,
+        type=type,
+        metadata=None if metadata is None else dict(metadata),
     )
 
 
@@ -279,6 +264,8 @@ def allocate_bound(
     watch_pid: Optional[int] = None,
     host: Optional[str] = None,
     key: Optional[str] = None,
+    type: Optional[str] = None,
+    metadata: Optional[Mapping[str, str]] = None,
 ) -> tuple[Lease, builtins.list[socket.socket]]:
     """Like :func:`allocate`, and hand the ports over bound: a listening TCP socket
     and/or a bound UDP socket per port (TCP first). The race-free hand-over."""
@@ -295,6 +282,8 @@ def allocate_bound(
         watch_pid=watch_pid,
         host=host,
         key=key,
+        type=type,
+        metadata=None if metadata is None else dict(metadata),
     )
 
 

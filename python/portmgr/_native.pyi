@@ -41,6 +41,7 @@ __version__: str
 _Proto = Literal["tcp", "udp", "both"]
 _StrategyName = Literal["sequential", "random", "hash", "kernel"]
 _RangeLike = Union[tuple[int, int], str, range]
+_Metadata = dict[str, str]
 
 @final
 class Lease:
@@ -171,8 +172,11 @@ class Registry:
         watch_pid: Optional[int] = None,
         host: Optional[str] = None,
         key: Optional[str] = None,
+        type: Optional[str] = None,
+        metadata: Optional[_Metadata] = None,
     ) -> Lease:
-        """Allocate ports; see :func:`portmgr.allocate`."""
+        """Allocate ports; see :func:`portmgr.allocate`. With ``type`` or ``metadata``, a
+        typed service (the core decides the path)."""
     def allocate_bound(
         self,
         *,
@@ -188,6 +192,8 @@ class Registry:
         watch_pid: Optional[int] = None,
         host: Optional[str] = None,
         key: Optional[str] = None,
+        type: Optional[str] = None,
+        metadata: Optional[_Metadata] = None,
     ) -> tuple[Lease, builtins.list[socket.socket]]:
         """Allocate ports and hand them over bound: a listening TCP socket and/or a
         bound UDP socket per port (TCP first)."""
@@ -449,7 +455,6 @@ class NginxApplied:
     def reloaded(self) -> bool: ...
 
 _Layout = Union[str, Mapping[str, Union[int, tuple[int, Optional[str]]]]]
-_Metadata = dict[str, str]
 
 @final
 class Services:

@@ -19,12 +19,12 @@ use super::args::{port_arg, range_arg};
 use super::errors::detached;
 use super::lease::{ACTIVE, KEPT, PyLease, RELEASED, abandon};
 use super::registry::PyRegistry;
-use super::request::RequestArgs;
+use super::request::{RequestArgs, spec_arg};
 use crate::error::{Error, Result};
 use crate::mapping::{
-    ExportFormat, GroupInfo, GroupLayout, GroupLease, GroupMemberInfo, GroupOptions, ImportFormat,
-    ImportOptions, ImportOutcome, ImportedService, Metadata, NginxApplied, NginxDeploy, Service,
-    ServiceSpec, ServiceType, Services, TypeTable, write_nginx_dir,
+    ExportFormat, GroupInfo, GroupLease, GroupMemberInfo, GroupOptions, ImportFormat,
+    ImportOptions, ImportOutcome, ImportedService, LayoutSource, Metadata, NginxApplied,
+    NginxDeploy, Service, ServiceType, Services, TypeTable, write_nginx_dir,
 };
 use crate::range::PortRange;
 use crate::registry::Registry;
@@ -410,23 +410,12 @@ impl PyGroup {
     }
 }
 
-/// A layout given as a spec string (`"postgres=0,redis=+100/cache"`), the name of a
-/// configured layout (`"stack"`), or a mapping of member name to offset or
-/// `(offset, type)`.
-enum LayoutArg {
-    Spec(String),
-    Named(String),
-    Members(Vec<(String, i64, Option<String>)>),
-}
-
-fn layout_arg(obj: &Bound<'_, PyAny>) -> PyResult<LayoutArg> {
+/// A layout as Python gives it: a string (a layout name or a spec: the core decides
+/// which, [`TypeTable::resolve_layout`]) or a mapping of member name to offset or
+/// `(offset, type)`. Only the types are converted here.
+fn layout_arg(obj: &Bound<'_, PyAny>) -> PyResult<LayoutSource> {
     if obj.is_instance_of::<PyString>() {
-        let s: String = obj.extract()?;
-        return Ok(if s.contains(['=', ':']) {
-            LayoutArg::Spec(s)
-        } else {
-            LayoutArg::Named(s)
-        });
+        return Ok(LayoutSource::Text(obj.extract()?));
     }
     let type_err = || {
         PyTypeError::new_err(
@@ -446,31 +435,7 @@ fn layout_arg(obj: &Bound<'_, PyAny>) -> PyResult<LayoutArg> {
         };
         members.push((name, offset, ty));
     }
-    Ok(LayoutArg::Members(members))
-}
-
-impl LayoutArg {
-    fn layout(self, types: &TypeTable) -> Result<GroupLayout> {
-        match self {
-            LayoutArg::Spec(s) => GroupLayout::parse(&s),
-            LayoutArg::Named(n) => types.group(&n).cloned().ok_or_else(|| {
-                Error::invalid(format!(
-                    "no group layout named {n:?} (known: {}); or give members: \"postgres=0,redis=100\"",
-                    types.group_names().join(", ")
-                ))
-            }),
-            LayoutArg::Members(ms) => {
-                let mut l = GroupLayout::new();
-                for (name, offset, ty) in ms {
-                    let off = u16::try_from(offset).ok().filter(|&o| o < u16::MAX).ok_or_else(|| {
-                        Error::invalid(format!("group member {name:?}: offset {offset} must be from 0 to 65534"))
-                    })?;
-                    l = l.member(name, off, ty.as_deref());
-                }
-                Ok(l)
-            }
-        }
-    }
+    Ok(LayoutSource::Members(members))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -573,14 +538,6 @@ impl PyServices {
             None => TypeTable::load_default()?,
         };
         Ok(Services::with_types(self.reg.clone(), table))
-    }
-}
-
-fn spec_arg(service_type: Option<String>, metadata: Option<Metadata>) -> ServiceSpec {
-    ServiceSpec {
-        service_type,
-        metadata: metadata.unwrap_or_default(),
-        ..ServiceSpec::default()
     }
 }
 
@@ -725,7 +682,7 @@ impl PyServices {
     ) -> PyResult<PyGroup> {
         let layout = match layout {
             Some(l) => layout_arg(&l)?,
-            None => LayoutArg::Named("stack".into()),
+            None => LayoutSource::Text("stack".into()),
         };
         let range = opt_range(range)?;
         let tmpl = RequestArgs::lifetime(proto, ttl, watch_pid);
@@ -733,7 +690,7 @@ impl PyServices {
         let metadata = metadata.unwrap_or_default();
         let g = detached(py, || {
             let svc = self.svc()?;
-            let layout = layout.layout(svc.types())?;
+            let layout = svc.types().resolve_layout(&layout)?;
             let strategy: Strategy = strategy.parse()?;
             let opts = GroupOptions {
                 range: range.transpose()?,

@@ -10,9 +10,10 @@ use pyo3::types::PyDict;
 use super::args::{port_arg, protocols_arg, seconds_arg};
 use super::errors::detached;
 use super::lease::{PyLease, abandon, release_abandoned, take_abandoned};
-use super::request::RequestArgs;
+use super::request::{RequestArgs, spec_arg};
 use super::views::{PyLeaseInfo, PyStats};
 use crate::error::Error;
+use crate::mapping::{self, Metadata};
 use crate::range::Protocols;
 use crate::registry::{BoundSocket, Registry};
 
@@ -65,26 +66,39 @@ impl PyRegistry {
         Ok(())
     }
 
-    /// Allocate ports; see `portmgr.allocate`.
-    #[pyo3(signature = (**kwargs))]
-    fn allocate(&self, py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<PyLease> {
+    /// Allocate ports; see `portmgr.allocate`. With a `type` or `metadata`, a typed
+    /// service (the core decides: `mapping::allocate`).
+    #[pyo3(signature = (*, r#type = None, metadata = None, **kwargs))]
+    fn allocate(
+        &self,
+        py: Python<'_>,
+        r#type: Option<String>,
+        metadata: Option<Metadata>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyLease> {
         let args = RequestArgs::from_kwargs("allocate", kwargs, &[])?;
+        let spec = spec_arg(r#type, metadata);
         let reg = &self.reg;
-        let lease = detached(py, || reg.allocate(&args.request()?))?;
+        let lease = detached(py, || mapping::allocate(reg, &args.request()?, &spec))?;
         Ok(PyLease::new(lease, reg))
     }
 
     /// Allocate ports and hand them over bound: a listening TCP socket and/or a bound UDP
-    /// socket per port. Returns the lease and the sockets (`socket.socket`).
-    #[pyo3(signature = (**kwargs))]
+    /// socket per port. Returns the lease and the sockets (`socket.socket`). With a
+    /// `type` or `metadata`, a typed service (`mapping::allocate_bound`).
+    #[pyo3(signature = (*, r#type = None, metadata = None, **kwargs))]
     fn allocate_bound<'py>(
         &self,
         py: Python<'py>,
+        r#type: Option<String>,
+        metadata: Option<Metadata>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<(PyLease, Vec<Bound<'py, PyAny>>)> {
         let args = RequestArgs::from_kwargs("allocate_bound", kwargs, &[])?;
+        let spec = spec_arg(r#type, metadata);
         let reg = &self.reg;
-        let (lease, socks) = detached(py, || reg.allocate_bound(&args.request()?))?;
+        let (lease, socks) =
+            detached(py, || mapping::allocate_bound(reg, &args.request()?, &spec))?;
         let lease = PyLease::new(lease, reg);
         Ok((lease, py_sockets(py, socks)?))
     }

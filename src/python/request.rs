@@ -13,6 +13,7 @@ use pyo3::types::{PyDict, PyString};
 
 use super::args::{port_arg, protocols_arg, range_arg, resolve_host, seconds_arg};
 use crate::error::{Error, Result};
+use crate::mapping::{Metadata, ServiceSpec};
 use crate::range::PortRange;
 use crate::registry::Request;
 use crate::strategy::Strategy;
@@ -168,6 +169,17 @@ impl RequestArgs {
             req = req.probe_addr(resolve_host(&h)?);
         }
         Ok(req)
+    }
+}
+
+/// The service spec of an allocation: its `type` and `metadata` keywords. Without
+/// either it is the plain spec, and the core takes the plain path
+/// ([`crate::mapping::allocate`]).
+pub(super) fn spec_arg(service_type: Option<String>, metadata: Option<Metadata>) -> ServiceSpec {
+    ServiceSpec {
+        service_type,
+        metadata: metadata.unwrap_or_default(),
+        ..ServiceSpec::default()
     }
 }
 
