@@ -964,3 +964,27 @@ fn plain_group_list_escapes_control_characters_from_a_damaged_side_file() {
     assert_eq!(out.lines().count(), 1, "{out:?}");
     assert!(out.contains(r"g\u{1b}[2J a\nFAKE=1\r="), "{out:?}");
 }
+
+/// Issue 12: `--layout` and `--spec` resolve by the core's one layout rule, the same as
+/// C and Python: a layout name first, else a text with `=` or `:` is a spec, else an
+/// unknown layout listing the known ones.
+#[test]
+fn group_layouts_follow_the_core_rules() {
+    let r = reg_with_types();
+    // A configured name given as --spec is still the named layout.
+    let out = r.ok(&["group", "alloc", "l1", "--spec", "trio", "--range", "32000-32019", "--strategy", "sequential"]);
+    assert_eq!(out, "a=32000\nb=32001\nc=32002\n");
+    // A spec given as --layout is a spec; ':' separates like '='.
+    let out =
+        r.ok(&["group", "alloc", "l2", "--layout", "x:0,y=+3", "--range", "32000-32019", "--strategy", "sequential"]);
+    assert_eq!(out, "x=32003\ny=32006\n");
+    // Unknown names, by either option: the known layouts and how to give a spec.
+    for opt in ["--layout", "--spec"] {
+        let o = r.run(&["group", "alloc", "l3", opt, "nope"]);
+        assert_one_line_error(&o, 2, "no group layout named \"nope\"");
+        assert!(stderr(&o).contains("known layouts: stack, trio"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("spec"), "{}", stderr(&o));
+    }
+    assert_eq!(r.ok(&["group", "release", "l1"]), "32000\n32001\n32002\n");
+    assert_eq!(r.ok(&["group", "release", "l2"]), "32003\n32006\n");
+}

@@ -1,0 +1,543 @@
+//! The command line's grammar: the clap definitions of every command and option, and
+//! the value parsers (ranges, protocols, strategies, metadata, durations, thresholds).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::Error;
+use crate::mapping::ImportFormat;
+use crate::range::{PortRange, Protocols};
+use crate::strategy::Strategy;
+
+pub(super) const TOP_HELP: &str = "\
+Examples:
+  # in a CI script: a port held while this shell lives
+  PORT=$(portmgr alloc --owner $$)
+  ./server --port \"$PORT\" &
+  portmgr wait 127.0.0.1:\"$PORT\" --timeout 30s
+
+  # run a command with two fresh ports, released when it exits
+  portmgr run --port web --port db -- ./test.sh --web {web} --db {db}
+
+  # named services with types, groups of ports, and the map for other tools
+  portmgr alloc --name api --type rest-api
+  eval \"$(portmgr group alloc ci-17 --layout stack --format env --owner $$)\"
+  portmgr export --format nginx --dir /etc/nginx/portmgr --reload
+
+Exit statuses: 0 ok, 1 other error, 2 usage, 3 exhausted, 4 in use, 5 not found,
+6 registry problem, 7 timeout, 8 not owner, 9 unhealthy; `run` exits with its
+command's status (128+N when killed by signal N).
+
+The registry is $PORTMGR_DIR, else $XDG_RUNTIME_DIR/portmgr, else a per-user directory
+under the temp dir; --registry DIR overrides it for one call.";
+
+/// Host-wide network port allocator: every process on the host that asks gets a port
+/// nobody else holds.
+#[derive(Parser, Debug)]
+#[command(name = "portmgr", version, after_help = TOP_HELP, propagate_version = true)]
+pub(super) struct Cli {
+    /// Registry directory (default: $PORTMGR_DIR, else $XDG_RUNTIME_DIR/portmgr)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(super) registry: Option<PathBuf>,
+    /// Output: plain (for people), json (for programs), env (NAME_PORT=1234 lines),
+    /// nginx (export only)
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub(super) format: Option<Format>,
+    /// Same as --format json
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+    #[command(subcommand)]
+    pub(super) cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(super) enum Format {
+    Plain,
+    Json,
+    Env,
+    Nginx,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum Cmd {
+    /// Allocate port(s) that stay held after this command exits; print them
+    #[command(after_help = "\
+Examples:
+  PORT=$(portmgr alloc)                          # held while the calling shell lives
+  portmgr alloc --name web --ttl 1h --format env # WEB_PORT=15321, held for an hour
+  portmgr alloc --count 3 --contiguous --range 20000-20999
+  portmgr alloc --preferred 8080 --required      # 8080 or fail with status 4
+  portmgr alloc --name api --type rest-api --meta owner=team-a   # from 8080-8099
+
+Lifetime: by default the port is held while the calling process (the parent of
+portmgr, normally your shell) lives. --owner PID watches PID instead. --ttl D alone
+holds it for D, renewable with `portmgr renew`, whether or not the shell lives.
+--owner PID --ttl D ends at the first of the two. `portmgr release` frees it early.
+Inside $(...) with a pipeline the parent is a short-lived subshell: use --owner $$.")]
+    Alloc(AllocArgs),
+    /// Release leases by port or by service name; print the ports freed
+    #[command(after_help = "\
+Examples:
+  portmgr release 15321
+  portmgr release 15321 15322
+  portmgr release --name web")]
+    #[command(group(ArgGroup::new("what").required(true).args(["ports", "name"])))]
+    Release {
+        /// Port(s) whose lease to release (all ports of that lease are freed)
+        #[arg(value_parser = port_parser())]
+        ports: Vec<u16>,
+        /// Release the lease with this service name
+        #[arg(long, conflicts_with = "ports")]
+        name: Option<String>,
+    },
+    /// Extend a lease's TTL (the heartbeat of a long-lived lease)
+    #[command(after_help = "\
+Examples:
+  portmgr renew 15321 --ttl 5m
+  while sleep 60; do portmgr renew --name web --ttl 5m; done &")]
+    #[command(group(ArgGroup::new("what").required(true).args(["port", "name"])))]
+    Renew {
+        /// Port whose lease to renew
+        #[arg(value_parser = port_parser())]
+        port: Option<u16>,
+        /// Renew the lease with this service name
+        #[arg(long, conflicts_with = "port")]
+        name: Option<String>,
+        /// New TTL from now (default: the lease's own TTL), e.g. 90s, 5m, 1h
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        ttl: Option<Duration>,
+    },
+    /// Free every lease whose owner or watched process is gone or whose TTL ended
+    #[command(after_help = "\
+Examples:
+  portmgr gc            # prints one line per port freed
+  portmgr gc --damaged  # also free damaged records that no live process repaired")]
+    Gc {
+        /// Also free the registry records found damaged that no live process could repair
+        /// (refused while a live process has not yet checked its own records)
+        #[arg(long)]
+        damaged: bool,
+    },
+    /// List held ports
+    #[command(after_help = "\
+Examples:
+  portmgr list
+  portmgr list --name web --json
+  portmgr list --owner $$ --format env
+  portmgr list --type database
+  portmgr list --group ci-17 --json")]
+    List {
+        /// Only the lease with this service name
+        #[arg(long)]
+        name: Option<String>,
+        /// Only this port
+        #[arg(long, value_parser = port_parser())]
+        port: Option<u16>,
+        /// Only leases allocated by, or watching, this process
+        #[arg(long, value_name = "PID")]
+        owner: Option<u32>,
+        /// Only services of this service type (see `portmgr alloc --type`)
+        #[arg(long = "type", value_name = "TYPE")]
+        service_type: Option<String>,
+        /// Only members of this group (see `portmgr group alloc`)
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+    },
+    /// Pool size, held, free, utilization, owners
+    #[command(after_help = "\
+Examples:
+  portmgr stats
+  portmgr stats --json | jq .utilization")]
+    Stats,
+    /// Report exhaustion, held ports bound by other processes, expired leases; status 9 if any
+    #[command(after_help = "\
+Examples:
+  portmgr health || echo \"portmgr needs attention\"
+  portmgr health --threshold 75% --json")]
+    Health {
+        /// Warn when the default pool is at least this full (0.9 or 90%)
+        #[arg(long, default_value = "0.9", value_parser = parse_fraction)]
+        threshold: f64,
+    },
+    /// Check that ports are free (not bound, not held in the registry); status 4 if not
+    #[command(after_help = "\
+Examples:
+  portmgr check 8080 && ./server --port 8080
+  portmgr check 5432 6379 --proto both")]
+    Check {
+        /// The port(s) to check
+        #[arg(required = true, value_parser = port_parser())]
+        ports: Vec<u16>,
+        /// tcp, udp or both
+        #[arg(long, default_value = "tcp", value_parser = parse_proto)]
+        proto: Protocols,
+    },
+    /// List the ports of a range that are in use (bound, or held in the registry)
+    #[command(after_help = "\
+Examples:
+  portmgr scan 8000-8100
+  portmgr scan 15000-15999 --proto udp --json")]
+    Scan {
+        /// The range, A-B
+        #[arg(value_parser = parse_range, value_name = "A-B")]
+        range: PortRange,
+        /// tcp, udp or both
+        #[arg(long, default_value = "tcp", value_parser = parse_proto)]
+        proto: Protocols,
+    },
+    /// Wait until HOST:PORT accepts TCP connections; status 7 on timeout
+    #[command(after_help = "\
+Examples:
+  ./server --port \"$PORT\" &
+  portmgr wait 127.0.0.1:\"$PORT\" --timeout 30s
+  portmgr wait localhost:5432")]
+    Wait {
+        /// HOST:PORT ([v6addr]:PORT for IPv6; a bare PORT means localhost)
+        #[arg(value_name = "HOST:PORT")]
+        target: String,
+        /// Give up after this long, e.g. 500ms, 30s, 2m
+        #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+        timeout: Duration,
+    },
+    /// Run a command with freshly allocated ports; release them when it exits
+    #[command(after_help = "\
+Examples:
+  portmgr run --port web -- ./server --listen 127.0.0.1:{web}
+  portmgr run --port api --port metrics:udp -- sh -c 'echo $API_PORT $METRICS_PORT'
+  portmgr run --bind http -- ./socket-activated-server
+
+Ports reach CMD as NAME_PORT environment variables (upper-cased, other characters
+as _), as PORT when there is exactly one, and as {NAME} substituted in CMD and ARGS.
+--bind NAME passes a bound, listening socket by the systemd convention (LISTEN_FDS,
+LISTEN_PID, LISTEN_FDNAMES; fds from 3, in the order given): no race with other
+programs. INT, TERM and HUP sent to portmgr are forwarded to CMD. The exit status is
+CMD's (128+N when killed by signal N). NAMEs are labels for CMD, not registry service
+names, so many runs can use the same NAMEs at once.")]
+    Run(RunArgs),
+    /// Print the live named services as JSON, .env lines or nginx locations
+    #[command(after_help = "\
+Examples:
+  portmgr export --format json > services.json
+  portmgr export --format env > .env.dynamic
+  portmgr export --group ci-17 --format env
+  portmgr export --format nginx                        # location blocks to stdout
+  portmgr export --format nginx --dir /etc/nginx/portmgr --reload
+
+--format is json (the default), env or nginx. With --dir, the nginx export is written
+as one NAME.conf per service into DIR, replaced atomically (include it inside a server
+block: include /etc/nginx/portmgr/*.conf;). --reload then runs `nginx -t` and, only
+when it passes, `nginx -s reload`; when either fails the previous DIR is put back and
+the status is 1.")]
+    Export(ExportArgs),
+    /// Re-create services from a JSON export or a .env file, each on its previous port when free
+    #[command(after_help = "\
+Examples:
+  portmgr export --format env > .env.dynamic     # at the end of a run
+  portmgr import .env.dynamic --owner $$         # at the start of the next one
+  portmgr import services.json --range 20000-20999 --json
+
+Each service asks for its previous port; when that is taken it moves to a free port
+of --range (else its type's range, else the pool) and is reported as moved. A name
+that is live already is left as it is. Lifetime as for `portmgr alloc`: held while the
+calling process lives, or --owner PID, or --ttl D. Status 1 when some service could
+not be re-created (the others are kept).")]
+    Import(ImportArgs),
+    /// Groups: named members at offsets from one base port, allocated all or none
+    #[command(after_help = "\
+Examples:
+  portmgr group alloc ci-17 --layout stack --owner $$
+  portmgr group alloc ci-17 --spec \"pg=0,redis=+100,api=400/rest-api\" --format env
+  portmgr group list
+  portmgr group release ci-17")]
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum GroupCmd {
+    /// Allocate every member of a group at one base port (all or none); print member=port
+    #[command(after_help = "\
+Examples:
+  portmgr group alloc ci-17 --layout stack              # postgres=23100 redis=23200 ...
+  portmgr group alloc ci-17 --spec \"pg=0,redis=+100\" --range 20000-29999
+  eval \"$(portmgr group alloc ci-17 --layout stack --format env --owner $$)\"
+
+Members are services named GROUP.MEMBER (ci-17.redis); --format env prints
+CI_17_REDIS_PORT=... lines, like `portmgr export --format env`. The built-in layout
+`stack` is postgres +0, redis +100, clickhouse_http +200, clickhouse_tcp +300,
+backend +400, auth +401, frontend +500; more come from the types config file. A spec
+is NAME=OFFSET[/TYPE] items separated by commas. Lifetime as for `portmgr alloc`.")]
+    #[command(group(ArgGroup::new("layout_or_spec").required(true).args(["layout", "spec"])))]
+    Alloc(GroupAllocArgs),
+    /// Release every member of a group; print the ports freed
+    #[command(after_help = "\
+Example:
+  portmgr group release ci-17")]
+    Release {
+        /// The group's name
+        name: String,
+    },
+    /// List the live groups and their members
+    #[command(after_help = "\
+Examples:
+  portmgr group list
+  portmgr group list --json")]
+    List,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct GroupAllocArgs {
+    /// The group's name (members are named GROUP.MEMBER)
+    pub(super) name: String,
+    /// A named layout: stack, or one from the types config file
+    #[arg(long, value_name = "LAYOUT")]
+    pub(super) layout: Option<String>,
+    /// Members as NAME=OFFSET[/TYPE],... e.g. "pg=0,redis=+100,api=400/rest-api"
+    #[arg(long, value_name = "SPEC")]
+    pub(super) spec: Option<String>,
+    /// Where the members' ports may lie (default: the pool)
+    #[arg(long, value_parser = parse_range, value_name = "A-B")]
+    pub(super) range: Option<PortRange>,
+    /// The order bases are tried in: random (default), sequential, hash (by group name)
+    #[arg(long, value_parser = parse_strategy)]
+    pub(super) strategy: Option<Strategy>,
+    /// Metadata KEY=VALUE given to every member (repeatable)
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    pub(super) meta: Vec<(String, String)>,
+    /// Hold for this long (renewable), e.g. 90s, 5m, 1h
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(super) ttl: Option<Duration>,
+    /// Hold while this process lives (default: the calling process, unless --ttl is given)
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) owner: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ExportArgs {
+    /// Only services of this type
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(super) service_type: Option<String>,
+    /// Only members of this group
+    #[arg(long, value_name = "GROUP")]
+    pub(super) group: Option<String>,
+    /// With --format nginx: write one NAME.conf per service into DIR (replaced atomically)
+    #[arg(long, value_name = "DIR")]
+    pub(super) dir: Option<PathBuf>,
+    /// With --dir: run `nginx -t`, then `nginx -s reload`; put the old DIR back on failure
+    #[arg(long, requires = "dir")]
+    pub(super) reload: bool,
+    /// With --reload: the nginx program (default: nginx, found in PATH)
+    #[arg(long, requires = "reload", value_name = "PROGRAM")]
+    pub(super) nginx: Option<String>,
+    /// With --reload: test and reload an nginx run with -p PREFIX (needs --nginx-conf)
+    #[arg(long, requires_all = ["reload", "nginx_conf"], value_name = "DIR")]
+    pub(super) nginx_prefix: Option<PathBuf>,
+    /// With --reload: test and reload an nginx run with -c FILE (needs --nginx-prefix)
+    #[arg(long, requires_all = ["reload", "nginx_prefix"], value_name = "FILE")]
+    pub(super) nginx_conf: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ImportArgs {
+    /// The file: a JSON export or .env lines (`-` reads standard input)
+    #[arg(value_name = "FILE")]
+    pub(super) file: PathBuf,
+    /// The file's format, json or env (default: json when it starts with '{')
+    #[arg(long, value_parser = parse_import_format, value_name = "FORMAT")]
+    pub(super) from: Option<ImportFormat>,
+    /// Where a service whose previous port is taken moves to (default: its type's range, else the pool)
+    #[arg(long, value_parser = parse_range, value_name = "A-B")]
+    pub(super) range: Option<PortRange>,
+    /// Hold for this long (renewable), e.g. 90s, 5m, 1h
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(super) ttl: Option<Duration>,
+    /// Hold while this process lives (default: the calling process, unless --ttl is given)
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) owner: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct AllocArgs {
+    /// Service name (unique among held leases; also the hash strategy's key)
+    #[arg(long)]
+    pub(super) name: Option<String>,
+    /// tcp, udp or both
+    #[arg(long, default_value = "tcp", value_parser = parse_proto)]
+    pub(super) proto: Protocols,
+    /// How many ports (all or nothing)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub(super) count: usize,
+    /// With --count: the ports must be consecutive
+    #[arg(long)]
+    pub(super) contiguous: bool,
+    /// Draw from this range instead of the default pool, e.g. 20000-29999
+    #[arg(long, value_parser = parse_range, value_name = "A-B")]
+    pub(super) range: Option<PortRange>,
+    /// sequential, random, hash or kernel
+    #[arg(long, value_parser = parse_strategy)]
+    pub(super) strategy: Option<Strategy>,
+    /// Try this port first
+    #[arg(long, value_parser = port_parser(), value_name = "PORT")]
+    pub(super) preferred: Option<u16>,
+    /// With --preferred: that port or nothing (status 4 when it is taken)
+    #[arg(long, requires = "preferred")]
+    pub(super) required: bool,
+    /// Hold for this long (renewable), e.g. 90s, 5m, 1h
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(super) ttl: Option<Duration>,
+    /// Hold while this process lives (default: the calling process, unless --ttl is given)
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) owner: Option<u32>,
+    /// Service type: draw from its range (unless --range is given) and record it
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(super) service_type: Option<String>,
+    /// Metadata KEY=VALUE recorded with the lease (repeatable)
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    pub(super) meta: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct RunArgs {
+    /// Allocate a port for NAME (NAME_PORT, {NAME}); NAME:udp or NAME:both for UDP
+    #[arg(long = "port", value_name = "NAME[:tcp|udp]", value_parser = parse_port_spec)]
+    pub(super) ports: Vec<PortSpec>,
+    /// Allocate a port for NAME and pass CMD a bound listening socket (LISTEN_FDS)
+    #[arg(long = "bind", value_name = "NAME[:tcp|udp]", value_parser = parse_port_spec)]
+    pub(super) binds: Vec<PortSpec>,
+    /// Draw from this range instead of the default pool
+    #[arg(long, value_parser = parse_range, value_name = "A-B")]
+    pub(super) range: Option<PortRange>,
+    /// sequential, random, hash (keyed by NAME) or kernel
+    #[arg(long, value_parser = parse_strategy)]
+    pub(super) strategy: Option<Strategy>,
+    /// The command and its arguments (after --)
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    pub(super) cmd: Vec<OsString>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct PortSpec {
+    pub(super) name: String,
+    pub(super) proto: Protocols,
+}
+
+pub(super) fn port_parser() -> clap::builder::RangedI64ValueParser<u16> {
+    clap::value_parser!(u16).range(1..)
+}
+
+pub(super) fn parse_range(s: &str) -> Result<PortRange, String> {
+    s.parse::<PortRange>().map_err(|e| strip_kind(&e))
+}
+
+pub(super) fn parse_proto(s: &str) -> Result<Protocols, String> {
+    s.parse::<Protocols>().map_err(|e| strip_kind(&e))
+}
+
+pub(super) fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse::<Strategy>().map_err(|e| strip_kind(&e))
+}
+
+pub(super) fn parse_meta(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE metadata, e.g. owner=team-a")),
+    }
+}
+
+pub(super) fn parse_import_format(s: &str) -> Result<ImportFormat, String> {
+    s.parse::<ImportFormat>().map_err(|e| strip_kind(&e))
+}
+
+pub(super) fn strip_kind(e: &Error) -> String {
+    let s = e.to_string();
+    s.strip_prefix("invalid argument: ").map(str::to_string).unwrap_or(s)
+}
+
+pub(super) fn parse_port_spec(s: &str) -> Result<PortSpec, String> {
+    let (name, proto) = match s.split_once(':') {
+        Some((n, p)) => (n, parse_proto(p)?),
+        None => (s, Protocols::TCP),
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+        return Err(format!("{name:?} is not a port name: use letters, digits, '_', '-' or '.', e.g. web or db:udp"));
+    }
+    Ok(PortSpec { name: name.to_string(), proto })
+}
+
+/// The longest duration the command line takes (`--ttl`, `--timeout`): 36500 days, about
+/// 100 years. Longer ones serve no purpose and would overflow time arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(36500 * 86400);
+
+/// A duration as humantime reads it (`90s`, `5m`, `1h`, `1d`, `500ms`, `1h30m`, `1h 30m`,
+/// `5min`, ...); a bare number is seconds (`12`, `0.5`). At most [`MAX_DURATION`]: a
+/// longer one is an error that says so.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration: write e.g. 500ms, 90s, 5m, 1h or 1h30m");
+    let too_long = || format!("{s:?} is too long: the longest duration is 36500d (100 years)");
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let d = if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        // Bare seconds, as the CLI has always taken them.
+        let n: f64 = t.parse().map_err(|_| bad())?;
+        if n > MAX_DURATION.as_secs_f64() {
+            return Err(too_long());
+        }
+        Duration::try_from_secs_f64(n).map_err(|_| bad())?
+    } else {
+        match humantime::parse_duration(t) {
+            Ok(d) => d,
+            Err(humantime::DurationError::NumberOverflow) => return Err(too_long()),
+            Err(_) => return Err(bad()),
+        }
+    };
+    if d > MAX_DURATION {
+        return Err(too_long());
+    }
+    Ok(d)
+}
+
+pub(super) fn parse_fraction(s: &str) -> Result<f64, String> {
+    let bad = || format!("{s:?} is not a threshold: write a fraction like 0.9 or a percentage like 90%");
+    let v = match s.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => s.trim().parse::<f64>().map_err(|_| bad())?,
+    };
+    if v > 0.0 && v <= 1.0 { Ok(v) } else { Err(bad()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("12").unwrap(), Duration::from_secs(12));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
+        for bad in ["", "5x", "m", "-1s", "1.2.3s", "ms5", "1e3", "nan", "."] {
+            assert!(parse_duration(bad).unwrap_err().contains("not a duration"), "{bad}");
+        }
+        for long in ["36501d", "100000000d", "18446744073709551615s", "99999999999999999999999s", "4000000000"] {
+            assert!(parse_duration(long).unwrap_err().contains("too long"), "{long}");
+        }
+    }
+
+    #[test]
+    fn port_specs() {
+        assert!(parse_port_spec("db:udp").unwrap().proto == Protocols::UDP);
+        assert!(parse_port_spec("a b").is_err());
+    }
+}
