@@ -3,7 +3,9 @@
 //! the `failpoints` feature and live in tests/reliability_crash.rs.
 //!
 //! Children are this test binary re-executed with `PORTMGR_RELIABILITY_ROLE` (see
-//! `child_role`). Ports: 60000-64999 only. Registries: temp directories only.
+//! `child_role`). Ports: 14000-14999 and 29800-29999 (damage), below the kernel's
+//! ephemeral range; the map is in reliability/util.rs. Registries: temp
+//! directories only.
 
 #[path = "reliability/util.rs"]
 mod util;

@@ -16,7 +16,7 @@ use portmgr::{ErrorCode, Protocols, Registry, Strategy, probe};
 
 use crate::util::*;
 
-const START: u16 = 63000;
+const START: u16 = 14120;
 const LEN: u16 = 64;
 
 fn mono_ns() -> u64 {

@@ -14,7 +14,7 @@ use portmgr::{ErrorCode, Registry};
 use crate::util::raw::*;
 use crate::util::*;
 
-const START: u16 = 61100;
+const START: u16 = 14550;
 const LEN: u16 = 100;
 
 #[derive(Clone, Copy, PartialEq, Debug)]

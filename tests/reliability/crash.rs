@@ -17,7 +17,7 @@ use crate::util::*;
 const POINTS: [&str; 7] =
     ["owner-claimed", "picked", "pending-fields", "pending-state", "before-confirm", "reclaim-cleared", "release-cleared"];
 
-const START: u16 = 60000;
+const START: u16 = 14000;
 const LEN: u16 = 120;
 
 struct Steady {

@@ -13,7 +13,7 @@ use portmgr::ffi::*;
 
 use crate::util::*;
 
-const START: u16 = 64300;
+const START: u16 = 14860;
 
 static HANDLES: Mutex<(Vec<usize>, Vec<usize>, Vec<usize>)> = Mutex::new((Vec::new(), Vec::new(), Vec::new()));
 

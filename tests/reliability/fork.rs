@@ -15,7 +15,7 @@ use portmgr::Registry;
 
 use crate::util::*;
 
-const START: u16 = 60600;
+const START: u16 = 14200;
 const LEN: u16 = 200;
 
 /// Child role `forker N`: see the module docs. Prints `FORK ok slow failed hung max_ms`.

@@ -12,7 +12,7 @@ use portmgr::{ErrorCode, Registry};
 
 use crate::util::*;
 
-const START: u16 = 62500;
+const START: u16 = 14760;
 const LEN: u16 = 100;
 
 /// `faulted`: a fixed sequence of calls, each reported; exits 0 unless it panics/crashes.
@@ -107,7 +107,7 @@ pub fn enospc_role(mnt: &str) {
     say(format!("LATE {late:?}"));
     // The early registry: allocations touching record pages never touched before.
     let mut got = Vec::new();
-    for p in [START + 50, 1100, 20000, 40000, 64000] {
+    for p in [START + 50, 14190, 14940, 14975, 14999] {
         match early.allocate(&req_in(p, 1)) {
             Ok(l) => got.push(l.port()),
             Err(e) => say(format!("EARLY-ERR {p} {:?} {e}", e.code())),

@@ -12,7 +12,7 @@ use portmgr::ffi::*;
 
 use crate::util::*;
 
-const START: u16 = 60950;
+const START: u16 = 14450;
 const LEN: u16 = 50;
 
 /// Role `ffi-panic`: 6 allocations then their releases through the C ABI (one of them

@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::util::*;
 
-const START: u16 = 62000;
+const START: u16 = 14650;
 
 #[derive(Clone, Copy, Debug)]
 enum Addr {

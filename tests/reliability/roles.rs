@@ -118,7 +118,7 @@ fn waiter(ms: u64) {
     while let Some(cmd) = wait_parent() {
         if cmd == "GO" {
             let t = Instant::now();
-            let r = reg.allocate(&req_in(60900, 50));
+            let r = reg.allocate(&req_in(14400, 50));
             let el = t.elapsed().as_secs_f64() * 1e3;
             match r {
                 Ok(l) => say(format!("T {el:.1} ok {}", l.port())),

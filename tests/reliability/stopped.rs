@@ -60,7 +60,7 @@ pub fn check_waiters(w: Waiters, holder: u32) -> Vec<f64> {
         .map(|r| {
             std::thread::spawn(move || {
                 let t = Instant::now();
-                let e = r.allocate(&req_in(60900, 50)).map(|l| l.port());
+                let e = r.allocate(&req_in(14400, 50)).map(|l| l.port());
                 (t.elapsed().as_secs_f64() * 1e3, e.map_err(|e| (e.code(), e.to_string())))
             })
         })
@@ -100,6 +100,6 @@ fn stopped_lock_holder_gives_timeouts_naming_it() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(holder.pid() as i32, libc::SIGCONT) };
     assert!(holder.wait(Duration::from_secs(20)).unwrap().success());
-    Registry::open(&dir).unwrap().allocate(&req_in(60900, 50)).unwrap();
+    Registry::open(&dir).unwrap().allocate(&req_in(14400, 50)).unwrap();
     eprintln!("RESULT stopped-holder(flock): waiters={} max_ms={:.1} deadline_ms={TIMEOUT_MS}", times.len(), times.iter().cloned().fold(0.0, f64::max));
 }

@@ -14,7 +14,7 @@ fn holder_stopped_inside_a_mutation_gives_timeouts_naming_it() {
     let dir = d.path().join("reg");
     Registry::open(&dir).unwrap();
     let w = prepare_waiters(&dir);
-    let mut holder = spawn(crate::TEST, &dir, "churn 60900 50 7", &[("PORTMGR_FAILPOINT", "pending-fields@3:stop")]);
+    let mut holder = spawn(crate::TEST, &dir, "churn 14400 50 7", &[("PORTMGR_FAILPOINT", "pending-fields@3:stop")]);
     wait_stopped(holder.pid());
     let times = check_waiters(w, holder.pid());
     // SAFETY: signalling our own child.
@@ -23,7 +23,7 @@ fn holder_stopped_inside_a_mutation_gives_timeouts_naming_it() {
     let got = holder.expect("A ", Duration::from_secs(20));
     assert!(got.is_some(), "the continued holder did not finish its allocation");
     let reg = Registry::open(&dir).unwrap();
-    reg.allocate(&req_in(60900, 50)).unwrap();
+    reg.allocate(&req_in(14400, 50)).unwrap();
     holder.kill();
     eprintln!("RESULT stopped-holder(failpoint): waiters={} max_ms={:.1}", times.len(), times.iter().cloned().fold(0.0, f64::max));
 }

@@ -2,7 +2,14 @@
 //! binary re-executed with `PORTMGR_RELIABILITY_ROLE`), forensic logging, a small RNG and
 //! the quick/long mode knobs.
 //!
-//! Port ranges: the reliability suites own 60000-64999 (other suites use other ranges).
+//! Port ranges: the reliability suites own 14000-14999 (14500-14549 unused) and
+//! 29800-29999 (damage), below the kernel's ephemeral range (32768-60999) and, but for
+//! damage, below portmgr's default pool (15000-32767), where any process allocating from
+//! the pool can bind a port under the concurrency test; other suites use other ranges.
+//! By file: crash 14000-14119, concurrency 14120-14183, io_faults' spot checks 14190,
+//! 14940, 14975 and 14999, fork 14200-14399, roles/stopped/stopped_fp 14400-14449,
+//! panic_fp 14450-14499, corruption 14550-14649, probe_table 14651-14758, io_faults
+//! 14760-14859, ffi_hostile 14860-14923 and 14960-14969; damage 29800-29999.
 
 #![allow(dead_code)]
 
