@@ -1,7 +1,7 @@
 //! The `portmgr` command, run as a real binary against temp registries.
 //!
-//! Every test uses its own registry directory and its own slice of 13000-14999 (13000-13999
-//! for the single tests, 14000-14999 for the two shell loops), so the tests can run in
+//! Every test uses its own registry directory and its own slice of 13000-15999 (13000-13999
+//! for the single tests, 15000-15999 for the two shell loops), so the tests can run in
 //! parallel with each other and with other suites: below the kernel's ephemeral range
 //! (32768-60999) and outside every other suite's range (tests/cli_mapping.rs has 31620-32767).
 
@@ -795,7 +795,7 @@ fn run_leases_belong_to_the_run() {
 fn two_concurrent_shell_loops_get_no_duplicates() {
     let r = reg();
     let pm = r.env_cmd();
-    let script = format!("for i in $(seq 200); do {pm} alloc --range 14000-14999 || exit 1; done; echo END; read x");
+    let script = format!("for i in $(seq 200); do {pm} alloc --range 15000-15999 || exit 1; done; echo END; read x");
     let spawn =
         || Command::new("sh").arg("-c").arg(&script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut shells = vec![spawn(), spawn()];
