@@ -3,8 +3,8 @@
 //! registries.
 //!
 //! Every test uses its own registry directory, its own slice of 31620-32767 (below the
-//! kernel's ephemeral range, 32768-60999; tests/cli.rs has 13000-14999) and loopback
-//! only; service types used here come from a temp types config (PORTMGR_TYPES), except
+//! kernel's ephemeral range, 32768-60999; tests/cli.rs has 13000-13999 and 15000-15999)
+//! and loopback only; service types used here come from a temp types config (PORTMGR_TYPES), except
 //! one check of a built-in type that tolerates its range being full on this host.
 
 use std::collections::HashSet;

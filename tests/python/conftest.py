@@ -17,8 +17,9 @@ import pytest
 # and outside every other suite's: 10000-11999 is the default pool (RANGE, test_stress.py)
 # with the exact ports of test_api.py, test_errors.py, test_plugin.py and
 # test_lease_handle.py (10100-10199) inside it; test_mapping.py's explicit ranges are
-# 12000-12699. Other suites: the fuzz replay 12700-12999, the CLI 13000-14999 and
-# 31620-32767, reliability 30000-30999 (not 30500-30549), Rust core/C/multiprocess 16000-31601.
+# 12000-12699. Other suites: the fuzz replay 12700-12999, the CLI 13000-13999, 15000-15999
+# and 31620-32767, reliability 14000-14999 and 29800-29999, Rust core/C/multiprocess
+# 16000-31601.
 RANGE = (10000, 11999)
 RANGE_STR = f"{RANGE[0]}-{RANGE[1]}"
 
