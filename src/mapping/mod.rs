@@ -21,6 +21,7 @@
 
 mod export;
 mod group;
+mod health;
 mod import;
 mod nginx;
 mod store;
@@ -41,6 +42,7 @@ pub use group::{
     GROUP_SEPARATOR, GroupInfo, GroupLayout, GroupLease, GroupMember, GroupMemberInfo, GroupMemberLease, GroupOptions,
     LayoutSource, member_service_name,
 };
+pub use health::{Health, Problem, ProblemKind, RangeKind, RangeUse};
 pub use import::{ImportEntry, ImportFormat, ImportOptions, ImportOutcome, ImportedService, parse_import};
 pub use nginx::{NginxApplied, NginxDeploy, nginx_file_name, write_nginx_dir};
 pub use store::SERVICES_FILE;
