@@ -14,14 +14,11 @@ use portmgr::mapping::{ProblemKind, RangeKind, ServiceSpec, Services, TypeTable}
 use portmgr::{Registry, Request};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portmgr");
+const TYPES: &str = r#"{"types": {"tiny": {"range": "16400-16403", "description": "a small type range"}}}"#;
 
 fn services() -> (tempfile::TempDir, Services) {
     let (d, reg) = temp_registry();
-    let types = TypeTable::from_json_str(
-        r#"{"types": {"tiny": {"range": "16400-16403", "description": "a small type range"}}}"#,
-        "test",
-    )
-    .unwrap();
+    let types = TypeTable::from_json_str(TYPES, "test").unwrap();
     (d, Services::with_types(reg, types))
 }
 
@@ -76,6 +73,34 @@ fn a_full_type_range_and_a_full_explicit_range_are_both_exhausted() {
     let v = serde_json::to_value(&h).unwrap();
     assert_eq!(v["problems"][0]["kind"], "exhausted", "{v}");
     assert_eq!(v["ranges"][1]["kind"], "type", "{v}");
+
+    // The CLI renders the same report (with the type from a PORTMGR_TYPES file).
+    let types = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(types.path(), TYPES).unwrap();
+    let out = Command::new(BIN)
+        .arg("--registry")
+        .arg(svc.registry().dir())
+        .args(["health", "--json"])
+        .env("PORTMGR_TYPES", types.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli: Vec<(String, String, String)> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["kind"].to_string(), p["range"].to_string(), p["type"].to_string()))
+        .collect();
+    assert_eq!(
+        cli,
+        vec![
+            ("\"exhaustion\"".into(), "\"16400-16403\"".into(), "\"tiny\"".into()),
+            ("\"exhaustion\"".into(), "\"16410-16412\"".into(), "null".into())
+        ],
+        "{v}"
+    );
+    assert_eq!(v["ranges"].as_array().unwrap().len(), 4, "{v}");
 
     // Below the threshold once a port is released; and 0.5 flags the light range too.
     held.pop();
