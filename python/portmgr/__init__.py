@@ -47,11 +47,14 @@ from . import _native
 from ._native import (
     Group,
     GroupMember,
+    Health,
     ImportedService,
     ImportReport,
     Lease,
     LeaseInfo,
     NginxApplied,
+    Problem,
+    RangeUse,
     Registry,
     Reservation,
     Service,
@@ -105,6 +108,10 @@ __all__ = [
     "get_by_port",
     "stats",
     "gc",
+    "health",
+    "Health",
+    "Problem",
+    "RangeUse",
     "LeaseInfo",
     "Stats",
     "default_dir",
@@ -408,6 +415,16 @@ def stats() -> Stats:
 def gc() -> builtins.list[LeaseInfo]:
     """Drop every dead or expired record of the default registry; returns what was freed."""
     return registry().gc()
+
+
+def health(threshold: float = 0.9) -> Health:
+    """The health report of the default registry (``portmgr health``), decided by the
+    core: every range in use (the default pool, every service type range and every
+    explicit range with leases) and the problems found. ``Health.ok`` is False when
+    there is any; each :class:`Problem` has ``kind`` ("exhausted" when a range is at
+    least ``threshold`` full, "bound_elsewhere", "expired", "owner_gone", "damaged"),
+    ``range``, ``service_type`` and ``message``."""
+    return services().health(threshold)
 
 
 # ---------------------------------------------------------------------------------------

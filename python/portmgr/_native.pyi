@@ -26,6 +26,9 @@ __all__ = [
     "ImportReport",
     "ImportedService",
     "NginxApplied",
+    "Health",
+    "Problem",
+    "RangeUse",
     "is_free",
     "scan",
     "wait_listening",
@@ -454,6 +457,68 @@ class NginxApplied:
     @property
     def reloaded(self) -> bool: ...
 
+@final
+class Problem:
+    """One problem of the health report, with a message that says what to do."""
+
+    @property
+    def kind(self) -> str:
+        """"exhausted", "bound_elsewhere", "expired", "owner_gone" or "damaged"."""
+    @property
+    def range(self) -> Optional[tuple[int, int]]:
+        """The range concerned (exhausted), inclusive."""
+    @property
+    def service_type(self) -> Optional[str]:
+        """The service type whose range it is (exhausted of a type's range)."""
+    @property
+    def port(self) -> Optional[int]:
+        """The port concerned (every kind but exhausted)."""
+    @property
+    def pids(self) -> builtins.list[int]:
+        """The processes bound to the port outside its lease (bound_elsewhere)."""
+    @property
+    def lease(self) -> Optional[LeaseInfo]:
+        """The lease concerned, as the registry shows it."""
+    @property
+    def message(self) -> str: ...
+
+@final
+class RangeUse:
+    """One range in use and how full it is."""
+
+    @property
+    def kind(self) -> str:
+        """"pool", "type" or "explicit"."""
+    @property
+    def range(self) -> tuple[int, int]:
+        """Inclusive."""
+    @property
+    def service_type(self) -> Optional[str]: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def held(self) -> int: ...
+    @property
+    def utilization(self) -> float: ...
+
+@final
+class Health:
+    """The health report over every range in use."""
+
+    @property
+    def ok(self) -> bool:
+        """No problems."""
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def held(self) -> int:
+        """Live ports in the registry, all ranges."""
+    @property
+    def ranges(self) -> builtins.list[RangeUse]:
+        """Every range in use: the pool first."""
+    @property
+    def problems(self) -> builtins.list[Problem]: ...
+
 _Layout = Union[str, Mapping[str, Union[int, tuple[int, Optional[str]]]]]
 
 @final
@@ -566,6 +631,8 @@ class Services:
     ) -> ImportReport:
         """Re-create services from a JSON export or .env file; see
         :func:`portmgr.import_services`."""
+    def health(self, threshold: float = 0.9) -> Health:
+        """The health report over every range in use; see :func:`portmgr.health`."""
 
 def is_free(port: int, proto: _Proto = "tcp", *, host: Optional[str] = None) -> bool:
     """Whether ``port`` can be bound for ``proto`` on every address (or on ``host``)."""

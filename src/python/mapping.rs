@@ -17,6 +17,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::args::{port_arg, range_arg};
 use super::errors::detached;
+use super::health::PyHealth;
 use super::lease::{ACTIVE, KEPT, PyLease, RELEASED, abandon};
 use super::registry::PyRegistry;
 use super::request::{RequestArgs, spec_arg};
@@ -782,6 +783,16 @@ impl PyServices {
             .map(|l| Py::new(py, PyLease::new(l, &self.reg)))
             .collect::<PyResult<Vec<_>>>()?;
         Ok(PyImportReport { outcome, leases })
+    }
+
+    /// The health report over every range in use (the pool, every service type range and
+    /// every explicit range with leases): a range at least `threshold` (0 to 1) full is
+    /// "exhausted"; held ports bound by processes outside portmgr, expired leases and
+    /// dead owners are problems too.
+    #[pyo3(signature = (threshold = 0.9))]
+    fn health(&self, py: Python<'_>, threshold: f64) -> PyResult<PyHealth> {
+        let h = detached(py, || self.svc()?.health(threshold))?;
+        PyHealth::new(py, h)
     }
 
     fn __repr__(&self) -> String {

@@ -16,13 +16,15 @@
 //! - `reservation.rs`: `Reservation`;
 //! - `probe.rs`: the probes and the defaults (`is_free`, `wait_listening`, ...);
 //! - `command.rs`: `cli_main`, the command line;
-//! - `mapping.rs`: `Services`, groups, export and import (`portmgr::mapping`).
+//! - `mapping.rs`: `Services`, groups, export and import (`portmgr::mapping`);
+//! - `health.rs`: the health report (`Health`, `Problem`, `RangeUse`).
 
 use pyo3::prelude::*;
 
 mod args;
 mod command;
 mod errors;
+mod health;
 mod lease;
 mod mapping;
 mod probe;
@@ -50,5 +52,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(command::cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(lease::_after_fork_child, m)?)?;
     mapping::register(m)?;
+    health::register(m)?;
     Ok(())
 }

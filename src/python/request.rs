@@ -9,6 +9,7 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 
 use super::args::{port_arg, protocols_arg, range_arg, resolve_host, seconds_arg};
@@ -75,6 +76,46 @@ fn get<'py, T: FromPyObjectOwned<'py>>(name: &str, v: &Bound<'py, PyAny>) -> PyR
     v.extract::<T>().map_err(|e| keyword_error(name, e.into()))
 }
 
+/// The allocation keywords (each read in [`RequestArgs::from_kwargs`]).
+const KEYWORDS: [&str; 12] = [
+    "proto",
+    "count",
+    "contiguous",
+    "range",
+    "strategy",
+    "name",
+    "preferred",
+    "required",
+    "ttl",
+    "watch_pid",
+    "host",
+    "key",
+];
+
+/// The keywords as interned Python strings: the keys of a call's `**kwargs` are the
+/// interned names of the call site, so most are found by identity, without reading
+/// their text (which costs an allocation per key under the abi3 API).
+static KEYWORD_NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
+
+/// The index in [`KEYWORDS`] of the keyword `k`, or its text when it is none of them.
+fn keyword(py: Python<'_>, k: &Bound<'_, PyAny>) -> PyResult<std::result::Result<usize, String>> {
+    let names = KEYWORD_NAMES.get_or_init(py, || {
+        KEYWORDS
+            .iter()
+            .map(|n| PyString::intern(py, n).unbind())
+            .collect()
+    });
+    if let Some(i) = names.iter().position(|n| n.as_ptr() == k.as_ptr()) {
+        return Ok(Ok(i));
+    }
+    // Not interned (a key built at run time): compare the text.
+    let text = k.cast::<PyString>()?.to_cow()?;
+    Ok(KEYWORDS
+        .iter()
+        .position(|n| *n == text)
+        .ok_or_else(|| text.into_owned()))
+}
+
 impl RequestArgs {
     /// The keywords of `kwargs` for the entry `func`, which takes every allocation
     /// keyword except those in `without` (a `TypeError` names any other keyword, as
@@ -88,24 +129,28 @@ impl RequestArgs {
         let Some(kwargs) = kwargs else {
             return Ok(a);
         };
+        let py = kwargs.py();
         for (k, v) in kwargs.iter() {
-            let k = k.cast::<PyString>()?.to_cow()?;
-            let none = v.is_none();
-            match &*k {
-                _ if without.contains(&&*k) => return Err(unexpected(func, &k)),
-                "proto" => a.proto = get("proto", &v)?,
-                "count" => a.count = get("count", &v)?,
-                "contiguous" => a.contiguous = get("contiguous", &v)?,
-                "range" => a.range = if none { None } else { Some(range_arg(&v)?) },
-                "strategy" => a.strategy = get("strategy", &v)?,
-                "name" => a.name = get("name", &v)?,
-                "preferred" => a.preferred = get("preferred", &v)?,
-                "required" => a.required = get("required", &v)?,
-                "ttl" => a.ttl = get("ttl", &v)?,
-                "watch_pid" => a.watch_pid = get("watch_pid", &v)?,
-                "host" => a.host = get("host", &v)?,
-                "key" => a.key = get("key", &v)?,
-                _ => return Err(unexpected(func, &k)),
+            let i = match keyword(py, &k)? {
+                Ok(i) if !without.contains(&KEYWORDS[i]) => i,
+                Ok(i) => return Err(unexpected(func, KEYWORDS[i])),
+                Err(text) => return Err(unexpected(func, &text)),
+            };
+            match KEYWORDS[i] {
+                name @ "proto" => a.proto = get(name, &v)?,
+                name @ "count" => a.count = get(name, &v)?,
+                name @ "contiguous" => a.contiguous = get(name, &v)?,
+                "range" if v.is_none() => a.range = None,
+                "range" => a.range = Some(range_arg(&v)?),
+                name @ "strategy" => a.strategy = get(name, &v)?,
+                name @ "name" => a.name = get(name, &v)?,
+                name @ "preferred" => a.preferred = get(name, &v)?,
+                name @ "required" => a.required = get(name, &v)?,
+                name @ "ttl" => a.ttl = get(name, &v)?,
+                name @ "watch_pid" => a.watch_pid = get(name, &v)?,
+                name @ "host" => a.host = get(name, &v)?,
+                name @ "key" => a.key = get(name, &v)?,
+                name => return Err(unexpected(func, name)),
             }
         }
         Ok(a)
