@@ -203,6 +203,30 @@ extern "C" {
 #endif // __cplusplus
 
 /**
+ * The health report (the one the `portmgr health` command and Python's
+ * `portmgr.health()` give) as a JSON object: `ok` (bool), `threshold`, `held`,
+ * `ranges` (every range in use: `kind` `"pool"`, `"type"` or `"explicit"`, `range`
+ * `[start, end]`, `service_type`, `size`, `held`, `utilization`), and `problems`
+ * (each: `kind` — `"exhausted"`, `"bound_elsewhere"`, `"expired"`, `"owner_gone"`,
+ * `"damaged"` —, `range`, `service_type`, `port`, `pids`, `lease`, `message`). New keys
+ * may be added. `threshold` (0 to 1) is the fullness at which a range counts as
+ * exhausted (`portmgr health` uses 0.9). The service types are those in force
+ * (`PORTMGR_TYPES`). Copied into `buf` and sized as `portmgr_registry_stats_json`.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL `out_len`, `threshold`
+ * outside 0 to 1 or not a number, a broken types config), `PORTMGR_TIMEOUT`.
+ * Thread-safe.
+ *
+ * # Safety
+ * As `portmgr_registry_list_json`.
+ */
+portmgr_status portmgr_registry_health_json(const portmgr_registry *reg,
+                                            double threshold,
+                                            char *buf,
+                                            size_t len,
+                                            size_t *out_len);
+
+/**
  * The library's version, e.g. `"0.1.0"`: a static string, never NULL, never to be freed.
  *
  * Compare with `PORTMGR_VERSION` (the header's version) to detect a header/library

@@ -47,6 +47,7 @@
 // services (types, export, import, groups).
 mod guard;
 mod handles;
+mod health;
 mod misc;
 mod registry;
 mod request;
@@ -55,6 +56,7 @@ mod lease;
 mod services;
 
 pub use guard::{portmgr_status, portmgr_status_code};
+pub use health::*;
 pub use lease::*;
 pub use misc::*;
 pub use registry::*;

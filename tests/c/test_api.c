@@ -434,6 +434,38 @@ static void test_fork(void) {
     portmgr_request_free(req);
 }
 
+/* The health report: the one the CLI and Python give, as JSON, sized as the other JSON
+   calls. A full explicit range is an "exhausted" problem. A registry of its own. */
+static void test_health(void) {
+    char hdir[sizeof dir + 16];
+    snprintf(hdir, sizeof hdir, "%s-health", dir);
+    portmgr_registry *h = NULL;
+    REQUIRE_OK(portmgr_registry_open(hdir, &h));
+    char json[65536];
+    size_t n = 0, n2 = 0;
+    CHECK_OK(portmgr_registry_health_json(h, 0.9, NULL, 0, &n));
+    CHECK(n > 2 && n < sizeof json);
+    CHECK_OK(portmgr_registry_health_json(h, 0.9, json, sizeof json, &n2));
+    CHECK(n2 == n && strlen(json) == n);
+    CHECK(strstr(json, "\"ok\":true") != NULL);
+    portmgr_request *req = request_in(26390, 26392);
+    portmgr_lease *l[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++) REQUIRE_OK(portmgr_allocate(h, req, &l[i]));
+    CHECK_OK(portmgr_registry_health_json(h, 0.9, json, sizeof json, &n));
+    CHECK(strstr(json, "\"ok\":false") != NULL);
+    CHECK(strstr(json, "\"kind\":\"exhausted\"") != NULL);
+    CHECK(strstr(json, "\"kind\":\"explicit\"") != NULL);
+    CHECK(strstr(json, "\"range\":[26390,26392]") != NULL);
+    CHECK_ST(portmgr_registry_health_json(h, 1.5, json, sizeof json, &n), PORTMGR_INVALID_ARGUMENT);
+    CHECK(strstr(last_err(), "threshold") != NULL);
+    CHECK_ST(portmgr_registry_health_json(h, 0.9, json, sizeof json, NULL), PORTMGR_INVALID_ARGUMENT);
+    for (int i = 0; i < 3; i++) CHECK_OK(portmgr_lease_release(l[i]));
+    CHECK_OK(portmgr_registry_health_json(h, 0.9, json, sizeof json, &n));
+    CHECK(strstr(json, "\"ok\":true") != NULL);
+    portmgr_request_free(req);
+    portmgr_registry_close(h);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s REGISTRY_DIR\n", argv[0]);
@@ -450,6 +482,7 @@ int main(int argc, char **argv) {
     test_multi_port();
     test_bound();
     test_keep_renew_views();
+    test_health();
     test_fork();
     portmgr_registry_close(reg);
     return check_done("test_api");

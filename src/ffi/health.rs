@@ -1,0 +1,41 @@
+//! The health report through the C ABI: `portmgr_registry_health_json`.
+
+use std::os::raw::c_char;
+
+use super::guard::{guard, need, portmgr_status};
+use super::handles;
+use super::registry::{json_out, portmgr_registry};
+use crate::mapping::Services;
+
+/// The health report (the one the `portmgr health` command and Python's
+/// `portmgr.health()` give) as a JSON object: `ok` (bool), `threshold`, `held`,
+/// `ranges` (every range in use: `kind` `"pool"`, `"type"` or `"explicit"`, `range`
+/// `[start, end]`, `service_type`, `size`, `held`, `utilization`), and `problems`
+/// (each: `kind` — `"exhausted"`, `"bound_elsewhere"`, `"expired"`, `"owner_gone"`,
+/// `"damaged"` —, `range`, `service_type`, `port`, `pids`, `lease`, `message`). New keys
+/// may be added. `threshold` (0 to 1) is the fullness at which a range counts as
+/// exhausted (`portmgr health` uses 0.9). The service types are those in force
+/// (`PORTMGR_TYPES`). Copied into `buf` and sized as `portmgr_registry_stats_json`.
+///
+/// Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL `out_len`, `threshold`
+/// outside 0 to 1 or not a number, a broken types config), `PORTMGR_TIMEOUT`.
+/// Thread-safe.
+///
+/// # Safety
+/// As `portmgr_registry_list_json`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn portmgr_registry_health_json(
+    reg: *const portmgr_registry,
+    threshold: f64,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> portmgr_status {
+    guard(|| {
+        let registry = handles::registry(reg, "reg", false)?;
+        need(out_len, "out_len")?;
+        let report = Services::new(registry)?.health(threshold)?;
+        // SAFETY: forwarded contract; `out_len` checked non-NULL.
+        unsafe { json_out(&report, buf, len, out_len) }
+    })
+}
