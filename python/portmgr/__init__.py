@@ -41,7 +41,7 @@ import os
 import socket
 import sys
 import threading
-from typing import Iterable, Literal, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Literal, Mapping, Optional, Sequence, TypedDict, Union
 
 from . import _native
 from ._native import (
@@ -168,6 +168,35 @@ Proto = Literal["tcp", "udp", "both"]
 StrategyName = Literal["sequential", "random", "hash", "kernel"]
 RangeLike = Union[tuple[int, int], str, range]
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    # The allocation keywords, for type checkers: the wrappers pass what they are given
+    # straight to the extension, which reads, defaults and checks every keyword in one
+    # place (src/python/request.rs). Defaults: see allocate's docstring.
+    class _Placement(TypedDict, total=False):
+        range: Optional[RangeLike]
+        strategy: StrategyName
+        name: Optional[str]
+        preferred: Optional[int]
+        required: bool
+        host: Optional[str]
+
+    class _BoundSocketOptions(_Placement, total=False):
+        proto: Literal["tcp", "udp"]
+
+    class _FreePortOptions(_Placement, total=False):
+        proto: Proto
+        ttl: Optional[float]
+        watch_pid: Optional[int]
+        key: Optional[str]
+
+    class _AllocateOptions(_FreePortOptions, total=False):
+        count: int
+        contiguous: bool
+        type: Optional[str]
+        metadata: Optional[Mapping[str, str]]
+
 # The default registry, opened on first use and again when PORTMGR_DIR changes.
 _lock = threading.Lock()
 _default: Optional[Registry] = None
@@ -200,23 +229,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def allocate(
-    *,
-    proto: Proto = "tcp",
-    count: int = 1,
-    contiguous: bool = False,
-    range: Optional[RangeLike] = None,
-    strategy: StrategyName = "random",
-    name: Optional[str] = None,
-    preferred: Optional[int] = None,
-    required: bool = False,
-    ttl: Optional[float] = None,
-    watch_pid: Optional[int] = None,
-    host: Optional[str] = None,
-    key: Optional[str] = None,
-    type: Optional[str] = None,
-    metadata: Optional[Mapping[str, str]] = None,
-) -> Lease:
+def allocate(**options: Unpack[_AllocateOptions]) -> Lease:
     """Allocate ports from the shared registry and return the :class:`Lease`.
 
     proto:      "tcp", "udp" or "both" (free for both).
@@ -239,85 +252,20 @@ def allocate(
     The lease is not released by garbage collection: call ``release()``, use it as a
     context manager, or let the process exit.
     """
-    return registry().allocate(
-        proto=proto,
-        count=count,
-        contiguous=contiguous,
-        range=range,
-        strategy=strategy,
-        name=name,
-        preferred=preferred,
-        required=required,
-        ttl=ttl,
-        watch_pid=watch_pid,
-        host=host,
-        key=key,
-        type=type,
-        metadata=None if metadata is None else dict(metadata),
-    )
+    return registry().allocate(**options)
 
 
-def allocate_bound(
-    *,
-    proto: Proto = "tcp",
-    count: int = 1,
-    contiguous: bool = False,
-    range: Optional[RangeLike] = None,
-    strategy: StrategyName = "random",
-    name: Optional[str] = None,
-    preferred: Optional[int] = None,
-    required: bool = False,
-    ttl: Optional[float] = None,
-    watch_pid: Optional[int] = None,
-    host: Optional[str] = None,
-    key: Optional[str] = None,
-    type: Optional[str] = None,
-    metadata: Optional[Mapping[str, str]] = None,
-) -> tuple[Lease, builtins.list[socket.socket]]:
+def allocate_bound(**options: Unpack[_AllocateOptions]) -> tuple[Lease, builtins.list[socket.socket]]:
     """Like :func:`allocate`, and hand the ports over bound: a listening TCP socket
     and/or a bound UDP socket per port (TCP first). The race-free hand-over."""
-    return registry().allocate_bound(
-        proto=proto,
-        count=count,
-        contiguous=contiguous,
-        range=range,
-        strategy=strategy,
-        name=name,
-        preferred=preferred,
-        required=required,
-        ttl=ttl,
-        watch_pid=watch_pid,
-        host=host,
-        key=key,
-        type=type,
-        metadata=None if metadata is None else dict(metadata),
-    )
+    return registry().allocate_bound(**options)
 
 
-def free_port(
-    *,
-    proto: Proto = "tcp",
-    range: Optional[RangeLike] = None,
-    strategy: StrategyName = "random",
-    name: Optional[str] = None,
-    preferred: Optional[int] = None,
-    required: bool = False,
-    ttl: Optional[float] = None,
-    watch_pid: Optional[int] = None,
-    host: Optional[str] = None,
-) -> int:
-    """One port, held in the registry until :func:`release` or until this process exits."""
-    return registry().free_port(
-        proto=proto,
-        range=range,
-        strategy=strategy,
-        name=name,
-        preferred=preferred,
-        required=required,
-        ttl=ttl,
-        watch_pid=watch_pid,
-        host=host,
-    )
+def free_port(**options: Unpack[_FreePortOptions]) -> int:
+    """One port, held in the registry until :func:`release` or until this process exits
+    (the options of :func:`allocate` but ``count``, ``contiguous``, ``type`` and
+    ``metadata``)."""
+    return registry().free_port(**options)
 
 
 def get_or_allocate(
@@ -365,31 +313,14 @@ def renew(port: int, ttl: Optional[float] = None) -> None:
     registry().renew(port, ttl)
 
 
-def bound_socket(
-    *,
-    proto: Literal["tcp", "udp"] = "tcp",
-    range: Optional[RangeLike] = None,
-    strategy: StrategyName = "random",
-    name: Optional[str] = None,
-    preferred: Optional[int] = None,
-    required: bool = False,
-    host: Optional[str] = None,
-) -> socket.socket:
+def bound_socket(**options: Unpack[_BoundSocketOptions]) -> socket.socket:
     """A ``socket.socket`` bound (TCP: and listening) on a registry-held port.
 
     The only race-free hand-over: no other program can take the port. The port stays
     held in the registry until ``portmgr.release(sock.getsockname()[1])`` or until the
     process exits.
     """
-    return registry().bound_socket(
-        proto=proto,
-        range=range,
-        strategy=strategy,
-        name=name,
-        preferred=preferred,
-        required=required,
-        host=host,
-    )
+    return registry().bound_socket(**options)
 
 
 def leases() -> builtins.list[LeaseInfo]:

@@ -45,6 +45,7 @@ _Proto = Literal["tcp", "udp", "both"]
 _StrategyName = Literal["sequential", "random", "hash", "kernel"]
 _RangeLike = Union[tuple[int, int], str, range]
 _Metadata = dict[str, str]
+_MetadataLike = Mapping[str, str]
 
 @final
 class Lease:
@@ -176,7 +177,7 @@ class Registry:
         host: Optional[str] = None,
         key: Optional[str] = None,
         type: Optional[str] = None,
-        metadata: Optional[_Metadata] = None,
+        metadata: Optional[_MetadataLike] = None,
     ) -> Lease:
         """Allocate ports; see :func:`portmgr.allocate`. With ``type`` or ``metadata``, a
         typed service (the core decides the path)."""
@@ -196,7 +197,7 @@ class Registry:
         host: Optional[str] = None,
         key: Optional[str] = None,
         type: Optional[str] = None,
-        metadata: Optional[_Metadata] = None,
+        metadata: Optional[_MetadataLike] = None,
     ) -> tuple[Lease, builtins.list[socket.socket]]:
         """Allocate ports and hand them over bound: a listening TCP socket and/or a
         bound UDP socket per port (TCP first)."""
@@ -554,7 +555,7 @@ class Services:
         host: Optional[str] = None,
         key: Optional[str] = None,
         type: Optional[str] = None,
-        metadata: Optional[_Metadata] = None,
+        metadata: Optional[_MetadataLike] = None,
     ) -> Lease:
         """Allocate as :meth:`Registry.allocate`, drawing from the range of ``type``
         when no ``range`` is given; record the type and ``metadata``."""

@@ -20,7 +20,7 @@ use super::errors::detached;
 use super::health::PyHealth;
 use super::lease::{ACTIVE, KEPT, PyLease, RELEASED, abandon};
 use super::registry::PyRegistry;
-use super::request::{RequestArgs, spec_arg};
+use super::request::{RequestArgs, metadata_arg, spec_arg};
 use crate::error::{Error, Result};
 use crate::mapping::{
     ExportFormat, GroupInfo, GroupLease, GroupMemberInfo, GroupOptions, ImportFormat,
@@ -590,11 +590,11 @@ impl PyServices {
         &self,
         py: Python<'_>,
         r#type: Option<String>,
-        metadata: Option<Metadata>,
+        metadata: Option<Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyLease> {
         let args = RequestArgs::from_kwargs("allocate", kwargs, &[])?;
-        let spec = spec_arg(r#type, metadata);
+        let spec = spec_arg(r#type, metadata_arg(metadata.as_ref())?);
         let lease = detached(py, || self.svc()?.allocate(&args.request()?, &spec))?;
         Ok(PyLease::new(lease, &self.reg))
     }

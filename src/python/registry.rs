@@ -10,10 +10,10 @@ use pyo3::types::PyDict;
 use super::args::{port_arg, protocols_arg, seconds_arg};
 use super::errors::detached;
 use super::lease::{PyLease, abandon, release_abandoned, take_abandoned};
-use super::request::{RequestArgs, spec_arg};
+use super::request::{RequestArgs, metadata_arg, spec_arg};
 use super::views::{PyLeaseInfo, PyStats};
 use crate::error::Error;
-use crate::mapping::{self, Metadata};
+use crate::mapping;
 use crate::range::Protocols;
 use crate::registry::{BoundSocket, Registry};
 
@@ -73,11 +73,11 @@ impl PyRegistry {
         &self,
         py: Python<'_>,
         r#type: Option<String>,
-        metadata: Option<Metadata>,
+        metadata: Option<Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyLease> {
         let args = RequestArgs::from_kwargs("allocate", kwargs, &[])?;
-        let spec = spec_arg(r#type, metadata);
+        let spec = spec_arg(r#type, metadata_arg(metadata.as_ref())?);
         let reg = &self.reg;
         let lease = detached(py, || mapping::allocate(reg, &args.request()?, &spec))?;
         Ok(PyLease::new(lease, reg))
@@ -91,11 +91,11 @@ impl PyRegistry {
         &self,
         py: Python<'py>,
         r#type: Option<String>,
-        metadata: Option<Metadata>,
+        metadata: Option<Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<(PyLease, Vec<Bound<'py, PyAny>>)> {
         let args = RequestArgs::from_kwargs("allocate_bound", kwargs, &[])?;
-        let spec = spec_arg(r#type, metadata);
+        let spec = spec_arg(r#type, metadata_arg(metadata.as_ref())?);
         let reg = &self.reg;
         let (lease, socks) =
             detached(py, || mapping::allocate_bound(reg, &args.request()?, &spec))?;

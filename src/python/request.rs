@@ -228,6 +228,19 @@ pub(super) fn spec_arg(service_type: Option<String>, metadata: Option<Metadata>)
     }
 }
 
+/// `metadata`: a dict, or any mapping (read as `dict(metadata)`), of str to str; None is
+/// none.
+pub(super) fn metadata_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Metadata>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    let metadata = match obj.cast::<PyDict>() {
+        Ok(d) => d.extract(),
+        Err(_) => obj.py().get_type::<PyDict>().call1((obj,))?.extract(),
+    };
+    metadata.map(Some).map_err(|e| keyword_error("metadata", e))
+}
+
 fn unexpected(func: &str, k: &str) -> PyErr {
     PyTypeError::new_err(format!("{func}() got an unexpected keyword argument '{k}'"))
 }
