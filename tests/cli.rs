@@ -937,3 +937,19 @@ fn plain_output_escapes_control_characters_of_a_damaged_record() {
     assert!(shown, "the damaged name is not listed at all: {rows:?}");
     r.run(&["release", "13970"]);
 }
+
+/// The core writes nothing to stderr; the CLI shows what the registry did on its own
+/// (here a damaged file moved aside) on stderr, once, after the command's own output.
+#[test]
+fn registry_notices_reach_stderr() {
+    let r = reg();
+    let o = r.run(&["list"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    std::fs::write(r.dir.join("registry.db"), b"not a registry").unwrap();
+    let o = r.run(&["list"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.matches("moved it aside").count(), 1, "{err}");
+    assert!(err.starts_with("portmgr: registry file"), "{err}");
+}

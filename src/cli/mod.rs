@@ -101,14 +101,26 @@ fn main_inner(args: Vec<OsString>) -> i32 {
         Ok(c) => c,
         Err(e) => return clap_error(e),
     };
-    match dispatch(&cli) {
+    let code = match dispatch(&cli) {
         Ok(code) => code,
         Err(f) => {
             eprintln!("portmgr: {}", one_line(&f.msg));
             f.code
         }
+    };
+    // What the registry did on its own (a damaged file moved aside, a reboot seen, damage
+    // found or repaired): the core keeps it in notices(); a person reads it here.
+    let opened = std::mem::take(&mut *OPENED.lock().unwrap_or_else(|e| e.into_inner()));
+    for reg in opened {
+        for n in reg.notices() {
+            eprintln!("{}", one_line(&n));
+        }
     }
+    code
 }
+
+/// Every registry handle this command opened, for its notices.
+static OPENED: std::sync::Mutex<Vec<Registry>> = std::sync::Mutex::new(Vec::new());
 
 /// Help and version go to stdout with status 0; usage errors become one line on stderr
 /// with status 2.
@@ -228,6 +240,9 @@ fn open_registry(cli: &Cli) -> R<Registry> {
         Some(d) => Registry::open(d),
         None => Registry::open_default(),
     };
+    if let Ok(reg) = &r {
+        OPENED.lock().unwrap_or_else(|e| e.into_inner()).push(reg.clone());
+    }
     r.map_err(|e| {
         let code = match e.code() {
             ErrorCode::Timeout => EXIT_TIMEOUT,

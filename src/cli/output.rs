@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::io::{self, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::args::Format;
 use super::{EXIT_OTHER, EXIT_USAGE, R, fail};
@@ -84,7 +83,7 @@ pub(super) fn env_lines(name: Option<&str>, ports: &[u16]) -> String {
 }
 
 pub(super) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    crate::sys::wall_ms()
 }
 
 pub(super) fn human_secs(ms: u64) -> String {

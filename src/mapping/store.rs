@@ -17,11 +17,12 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sys;
 use crate::error::{Error, Result};
 use crate::registry::{LeaseInfo, Registry};
 
@@ -99,18 +100,8 @@ fn read_raw(dir: &Path) -> Result<Option<std::result::Result<StoreFile, String>>
         _ => Error::os(format!("opening {}", path.display()), e),
     })?;
     let Some(mut f) = f else { return Ok(None) };
+    crate::registry::check_file(&path, &f)?;
     let md = f.metadata().map_err(|e| Error::os(format!("fstat of {}", path.display()), e))?;
-    if !md.file_type().is_file() {
-        return Err(insecure(&path, "it is not a regular file: remove it (portmgr recreates it)"));
-    }
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if md.uid() != me {
-        return Err(insecure(&path, "it is owned by another user: remove it (portmgr recreates it)"));
-    }
-    if md.nlink() > 1 {
-        return Err(insecure(&path, "it has other hard links: remove it (portmgr recreates it)"));
-    }
     if md.len() > MAX_FILE {
         return Ok(Some(Err(format!("it is {} bytes, more than the {MAX_FILE} allowed", md.len()))));
     }
@@ -121,43 +112,41 @@ fn read_raw(dir: &Path) -> Result<Option<std::result::Result<StoreFile, String>>
     Ok(Some(serde_json::from_str::<StoreFile>(&text).map_err(|e| e.to_string())))
 }
 
-/// Read for a view: a damaged file reads as empty (with a message on stderr).
-fn read_lenient(dir: &Path) -> Result<StoreFile> {
+/// Read for a view: a damaged file reads as empty (with a notice for the registry's
+/// notices, pushed by the caller once the lock is released).
+fn read_lenient(dir: &Path, notice: &mut Option<String>) -> Result<StoreFile> {
     match read_raw(dir)? {
         None => Ok(StoreFile::default()),
         Some(Ok(f)) => Ok(f),
         Some(Err(e)) => {
-            eprintln!(
+            *notice = Some(format!(
                 "portmgr: {} is damaged ({e}); service types and metadata are not shown until the next change replaces it",
                 dir.join(SERVICES_FILE).display()
-            );
+            ));
             Ok(StoreFile::default())
         }
     }
 }
 
-/// Read for a change: a damaged file is moved aside first.
-fn read_for_write(dir: &Path) -> Result<StoreFile> {
+/// Read for a change: a damaged file is moved aside first (and a notice made).
+fn read_for_write(dir: &Path, notice: &mut Option<String>) -> Result<StoreFile> {
     match read_raw(dir)? {
         None => Ok(StoreFile::default()),
         Some(Ok(f)) => Ok(f),
         Some(Err(e)) => {
             let from = dir.join(SERVICES_FILE);
-            let to = dir.join(format!("{SERVICES_FILE}.damaged-{}", now_ms()));
+            let to = dir.join(format!("{SERVICES_FILE}.damaged-{}", sys::wall_ms()));
             std::fs::rename(&from, &to).map_err(|err| Error::os(format!("moving {} aside", from.display()), err))?;
-            eprintln!(
+            *notice = Some(format!(
                 "portmgr: {} was damaged ({e}); moved to {} and started afresh (the ports themselves are unaffected)",
                 from.display(),
                 to.display()
-            );
+            ));
             Ok(StoreFile::default())
         }
     }
 }
 
-fn now_ms() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
-}
 
 /// Write the file atomically: a new temp file (never an existing one), fsync, rename.
 fn write(dir: &Path, file: &StoreFile) -> Result<()> {
@@ -191,7 +180,11 @@ fn write(dir: &Path, file: &StoreFile) -> Result<()> {
 pub(crate) fn snapshot(reg: &Registry) -> Result<(StoreFile, Vec<LeaseInfo>)> {
     let live = reg.list()?;
     let dir = reg.dir().to_path_buf();
-    let file = reg.locked(|| read_lenient(&dir))?;
+    let mut notice = None;
+    let file = reg.locked(|| read_lenient(&dir, &mut notice))?;
+    if let Some(n) = notice {
+        reg.add_notice(n);
+    }
     Ok((file, live))
 }
 
@@ -199,10 +192,11 @@ pub(crate) fn snapshot(reg: &Registry) -> Result<(StoreFile, Vec<LeaseInfo>)> {
 /// leases already dropped) and the live table; its changes are written atomically.
 pub(crate) fn update<R>(reg: &Registry, f: impl FnOnce(&mut StoreFile, &[LeaseInfo]) -> Result<R>) -> Result<R> {
     let dir = reg.dir().to_path_buf();
-    let seen_seq = reg.locked(|| Ok(read_lenient(&dir)?.seq))?;
+    let mut notice = None;
+    let seen_seq = reg.locked(|| Ok(read_lenient(&dir, &mut notice)?.seq))?;
     let live = reg.list()?;
-    reg.locked(|| {
-        let mut file = read_for_write(&dir)?;
+    let out = reg.locked(|| {
+        let mut file = read_for_write(&dir, &mut notice)?;
         // Drop entries of leases gone from the live table — only those written before we
         // read `live` (a later entry may belong to a lease allocated since).
         file.leases.retain(|id, e| e.seq > seen_seq || e.matches(*id, &live));
@@ -211,5 +205,9 @@ pub(crate) fn update<R>(reg: &Registry, f: impl FnOnce(&mut StoreFile, &[LeaseIn
         let r = f(&mut file, &live)?;
         write(&dir, &file)?;
         Ok(r)
-    })
+    });
+    if let Some(n) = notice {
+        reg.add_notice(n);
+    }
+    out
 }

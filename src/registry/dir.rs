@@ -256,13 +256,21 @@ pub fn open_file(dir: &OwnedFd, dir_path: &Path, name: &str) -> Result<File> {
         Some(libc::ENXIO) => insecure(&path, "it is a FIFO or socket, not a file: remove it (portmgr recreates it)"),
         _ => os_error(format!("opening {}", path.display()), e),
     })?;
-    let st = sys::fstat(&f).map_err(|e| Error::os(format!("fstat of {}", path.display()), e))?;
+    check_file(&path, &f)?;
+    Ok(f)
+}
+
+/// Check a file opened (with `O_NOFOLLOW`) inside the registry directory: a regular
+/// file, with no other hard link, owned by the user and not writable by others. The one
+/// check for every file portmgr keeps there (`registry.db`, `registry.lock`, the mapping
+/// layer's `services.json`).
+pub(crate) fn check_file(path: &Path, f: &File) -> Result<()> {
+    let st = sys::fstat(f).map_err(|e| Error::os(format!("fstat of {}", path.display()), e))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(insecure(&path, "it is not a regular file: remove it (portmgr recreates it)"));
+        return Err(insecure(path, "it is not a regular file: remove it (portmgr recreates it)"));
     }
     if st.st_nlink > 1 {
-        return Err(insecure(&path, "it has other hard links, so its contents are shared with a file elsewhere: remove it (portmgr recreates it)"));
+        return Err(insecure(path, "it has other hard links, so its contents are shared with a file elsewhere: remove it (portmgr recreates it)"));
     }
-    check_owner_mode(&path, &st, "file", false)?;
-    Ok(f)
+    check_owner_mode(path, &st, "file", false)
 }

@@ -68,6 +68,7 @@ use socket2::Socket;
 
 pub use dir::{default_dir, resolve_default_dir};
 pub use request::{MAX_COUNT, MIN_TTL, Request, check_ttl, validate_name};
+pub(crate) use dir::check_file;
 pub(crate) use request::shown_name;
 
 use crate::error::{Error, Result};
@@ -280,11 +281,19 @@ impl Registry {
     }
 
     /// Things the registry did on its own that a person should know of (a damaged file
-    /// moved aside, a table cleared after a reboot). Each is also printed to stderr once.
+    /// moved aside, a table cleared after a reboot, a damaged record found or repaired).
+    /// The core writes nothing to stderr: each skin shows these (the CLI on stderr).
     pub fn notices(&self) -> Vec<String> {
         match lock::lock_process(Instant::now() + self.timeout()) {
             Ok(_process) => self.inner.state.lock().notices.clone(),
             Err(_) => Vec::new(),
+        }
+    }
+
+    /// Record a notice (see [`Registry::notices`]) for layers above the table.
+    pub(crate) fn add_notice(&self, msg: String) {
+        if let Ok(_process) = lock::lock_process(Instant::now() + self.timeout()) {
+            self.inner.state.lock().notices.push(msg);
         }
     }
 

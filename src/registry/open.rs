@@ -77,7 +77,6 @@ impl Files {
                         db_path.display(),
                         dir.join(&aside).display()
                     );
-                    eprintln!("{msg}");
                     notices.push(msg);
                 }
             }
