@@ -30,7 +30,7 @@ fn run() -> portmgr::Result<()> {
             Err(existing) => println!("{name:<10} already held by process {} on port {}", existing[0].owner_pid, existing[0].port),
         }
     }
-    println!("\n{:<10} {:>5}  {:<5} {}", "SERVICE", "PORT", "PROTO", "OWNER");
+    println!("\n{:<10} {:>5}  {:<5} OWNER", "SERVICE", "PORT", "PROTO");
     for name in &names {
         for info in reg.get_by_name(name)? {
             println!("{name:<10} {:>5}  {:<5} pid {}", info.port, info.protocols, info.owner_pid);

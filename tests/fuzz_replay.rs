@@ -18,7 +18,10 @@ mod registry_file;
 
 /// Every fuzz target with its body: a corpus directory without an entry here fails
 /// `every_corpus_has_a_replay`.
-const TARGETS: &[(&str, fn(&[u8]))] =
+/// A fuzz target's name and body.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: &[Target] =
     &[("range_parse", range_parse::run), ("registry_file", registry_file::run), ("c_api_sequence", c_api_sequence::run)];
 
 fn corpus_root() -> PathBuf {

@@ -66,7 +66,7 @@ pub fn run(data: &[u8]) {
         if inp.0.is_empty() {
             break;
         }
-        // SAFETY (all calls): every pointer passed is NULL, a handle value (checked by the
+        // SAFETY: every pointer passed below is NULL, a handle value (checked by the
         // library), or points to a live buffer of the length given.
         unsafe {
             match inp.byte() % 20 {
