@@ -695,7 +695,7 @@ def report(res: dict, made: list[str]) -> str:
         + ", ".join(f"{LANG[l]} {scale(l, 'portmgr'):.2f}x" for l in ["py", "rust", "c"])
         + "; bind(0) "
         + ", ".join(f"{LANG[l]} {scale(l, 'bind0'):.2f}x" for l in ["py", "rust", "c"])
-        + ". portmgr serialises every mutation on one host-wide lock (DESIGN.md), so its aggregate rate is not "
+        + ". portmgr serialises every mutation on one host-wide lock (src/registry/lock.rs), so its aggregate rate is not "
         "expected to grow with processes; what the table shows is whether it holds up under contention. "
         "These rates are means over every allocation, preemption included, so on a loaded machine they sit "
         "further from the latency medians above than the medians sit from each other. No target was set for them."
