@@ -1,23 +1,32 @@
-//! Generates `include/portmgr.h` from the C ABI (`src/ffi/`) with cbindgen, and names
-//! the shared library (soname) on Linux.
+//! With the C ABI (feature `capi`): generates `include/portmgr.h` from `src/ffi/` with
+//! cbindgen. (The shared library's soname is set by crates/portmgr-capi/build.rs.)
 //!
 //! The header is committed. It is rewritten only when its content changes (atomically,
 //! through a temp file and a rename), so an up-to-date checkout stays clean; a copy goes
 //! to `$OUT_DIR/portmgr.h` and `tests/c_abi.rs` fails when the committed one is stale.
 
+#[cfg(feature = "capi")]
 use std::env;
+#[cfg(feature = "capi")]
 use std::fs;
+#[cfg(feature = "capi")]
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=bindings/c/cbindgen.toml");
     println!("cargo:rerun-if-changed=build.rs");
+    #[cfg(feature = "capi")]
+    header();
+}
 
+/// Only with the C ABI (feature `capi`): a Rust program that uses the library alone
+/// neither builds cbindgen nor touches include/.
+#[cfg(feature = "capi")]
+fn header() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
 
-    soname();
     let header = generate_header(&root);
     let generated = out_dir.join("portmgr.h");
     fs::write(&generated, &header).expect("writing $OUT_DIR/portmgr.h");
@@ -25,19 +34,7 @@ fn main() {
     write_if_changed(&root.join("include/portmgr.h"), &header);
 }
 
-/// The shared library's soname: `libportmgr.so.<major>` (`.so.0.<minor>` before 1.0,
-/// where a minor release may change the ABI). Not for the Python extension build.
-fn soname() {
-    let linux = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
-    if !linux || env::var_os("CARGO_FEATURE_PYTHON").is_some() {
-        return;
-    }
-    let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_default();
-    let minor = env::var("CARGO_PKG_VERSION_MINOR").unwrap_or_default();
-    let abi = if major == "0" { format!("0.{minor}") } else { major };
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libportmgr.so.{abi}");
-}
-
+#[cfg(feature = "capi")]
 fn generate_header(root: &Path) -> Vec<u8> {
     let config = cbindgen::Config::from_file(root.join("bindings/c/cbindgen.toml"))
         .unwrap_or_else(|e| panic!("reading bindings/c/cbindgen.toml: {e}"));
@@ -64,6 +61,7 @@ fn generate_header(root: &Path) -> Vec<u8> {
     text
 }
 
+#[cfg(feature = "capi")]
 fn write_if_changed(path: &Path, content: &[u8]) {
     if fs::read(path).ok().as_deref() == Some(content) {
         return;

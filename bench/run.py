@@ -142,8 +142,8 @@ def ensure_venv() -> None:
 
 def build() -> None:
     env = dict(os.environ, CARGO_TARGET_DIR=str(TARGET))
-    log(f"cargo build --release --lib (libportmgr for the C driver, {TARGET})")
-    subprocess.run(["cargo", "build", "--quiet", "--release", "--lib"], check=True, cwd=ROOT, env=env)
+    log(f"cargo build --release -p portmgr-capi (libportmgr for the C driver, {TARGET})")
+    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "portmgr-capi"], check=True, cwd=ROOT, env=env)
     cc = os.environ.get("CC", "cc")
     if shutil.which(cc) is None:  # as tests/c/run.sh does
         log("installing gcc (apt-get) for the C driver")

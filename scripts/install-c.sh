@@ -10,7 +10,7 @@
 # Then: cc app.c $(pkg-config --cflags --libs portmgr)   (PKG_CONFIG_PATH=PREFIX/lib/pkgconfig
 # for a prefix pkg-config does not search; add -Wl,-rpath,PREFIX/lib, or set LD_LIBRARY_PATH,
 # when PREFIX/lib is not on the loader's path). Defaults: --prefix /usr/local.
-# The build is `cargo build --release --lib` without the python feature (no pyo3 inside).
+# The build is `cargo build --release -p portmgr-capi` (the C library alone: no clap, no pyo3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +36,7 @@ libdir="${libdir:-$prefix/lib}"
 includedir="$prefix/include"
 
 if [ "$build" = 1 ]; then
-  cargo build --release --lib
+  cargo build --release -p portmgr-capi
 fi
 target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 target_dir="${CARGO_TARGET_DIR:-$target_dir}"

@@ -30,7 +30,7 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-600}"
 PORTMGR_DIR="$(mktemp -d)/registry"
 export PORTMGR_DIR
 # C clients join the concurrency run when libportmgr.so sits next to the test binaries.
-cargo build --release --lib
+cargo build --release -p portmgr-capi
 if [ -x .venv/bin/python ]; then export PORTMGR_RELIABILITY_PYTHON="${PORTMGR_RELIABILITY_PYTHON:-$(pwd)/.venv/bin/python}"; fi
 tdir="${CARGO_TARGET_DIR:-target}"
 log="$tdir/reliability-long.log"

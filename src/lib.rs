@@ -22,8 +22,10 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;
+#[cfg(feature = "capi")]
 pub mod ffi;
 pub mod mapping;
 pub mod probe;
@@ -33,8 +35,11 @@ pub mod reservation;
 pub mod strategy;
 mod sys;
 
+/// The Python extension's module (built into `portmgr._native` by
+/// crates/portmgr-python); not an API of its own.
 #[cfg(feature = "python")]
-mod python;
+#[doc(hidden)]
+pub mod python;
 
 pub use error::{Error, ErrorCode, Result};
 pub use range::{PortRange, Protocols};

@@ -299,29 +299,3 @@ fn a_version_1_file_is_upgraded_in_place_keeping_every_lease() {
     assert!(!ports.contains(&l.port()));
     assert!(fresh.notices().iter().all(|n| !n.contains("damaged")), "{:?}", fresh.notices());
 }
-
-/// `portmgr gc --damaged` (the real binary) frees a damaged record nobody holds, and only
-/// that; the port is then handed out again.
-#[test]
-fn gc_damaged_frees_a_damaged_record_nobody_holds() {
-    let d = temp_dir();
-    let dir = d.path().join("reg");
-    let reg = Registry::open(&dir).unwrap();
-    let keep = reg.allocate(&req_in(START, 1)).unwrap();
-    // A garbage record at a port nobody holds: damaged, so never handed out.
-    let victim = START + 7;
-    db(&dir).write_all_at(&[0xa5; RECORD_SIZE], record_off(victim) as u64).unwrap();
-    let e = reg.allocate(&req_in(victim, 1)).unwrap_err();
-    assert_eq!(e.code(), ErrorCode::Exhausted, "{e}");
-    assert!(reg.notices().iter().any(|n| n.contains(&format!("port {victim}")) && n.contains("gc --damaged")), "{:?}", reg.notices());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portmgr"))
-        .args(["--registry", dir.to_str().unwrap(), "--json", "gc", "--damaged"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["freed_damaged"], serde_json::json!([victim]), "{v}");
-    assert_eq!(reg.allocate(&req_in(victim, 1)).unwrap().port(), victim);
-    // The live lease was not touched.
-    assert_eq!(reg.get_by_port(keep.port()).unwrap().unwrap().lease_id, keep.id());
-}

@@ -3,6 +3,7 @@
 //!
 //! Ports 16400-16499 (outside the kernel's ephemeral range).
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::net::TcpListener;

@@ -641,7 +641,7 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 /// back and nginx keeps serving.
 #[test]
 fn export_reload_with_a_real_nginx() {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ensure-nginx.sh");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ensure-nginx.sh");
     let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().unwrap();
     assert!(out.status.success(), "nginx is needed for this test; {} could not provide it", script.display());
     let nginx = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
