@@ -101,11 +101,16 @@ fn every_function_documents_threads_and_errors() {
 }
 
 /// Every exported function runs its body inside the panic guard (`guard`, `guard_or` or
-/// `guard_quiet` in src/ffi/guard.rs, or request.rs's `edit`, which is `guard` around a
-/// request setter), so no panic can cross into C.
+/// `guard_quiet` in src/ffi/guard.rs, request.rs's `edit`, which is `guard` around a
+/// request setter, or registry.rs's `registry_json`, `guard` around a JSON view), so no
+/// panic can cross into C.
 #[test]
 fn every_exported_function_is_guarded() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ffi");
+    // The wrappers themselves run their work inside `guard`.
+    let registry_rs = std::fs::read_to_string(dir.join("registry.rs")).unwrap();
+    let wrapper = &registry_rs[registry_rs.find("unsafe fn registry_json").expect("registry_json")..];
+    assert!(wrapper[..wrapper.find("\n}\n").unwrap()].contains("guard(||"), "registry_json must run inside guard");
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -120,7 +125,7 @@ fn every_exported_function_is_guarded() {
             let body_end = after[body_start..].find("\n}\n").map_or(after.len(), |e| body_start + e);
             let body = &after[body_start..body_end];
             assert!(
-                ["guard(", "guard_or(", "guard_quiet(", "edit(req,"].iter().any(|g| body.contains(g)),
+                ["guard(", "guard_or(", "guard_quiet(", "edit(req,", "registry_json(reg,"].iter().any(|g| body.contains(g)),
                 "{}: {name} does not run its body inside the panic guard",
                 path.display()
             );

@@ -2,9 +2,8 @@
 
 use std::os::raw::c_char;
 
-use super::guard::{guard, need, portmgr_status};
-use super::handles;
-use super::registry::{json_out, portmgr_registry};
+use super::guard::portmgr_status;
+use super::registry::{portmgr_registry, registry_json};
 use crate::mapping::Services;
 
 /// The health report (the one the `portmgr health` command and Python's
@@ -31,11 +30,6 @@ pub unsafe extern "C" fn portmgr_registry_health_json(
     len: usize,
     out_len: *mut usize,
 ) -> portmgr_status {
-    guard(|| {
-        let registry = handles::registry(reg, "reg", false)?;
-        need(out_len, "out_len")?;
-        let report = Services::new(registry)?.health(threshold)?;
-        // SAFETY: forwarded contract; `out_len` checked non-NULL.
-        unsafe { json_out(&report, buf, len, out_len) }
-    })
+    // SAFETY: forwarded contract.
+    unsafe { registry_json(reg, buf, len, out_len, |r| Services::new(r)?.health(threshold)) }
 }

@@ -338,6 +338,29 @@ pub unsafe extern "C" fn portmgr_lookup_name(
 /// # Safety
 /// `buf` NULL or writable for `len` bytes; `out_len` non-NULL checked by the caller and
 /// writable.
+/// A JSON view of the registry behind `reg`: the handle checked, `out_len` required, the
+/// value made by `view` and copied out as `json_out` does. Every `portmgr_registry_*_json`
+/// call is this.
+///
+/// # Safety
+/// `buf` is NULL or valid for writing `len` bytes; `out_len` is NULL or valid for writing
+/// a `size_t`.
+pub(crate) unsafe fn registry_json<T: serde::Serialize>(
+    reg: *const portmgr_registry,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+    view: impl FnOnce(Registry) -> Result<T>,
+) -> portmgr_status {
+    guard(|| {
+        let registry = handles::registry(reg, "reg", false)?;
+        need(out_len, "out_len")?;
+        let value = view(registry)?;
+        // SAFETY: forwarded contract; `out_len` checked non-NULL.
+        unsafe { json_out(&value, buf, len, out_len) }
+    })
+}
+
 pub(crate) unsafe fn json_out(
     value: &impl serde::Serialize,
     buf: *mut c_char,
@@ -380,13 +403,8 @@ pub unsafe extern "C" fn portmgr_registry_list_json(
     len: usize,
     out_len: *mut usize,
 ) -> portmgr_status {
-    guard(|| {
-        let registry = handles::registry(reg, "reg", false)?;
-        need(out_len, "out_len")?;
-        let list = registry.list()?;
-        // SAFETY: forwarded contract; `out_len` checked non-NULL.
-        unsafe { json_out(&list, buf, len, out_len) }
-    })
+    // SAFETY: forwarded contract.
+    unsafe { registry_json(reg, buf, len, out_len, |r| r.list()) }
 }
 
 /// The registry's figures as a JSON object: `pool` (`"A-B"`), `pool_size`, `held`,
@@ -403,13 +421,8 @@ pub unsafe extern "C" fn portmgr_registry_stats_json(
     len: usize,
     out_len: *mut usize,
 ) -> portmgr_status {
-    guard(|| {
-        let registry = handles::registry(reg, "reg", false)?;
-        need(out_len, "out_len")?;
-        let stats = registry.stats()?;
-        // SAFETY: forwarded contract; `out_len` checked non-NULL.
-        unsafe { json_out(&stats, buf, len, out_len) }
-    })
+    // SAFETY: forwarded contract.
+    unsafe { registry_json(reg, buf, len, out_len, |r| r.stats()) }
 }
 
 /// Free every record of a dead owner or an expired lease now (allocation does this by
