@@ -1,5 +1,5 @@
 //! The mapping layer: service names, types, metadata, groups, export and import.
-//! Registries live in temp dirs; explicit ranges are in 56000-59999.
+//! Registries live in temp dirs; explicit ranges are in 19000-22999.
 
 mod common;
 
@@ -73,18 +73,18 @@ fn child_role() {
 fn names_are_unique_get_or_allocate_and_metadata() {
     let (_d, svc) = services();
     let spec = ServiceSpec::typed("database").meta("owner", "team-a").meta("version", "16");
-    let db = svc.allocate(&req_in(56000, 50).name("db"), &spec).unwrap();
+    let db = svc.allocate(&req_in(19000, 50).name("db"), &spec).unwrap();
     // A live name cannot be allocated twice.
-    let e = svc.allocate(&req_in(56000, 50).name("db"), &ServiceSpec::new()).unwrap_err();
+    let e = svc.allocate(&req_in(19000, 50).name("db"), &ServiceSpec::new()).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InUse, "{e}");
     // get_or_allocate returns the existing one, with its type and metadata.
-    let (s, lease) = svc.get_or_allocate(&req_in(56000, 50).name("db"), &ServiceSpec::new()).unwrap();
+    let (s, lease) = svc.get_or_allocate(&req_in(19000, 50).name("db"), &ServiceSpec::new()).unwrap();
     assert!(lease.is_none());
     assert_eq!(s.port, db.port());
     assert_eq!(s.service_type.as_deref(), Some("database"));
     assert_eq!(s.metadata, meta(&[("owner", "team-a"), ("version", "16")]));
     // ... and allocates a new name.
-    let (s2, lease2) = svc.get_or_allocate(&req_in(56000, 50).name("cache"), &ServiceSpec::typed("cache")).unwrap();
+    let (s2, lease2) = svc.get_or_allocate(&req_in(19000, 50).name("cache"), &ServiceSpec::typed("cache")).unwrap();
     let lease2 = lease2.expect("a new name is allocated");
     assert_eq!(s2.port, lease2.port());
     assert_ne!(s2.port, db.port());
@@ -107,7 +107,7 @@ fn names_are_unique_get_or_allocate_and_metadata() {
     // Released: gone from the views; a new lease of the same name starts clean.
     drop(db);
     assert!(svc.by_name("db").unwrap().is_none());
-    let db2 = svc.allocate(&req_in(56000, 50).name("db"), &ServiceSpec::new()).unwrap();
+    let db2 = svc.allocate(&req_in(19000, 50).name("db"), &ServiceSpec::new()).unwrap();
     let s = svc.by_name("db").unwrap().unwrap();
     assert!(s.metadata.is_empty(), "stale metadata leaked to a new lease: {:?}", s.metadata);
     assert_eq!(s.service_type, None);
@@ -121,7 +121,7 @@ fn names_are_unique_get_or_allocate_and_metadata() {
 #[test]
 fn unnamed_leases_carry_metadata_too() {
     let (_d, svc) = services();
-    let l = svc.allocate(&req_in(56050, 10).count(2).contiguous(true), &ServiceSpec::new().meta("k", "v")).unwrap();
+    let l = svc.allocate(&req_in(19050, 10).count(2).contiguous(true), &ServiceSpec::new().meta("k", "v")).unwrap();
     let s = svc.by_port(l.ports()[1]).unwrap().unwrap();
     assert_eq!(s.ports, l.ports());
     assert_eq!(s.metadata["k"], "v");
@@ -159,7 +159,7 @@ fn every_builtin_type_has_its_range_and_allocates_from_it() {
         assert_eq!(t.range_for(name, svc.registry()).unwrap(), want);
     }
     // An unknown type is refused, with or without an explicit range.
-    for req in [Request::new(), Request::new().range(PortRange::new(56900, 56910).unwrap())] {
+    for req in [Request::new(), Request::new().range(PortRange::new(19900, 19910).unwrap())] {
         let e = svc.allocate(&req, &ServiceSpec::typed("nope")).unwrap_err();
         assert_eq!(e.code(), portmgr::ErrorCode::InvalidArgument, "{e}");
         assert!(e.to_string().contains("unknown service type"), "{e}");
@@ -178,8 +178,8 @@ fn config_file_overrides_and_adds_types_and_groups() {
         &path,
         r#"{
   "types": {
-    "rest-api": { "range": "56100-56109", "description": "ours" },
-    "ml-model": { "range": [56110, 56119] },
+    "rest-api": { "range": "19100-19109", "description": "ours" },
+    "ml-model": { "range": [19110, 19119] },
     "scratch": { "range": "pool" }
   },
   "groups": {
@@ -189,10 +189,10 @@ fn config_file_overrides_and_adds_types_and_groups() {
     )
     .unwrap();
     let t = TypeTable::load(&path).unwrap();
-    assert_eq!(t.get("rest-api").unwrap().range, Some(range(56100, 10)));
+    assert_eq!(t.get("rest-api").unwrap().range, Some(range(19100, 10)));
     assert_eq!(t.get("rest-api").unwrap().description, "ours");
     assert_eq!(t.get("rest-api").unwrap().source, path.display().to_string());
-    assert_eq!(t.get("ml-model").unwrap().range, Some(range(56110, 10)));
+    assert_eq!(t.get("ml-model").unwrap().range, Some(range(19110, 10)));
     assert_eq!(t.get("scratch").unwrap().range, None);
     // Untouched built-ins stay.
     assert_eq!(t.get("grpc").unwrap().range, Some(range(50050, 50)));
@@ -202,14 +202,14 @@ fn config_file_overrides_and_adds_types_and_groups() {
     let svc = Services::with_types(reg, t);
     for i in 0..10 {
         let l = svc.allocate(&Request::new().name(format!("api{i}")), &ServiceSpec::typed("rest-api")).unwrap();
-        assert!((56100..=56109).contains(&l.port()), "{}", l.port());
+        assert!((19100..=19109).contains(&l.port()), "{}", l.port());
         l.keep().unwrap();
     }
     // The overridden range is full now.
     let e = svc.allocate(&Request::new(), &ServiceSpec::typed("rest-api")).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Exhausted, "{e}");
     let l = svc.allocate(&Request::new(), &ServiceSpec::typed("ml-model")).unwrap();
-    assert!((56110..=56119).contains(&l.port()));
+    assert!((19110..=19119).contains(&l.port()));
     // PORTMGR_TYPES names the file for load_default.
     // (Only read here; set in a child-free way: the variable is checked by path.)
     assert_eq!(TypeTable::load(&path).unwrap(), svc.types().clone());
@@ -230,8 +230,8 @@ fn portmgr_types_names_the_config_in_force() {
         text.lines().find(|l| l.starts_with("RANGE ") || l.starts_with("ERR ")).unwrap_or_default().to_string()
     };
     let good = d.path().join("good.json");
-    std::fs::write(&good, r#"{"types": {"rest-api": {"range": "56700-56709"}}}"#).unwrap();
-    assert_eq!(run(&good), "RANGE \"56700-56709\"");
+    std::fs::write(&good, r#"{"types": {"rest-api": {"range": "19700-19709"}}}"#).unwrap();
+    assert_eq!(run(&good), "RANGE \"19700-19709\"");
     let bad = d.path().join("bad.json");
     std::fs::write(&bad, "{\"types\": {\n  \"rest-api\": {\"range\": \"x\"}}}").unwrap();
     let line = run(&bad);
@@ -251,7 +251,7 @@ fn broken_config_names_line_and_field() {
     };
     // A misspelt field.
     check(
-        "{\n  \"types\": {\n    \"web\": { \"rnage\": \"56000-56010\" }\n  }\n}",
+        "{\n  \"types\": {\n    \"web\": { \"rnage\": \"19000-19010\" }\n  }\n}",
         &["types.json", "line 3", "rnage", "range"],
     );
     // A bad range value.
@@ -265,7 +265,7 @@ fn broken_config_names_line_and_field() {
     // A missing field.
     check("{\"types\": {\n\"web\": {}\n}}", &["line 2", "missing field `range`"]);
     // Broken JSON.
-    check("{\n\"types\": {\n\"web\": {\"range\": \"56000-56010\",}\n}}", &["line 3"]);
+    check("{\n\"types\": {\n\"web\": {\"range\": \"19000-19010\",}\n}}", &["line 3"]);
     // An unknown top-level key.
     check("{\"tpyes\": {}}", &["tpyes"]);
     // Groups: a bad offset, an unknown member type, a bad type name.
@@ -286,19 +286,19 @@ fn groups_are_all_or_nothing() {
     let layout = GroupLayout::parse("a=0,b=+5,c:9/cache").unwrap();
     assert_eq!(layout.span(), 9);
     let opts =
-        GroupOptions { range: Some(range(56200, 30)), strategy: Strategy::Sequential, ..GroupOptions::default() };
-    // A socket outside portmgr holds base 56200's member b; a lease holds base 56201's c.
-    let busy = probe::bind_listener(56205, Protocols::TCP).unwrap();
-    let other = svc.allocate(&req_in(56210, 1), &ServiceSpec::new()).unwrap();
+        GroupOptions { range: Some(range(19200, 30)), strategy: Strategy::Sequential, ..GroupOptions::default() };
+    // A socket outside portmgr holds base 19200's member b; a lease holds base 19201's c.
+    let busy = probe::bind_listener(19205, Protocols::TCP).unwrap();
+    let other = svc.allocate(&req_in(19210, 1), &ServiceSpec::new()).unwrap();
     let g = svc.allocate_group("ci1", &layout, &meta(&[("job", "1")]), &opts).unwrap();
-    assert_eq!(g.base, 56202);
+    assert_eq!(g.base, 19202);
     assert_eq!(
         g.members.iter().map(|m| (m.name.as_str(), m.port)).collect::<Vec<_>>(),
-        vec![("ci1.a", 56202), ("ci1.b", 56207), ("ci1.c", 56211)]
+        vec![("ci1.a", 19202), ("ci1.b", 19207), ("ci1.c", 19211)]
     );
     // The failed bases left nothing behind.
-    assert_eq!(svc.registry().get_by_port(56200).unwrap(), None);
-    assert_eq!(svc.registry().get_by_port(56201).unwrap(), None);
+    assert_eq!(svc.registry().get_by_port(19200).unwrap(), None);
+    assert_eq!(svc.registry().get_by_port(19201).unwrap(), None);
     let members = svc.by_group("ci1").unwrap();
     assert_eq!(members.len(), 3);
     assert!(members.iter().all(|m| m.metadata["job"] == "1"));
@@ -312,7 +312,7 @@ fn groups_are_all_or_nothing() {
     let e = svc.allocate_group("ci1", &layout, &Metadata::new(), &opts).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InUse, "{e}");
     // A range with no base where all members are free: Exhausted, and no member leaked.
-    let tight = GroupOptions { range: Some(range(56200, 12)), ..opts.clone() };
+    let tight = GroupOptions { range: Some(range(19200, 12)), ..opts.clone() };
     let e = svc.allocate_group("ci2", &layout, &Metadata::new(), &tight).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Exhausted, "{e}");
     assert_eq!(svc.registry().list().unwrap().len(), before);
@@ -321,19 +321,19 @@ fn groups_are_all_or_nothing() {
     drop(busy);
     drop(other);
     let kept = g.keep().unwrap();
-    assert_eq!(kept.base, 56202);
+    assert_eq!(kept.base, 19202);
     let mut freed = svc.release_group("ci1").unwrap();
     freed.sort_unstable();
-    assert_eq!(freed, vec![56202, 56207, 56211]);
+    assert_eq!(freed, vec![19202, 19207, 19211]);
     assert!(svc.by_group("ci1").unwrap().is_empty());
     // The built-in stack layout from the issue.
     let stack = svc.types().group("stack").unwrap().clone();
     assert_eq!(stack.span(), 500);
-    let wide = GroupOptions { range: Some(range(57000, 2000)), ..GroupOptions::default() };
+    let wide = GroupOptions { range: Some(range(20000, 2000)), ..GroupOptions::default() };
     let s = svc.allocate_group("dev", &stack, &Metadata::new(), &wide).unwrap();
     assert_eq!(s.port("redis").unwrap(), s.base + 100);
     assert_eq!(s.port("auth").unwrap(), s.base + 401);
-    assert!(s.members.iter().all(|m| (57000..59000).contains(&m.port)));
+    assert!(s.members.iter().all(|m| (20000..22000).contains(&m.port)));
     // Bad layouts.
     assert!(GroupLayout::parse("a=0,a=1").is_err());
     assert!(GroupLayout::parse("a=0,b=0").is_err());
@@ -347,7 +347,7 @@ fn two_processes_get_disjoint_groups() {
     // Both children place 5 groups of 3 ports in the same 80-port range, starting at the
     // same first base (sequential): they contend for the same bases.
     let mut kids: Vec<_> =
-        ["x", "y"].iter().map(|p| spawn_role("child_role", d.path(), &format!("groups {p} 5 56300 80"))).collect();
+        ["x", "y"].iter().map(|p| spawn_role("child_role", d.path(), &format!("groups {p} 5 19300 80"))).collect();
     for k in &mut kids {
         writeln!(k.stdin.as_mut().unwrap(), "go").unwrap();
     }
@@ -377,10 +377,10 @@ fn two_processes_get_disjoint_groups() {
 
 fn sample(svc: &Services) -> Vec<portmgr::Lease> {
     vec![
-        svc.allocate(&req_in(56400, 50).name("api"), &ServiceSpec::typed("rest-api").meta("owner", "team-a")).unwrap(),
-        svc.allocate(&req_in(56400, 50).name("clickhouse.http"), &ServiceSpec::typed("analytics")).unwrap(),
-        svc.allocate(&req_in(56400, 50).name("dns").protocols(Protocols::UDP), &ServiceSpec::new()).unwrap(),
-        svc.allocate(&req_in(56400, 50), &ServiceSpec::new()).unwrap(), // unnamed: not exported
+        svc.allocate(&req_in(19400, 50).name("api"), &ServiceSpec::typed("rest-api").meta("owner", "team-a")).unwrap(),
+        svc.allocate(&req_in(19400, 50).name("clickhouse.http"), &ServiceSpec::typed("analytics")).unwrap(),
+        svc.allocate(&req_in(19400, 50).name("dns").protocols(Protocols::UDP), &ServiceSpec::new()).unwrap(),
+        svc.allocate(&req_in(19400, 50), &ServiceSpec::new()).unwrap(), // unnamed: not exported
     ]
 }
 
@@ -417,8 +417,8 @@ fn export_formats() {
     assert_eq!(env_key("my-svc 2"), "MY_SVC_2_PORT");
     assert_eq!(env_key("9lives"), "_9LIVES_PORT");
     // Two names that map to one variable: an error naming both.
-    let _b = svc.allocate(&req_in(56400, 50).name("click-house.http"), &ServiceSpec::new()).unwrap();
-    let _c = svc.allocate(&req_in(56400, 50).name("clickhouse-http"), &ServiceSpec::new()).unwrap();
+    let _b = svc.allocate(&req_in(19400, 50).name("click-house.http"), &ServiceSpec::new()).unwrap();
+    let _c = svc.allocate(&req_in(19400, 50).name("clickhouse-http"), &ServiceSpec::new()).unwrap();
     let e = svc.export(ExportFormat::Env).unwrap_err();
     assert!(e.to_string().contains("clickhouse-http") && e.to_string().contains("CLICKHOUSE_HTTP_PORT"), "{e}");
     drop((_b, _c));
@@ -514,7 +514,7 @@ fn import_asks_for_previous_ports_and_reports_fallbacks() {
     let thief = svc.allocate(&Request::new().range(range(ports["api"], 1)), &ServiceSpec::new()).unwrap();
     // The fallback range is apart from the previous ports, so a moved service cannot
     // land on a port another one of the file is about to ask for.
-    let opts = ImportOptions { range: Some(range(56450, 50)), request: None };
+    let opts = ImportOptions { range: Some(range(19450, 50)), request: None };
     let out = svc.import_text(&env, None, &opts).unwrap();
     assert_eq!(out.services.len(), 3);
     assert_eq!(out.leases.len(), 3);
@@ -523,7 +523,7 @@ fn import_asks_for_previous_ports_and_reports_fallbacks() {
     assert_eq!(by["api"].previous_port, ports["api"]);
     let new_api = by["api"].port.unwrap();
     assert_ne!(new_api, ports["api"]);
-    assert!((56450..56500).contains(&new_api));
+    assert!((19450..19500).contains(&new_api));
     assert!(by["api"].reason.as_deref().unwrap().contains(&ports["api"].to_string()));
     assert_eq!(out.moved().len(), 1);
     for n in ["clickhouse.http", "dns"] {
@@ -549,11 +549,11 @@ fn import_asks_for_previous_ports_and_reports_fallbacks() {
     drop(out);
 
     // A hand-written .env: names from the keys; other variables ignored.
-    let text = "# my ports\nexport WEB_PORT=56460 # the web\nDB_PORT=\"56461\"\nDEBUG=1\n\n";
+    let text = "# my ports\nexport WEB_PORT=19460 # the web\nDB_PORT=\"19461\"\nDEBUG=1\n\n";
     let entries = parse_import(text, None).unwrap();
     assert_eq!(
         entries.iter().map(|e| (e.name.as_str(), e.port)).collect::<Vec<_>>(),
-        vec![("web", 56460), ("db", 56461)]
+        vec![("web", 19460), ("db", 19461)]
     );
     // Errors name the line.
     let e = parse_import("A_PORT=1\nB_PORT=seventy\n", None).unwrap_err();
@@ -565,7 +565,7 @@ fn import_asks_for_previous_ports_and_reports_fallbacks() {
 #[test]
 fn side_file_is_never_followed_through_a_symlink_and_survives_damage() {
     let (_d, svc) = services();
-    let l = svc.allocate(&req_in(56500, 10).name("a"), &ServiceSpec::new().meta("k", "v")).unwrap();
+    let l = svc.allocate(&req_in(19500, 10).name("a"), &ServiceSpec::new().meta("k", "v")).unwrap();
     let file = svc.registry().dir().join(SERVICES_FILE);
     // Damaged: views carry on without metadata; the next write moves it aside.
     std::fs::write(&file, "{ not json").unwrap();
@@ -592,7 +592,7 @@ fn side_file_is_never_followed_through_a_symlink_and_survives_damage() {
 #[test]
 fn export_and_import_keep_groups() {
     let (_d, svc) = services();
-    let opts = GroupOptions { range: Some(range(56600, 50)), ..GroupOptions::default() };
+    let opts = GroupOptions { range: Some(range(19600, 50)), ..GroupOptions::default() };
     let layout = GroupLayout::parse("db=0/database,web=10").unwrap();
     let g = svc.allocate_group("job7", &layout, &meta(&[("ci", "yes")]), &opts).unwrap();
     let (db, web) = (g.port("db").unwrap(), g.port("web").unwrap());
@@ -607,7 +607,7 @@ fn export_and_import_keep_groups() {
             svc.registry().release_port(s.port).unwrap();
         }
         let out =
-            svc.import_text(&text, None, &ImportOptions { range: Some(range(56600, 50)), request: None }).unwrap();
+            svc.import_text(&text, None, &ImportOptions { range: Some(range(19600, 50)), request: None }).unwrap();
         assert!(out.services.iter().all(|s| s.status == "same"), "{format:?}: {:?}", out.services);
         g2 = svc.by_group("job7").unwrap();
         assert_eq!(
@@ -627,23 +627,23 @@ fn export_and_import_keep_groups() {
 #[test]
 fn import_fallbacks_avoid_the_ports_the_file_names() {
     let (_d, svc) = services();
-    let _thief = svc.allocate(&req_in(56800, 1), &ServiceSpec::new()).unwrap();
+    let _thief = svc.allocate(&req_in(19800, 1), &ServiceSpec::new()).unwrap();
     // a's old port is taken; its fallback range also holds b's old port, which b must get.
-    let text = "A_PORT=56800\nB_PORT=56801\nC_PORT=56802\n";
+    let text = "A_PORT=19800\nB_PORT=19801\nC_PORT=19802\n";
     let out = svc
-        .import_text(text, Some(ImportFormat::Env), &ImportOptions { range: Some(range(56800, 4)), request: None })
+        .import_text(text, Some(ImportFormat::Env), &ImportOptions { range: Some(range(19800, 4)), request: None })
         .unwrap();
     let got: Vec<(&str, Option<u16>, &str)> =
         out.services.iter().map(|s| (s.name.as_str(), s.port, s.status.as_str())).collect();
-    assert_eq!(got, vec![("a", Some(56803), "moved"), ("b", Some(56801), "same"), ("c", Some(56802), "same")]);
+    assert_eq!(got, vec![("a", Some(19803), "moved"), ("b", Some(19801), "same"), ("c", Some(19802), "same")]);
     // No room left: reported as failed with the reason; the others are unaffected.
     drop(out);
-    let _more = svc.allocate(&req_in(56803, 1), &ServiceSpec::new()).unwrap();
-    let out = svc.import_text(text, None, &ImportOptions { range: Some(range(56800, 4)), request: None }).unwrap();
+    let _more = svc.allocate(&req_in(19803, 1), &ServiceSpec::new()).unwrap();
+    let out = svc.import_text(text, None, &ImportOptions { range: Some(range(19800, 4)), request: None }).unwrap();
     assert_eq!(out.failed().len(), 1);
     let a = &out.services[0];
     assert_eq!((a.status.as_str(), a.port), ("failed", None));
-    assert!(a.reason.as_deref().unwrap().contains("56800"), "{a:?}");
+    assert!(a.reason.as_deref().unwrap().contains("19800"), "{a:?}");
     assert_eq!(out.leases.len(), 2);
 }
 
@@ -882,26 +882,26 @@ fn one_allocation_path_for_plain_and_typed_requests() {
     let (_d, reg) = temp_registry();
     let svc = Services::with_types(reg.clone(), TypeTable::builtin());
     // Plain: a registry lease, nothing recorded.
-    let plain = portmgr::mapping::allocate(&reg, &req_in(59100, 10), &ServiceSpec::new()).unwrap();
+    let plain = portmgr::mapping::allocate(&reg, &req_in(22100, 10), &ServiceSpec::new()).unwrap();
     let s = svc.by_port(plain.port()).unwrap().unwrap();
     assert_eq!((s.service_type, s.metadata.len()), (None, 0));
     // Typed with an explicit range: the range wins, the type and metadata are recorded.
     let typed =
-        portmgr::mapping::allocate(&reg, &req_in(59100, 10), &ServiceSpec::typed("cache").meta("k", "v")).unwrap();
-    assert!((59100..59110).contains(&typed.port()));
+        portmgr::mapping::allocate(&reg, &req_in(22100, 10), &ServiceSpec::typed("cache").meta("k", "v")).unwrap();
+    assert!((22100..22110).contains(&typed.port()));
     let s = svc.by_port(typed.port()).unwrap().unwrap();
     assert_eq!(s.service_type.as_deref(), Some("cache"));
     assert_eq!(s.metadata["k"], "v");
     // An unknown type: nothing allocated, the known types named.
     let before = reg.list().unwrap().len();
-    let e = portmgr::mapping::allocate(&reg, &req_in(59100, 10), &ServiceSpec::typed("nosuch")).unwrap_err();
+    let e = portmgr::mapping::allocate(&reg, &req_in(22100, 10), &ServiceSpec::typed("nosuch")).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
     assert!(e.to_string().contains("known types"), "{e}");
     assert_eq!(reg.list().unwrap().len(), before);
 
     // Bound and typed: a listening socket on the held port, and the type recorded.
     let (lease, socks) =
-        portmgr::mapping::allocate_bound(&reg, &req_in(59110, 10).name("bound-db"), &ServiceSpec::typed("database"))
+        portmgr::mapping::allocate_bound(&reg, &req_in(22110, 10).name("bound-db"), &ServiceSpec::typed("database"))
             .unwrap();
     assert_eq!(socks.len(), 1);
     assert_eq!(socks[0].port, lease.port());
@@ -916,10 +916,10 @@ fn one_allocation_path_for_plain_and_typed_requests() {
     // Bad metadata: nothing allocated, nothing bound.
     let before = reg.list().unwrap().len();
     let bad = ServiceSpec::new().meta("a=b", "x");
-    assert_eq!(svc.allocate_bound(&req_in(59110, 10), &bad).unwrap_err().code(), ErrorCode::InvalidArgument);
+    assert_eq!(svc.allocate_bound(&req_in(22110, 10), &bad).unwrap_err().code(), ErrorCode::InvalidArgument);
     assert_eq!(reg.list().unwrap().len(), before);
     // Plain bound.
-    let (l3, s3) = portmgr::mapping::allocate_bound(&reg, &req_in(59120, 10), &ServiceSpec::new()).unwrap();
+    let (l3, s3) = portmgr::mapping::allocate_bound(&reg, &req_in(22120, 10), &ServiceSpec::new()).unwrap();
     assert_eq!(s3[0].port, l3.port());
     assert_eq!(svc.by_port(l3.port()).unwrap().unwrap().service_type, None);
 }

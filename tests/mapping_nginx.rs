@@ -125,9 +125,9 @@ fn real_nginx_routes_to_allocated_ports() {
     let nginx = ensure_nginx();
     let (_d, reg) = temp_registry();
     let svc = Services::with_types(reg, TypeTable::builtin());
-    let api = svc.allocate(&req_in(57100, 100).name("api"), &ServiceSpec::typed("rest-api")).unwrap();
-    let ws = svc.allocate(&req_in(57100, 100).name("chat.ws"), &ServiceSpec::typed("websocket")).unwrap();
-    let front = svc.allocate(&req_in(57100, 100).name("nginx"), &ServiceSpec::new()).unwrap();
+    let api = svc.allocate(&req_in(20100, 100).name("api"), &ServiceSpec::typed("rest-api")).unwrap();
+    let ws = svc.allocate(&req_in(20100, 100).name("chat.ws"), &ServiceSpec::typed("websocket")).unwrap();
+    let front = svc.allocate(&req_in(20100, 100).name("nginx"), &ServiceSpec::new()).unwrap();
     backend("api", api.port());
     backend("chat", ws.port());
 
@@ -238,7 +238,7 @@ http {{
     drop(s);
 
     // A new service: exported, tested, reloaded; nginx routes to it.
-    let late = svc.allocate(&req_in(57100, 100).name("late"), &ServiceSpec::new()).unwrap();
+    let late = svc.allocate(&req_in(20100, 100).name("late"), &ServiceSpec::new()).unwrap();
     backend("late", late.port());
     let deploy = NginxDeploy {
         dir: services_dir.clone(),
@@ -251,7 +251,7 @@ http {{
 
     // A service whose location clashes with the hand-written one: nginx -t fails, the
     // directory is rolled back, nginx is not reloaded and keeps serving.
-    let taken = svc.allocate(&req_in(57100, 100).name("taken"), &ServiceSpec::new()).unwrap();
+    let taken = svc.allocate(&req_in(20100, 100).name("taken"), &ServiceSpec::new()).unwrap();
     let e = deploy.apply(&svc.list_named().unwrap()).unwrap_err();
     assert!(e.to_string().contains("duplicate location"), "{e}");
     assert!(!services_dir.join("taken.conf").exists());
