@@ -16,6 +16,9 @@ if cargo tree -p portmgr -e normal,build --prefix none | grep -E '^(clap|pyo3|cb
   exit 1
 fi
 
+echo "== cargo build --release (the library, the portmgr command, libportmgr.so/.a: the C clients of the reliability run link it)"
+cargo build --release
+
 echo "== cargo test (Rust: core, CLI, C ABI header, mapping, nginx, reliability quick mode, doctests)"
 cargo test --release
 

@@ -42,7 +42,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building libportmgr (release, no python feature)"
-cargo build --quiet --release -p portmgr-capi -p portmgr --example c_abi_peer || fail "cargo build"
+# --lib: the C library of portmgr-capi too (a target filter alone would build only the example).
+cargo build --quiet --release -p portmgr-capi -p portmgr --lib --example c_abi_peer || fail "cargo build"
 
 # 1. Stale header: the build regenerates include/portmgr.h; it must equal the committed one.
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1 && git ls-files --error-unmatch include/portmgr.h >/dev/null 2>&1; then

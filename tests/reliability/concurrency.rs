@@ -206,7 +206,7 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
     let audit = s.allocations as i64 - s.releases as i64 - s.reclaimed as i64 - s.held as i64;
     eprintln!(
         "RESULT concurrency: procs={procs} (C clients {c_procs}{}, Python clients {py_procs}) threads_each=4 seconds={secs} ports_allocated={allocated} released={released} intervals={held_ports} exhausted_retries={exhausted} other_errors={errors} duplicates={} bind_failures={} audit(alloc-rel-recl-live)={audit} live={} reclaimed={} file_reads={reads}",
-        if c_worker.is_some() { "" } else { "; libportmgr.so not built: cargo build --release --lib" },
+        if c_worker.is_some() { "" } else { "; libportmgr.so not built: cargo build --release -p portmgr-capi" },
         dups.len(),
         bindfails.len(),
         s.held,
