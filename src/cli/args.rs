@@ -78,34 +78,42 @@ holds it for D, renewable with `portmgr renew`, whether or not the shell lives.
 --owner PID --ttl D ends at the first of the two. `portmgr release` frees it early.
 Inside $(...) with a pipeline the parent is a short-lived subshell: use --owner $$.")]
     Alloc(AllocArgs),
-    /// Release leases by port or by service name; print the ports freed
+    /// Release leases by port, by service name or by lease id; print the ports freed
     #[command(after_help = "\
 Examples:
   portmgr release 15321
   portmgr release 15321 15322
-  portmgr release --name web")]
-    #[command(group(ArgGroup::new("what").required(true).args(["ports", "name"])))]
+  portmgr release --name web
+  portmgr release --id 7              # the lease_id of `alloc --json` / `list`")]
+    #[command(group(ArgGroup::new("what").required(true).args(["ports", "name", "id"])))]
     Release {
         /// Port(s) whose lease to release (all ports of that lease are freed)
         #[arg(value_parser = port_parser())]
         ports: Vec<u16>,
         /// Release the lease with this service name
-        #[arg(long, conflicts_with = "ports")]
+        #[arg(long, conflicts_with_all = ["ports", "id"])]
         name: Option<String>,
+        /// Release the lease with this id (`lease_id` in `alloc --json`, ID in `list`)
+        #[arg(long, conflicts_with = "ports", value_name = "ID")]
+        id: Option<u64>,
     },
     /// Extend a lease's TTL (the heartbeat of a long-lived lease)
     #[command(after_help = "\
 Examples:
   portmgr renew 15321 --ttl 5m
+  portmgr renew --id 7 --ttl 5m
   while sleep 60; do portmgr renew --name web --ttl 5m; done &")]
-    #[command(group(ArgGroup::new("what").required(true).args(["port", "name"])))]
+    #[command(group(ArgGroup::new("what").required(true).args(["port", "name", "id"])))]
     Renew {
         /// Port whose lease to renew
         #[arg(value_parser = port_parser())]
         port: Option<u16>,
         /// Renew the lease with this service name
-        #[arg(long, conflicts_with = "port")]
+        #[arg(long, conflicts_with_all = ["port", "id"])]
         name: Option<String>,
+        /// Renew the lease with this id (`lease_id` in `alloc --json`, ID in `list`)
+        #[arg(long, conflicts_with = "port", value_name = "ID")]
+        id: Option<u64>,
         /// New TTL from now (default: the lease's own TTL), e.g. 90s, 5m, 1h
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         ttl: Option<Duration>,

@@ -67,12 +67,14 @@ pub(super) fn alloc(cli: &Cli, fmt: Format, a: &AllocArgs) -> R<i32> {
     Ok(EXIT_OK)
 }
 
-pub(super) fn release(cli: &Cli, fmt: Format, ports: &[u16], name: Option<&str>) -> R<i32> {
+pub(super) fn release(cli: &Cli, fmt: Format, ports: &[u16], name: Option<&str>, id: Option<u64>) -> R<i32> {
     no_env(fmt, "release")?;
     let reg = open_registry(cli)?;
     let mut freed: Vec<u16> = Vec::new();
     let mut first_err: Option<Fail> = None;
-    if let Some(n) = name {
+    if let Some(id) = id {
+        freed = reg.release_id(id)?;
+    } else if let Some(n) = name {
         freed = reg.release_name(n)?;
     } else {
         for &p in ports {
@@ -103,11 +105,22 @@ pub(super) fn release(cli: &Cli, fmt: Format, ports: &[u16], name: Option<&str>)
     }
 }
 
-pub(super) fn renew(cli: &Cli, fmt: Format, port: Option<u16>, name: Option<&str>, ttl: Option<Duration>) -> R<i32> {
+pub(super) fn renew(
+    cli: &Cli,
+    fmt: Format,
+    port: Option<u16>,
+    name: Option<&str>,
+    id: Option<u64>,
+    ttl: Option<Duration>,
+) -> R<i32> {
     no_env(fmt, "renew")?;
     let reg = open_registry(cli)?;
-    let infos = match (port, name) {
-        (Some(p), _) => {
+    let infos = match (id, port, name) {
+        (Some(id), _, _) => {
+            reg.renew_id(id, ttl)?;
+            reg.list()?.into_iter().filter(|i| i.lease_id == id).collect::<Vec<_>>()
+        }
+        (None, Some(p), _) => {
             // The port names a lease once; then only that lease is renewed and shown, even
             // if the port changes hands in between (its lease released, the port re-let).
             let not_held = || Error::NotFound(format!("no live lease holds port {p}"));
@@ -115,11 +128,11 @@ pub(super) fn renew(cli: &Cli, fmt: Format, port: Option<u16>, name: Option<&str
             reg.renew_id(id, ttl).map_err(|e| if matches!(e, Error::NotFound(_)) { not_held() } else { e })?;
             reg.list()?.into_iter().filter(|i| i.lease_id == id).collect::<Vec<_>>()
         }
-        (None, Some(n)) => {
+        (None, None, Some(n)) => {
             reg.renew_name(n, ttl)?;
             reg.get_by_name(n)?
         }
-        (None, None) => return Err(fail(EXIT_USAGE, "give a PORT or --name NAME")),
+        (None, None, None) => return Err(fail(EXIT_USAGE, "give a PORT, --name NAME or --id ID")),
     };
     match fmt {
         Format::Json => emit_json(&json!({ "renewed": infos.iter().map(lease_json).collect::<Vec<_>>() }))?,
@@ -205,13 +218,14 @@ pub(super) fn list(
             if !items.is_empty() {
                 let now = now_ms();
                 let mut s = format!(
-                    "{:<6} {:<5} {:<20} {:>8} {:>8} {:<10} {}\n",
-                    "PORT", "PROTO", "NAME", "PID", "WATCH", "EXPIRES", "STATE"
+                    "{:<6} {:>6} {:<5} {:<20} {:>8} {:>8} {:<10} {}\n",
+                    "PORT", "ID", "PROTO", "NAME", "PID", "WATCH", "EXPIRES", "STATE"
                 );
                 for i in &items {
                     s.push_str(&format!(
-                        "{:<6} {:<5} {:<20} {:>8} {:>8} {:<10} {}\n",
+                        "{:<6} {:>6} {:<5} {:<20} {:>8} {:>8} {:<10} {}\n",
                         i.port,
+                        i.lease_id,
                         shown(&i.protocols),
                         i.name.as_deref().map_or(Cow::Borrowed("-"), shown),
                         i.owner_pid,

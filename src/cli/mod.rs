@@ -218,8 +218,8 @@ fn dispatch(cli: &Cli) -> R<i32> {
         Cmd::Group { cmd: GroupCmd::Release { name } } => services::group_release(cli, fmt, name),
         Cmd::Group { cmd: GroupCmd::List } => services::group_list(cli, fmt),
         Cmd::Alloc(a) => leases::alloc(cli, fmt, a),
-        Cmd::Release { ports, name } => leases::release(cli, fmt, ports, name.as_deref()),
-        Cmd::Renew { port, name, ttl } => leases::renew(cli, fmt, *port, name.as_deref(), *ttl),
+        Cmd::Release { ports, name, id } => leases::release(cli, fmt, ports, name.as_deref(), *id),
+        Cmd::Renew { port, name, id, ttl } => leases::renew(cli, fmt, *port, name.as_deref(), *id, *ttl),
         Cmd::Gc { damaged } => leases::gc(cli, fmt, *damaged),
         Cmd::List { name, port, owner, service_type, group } => {
             leases::list(cli, fmt, name.as_deref(), *port, *owner, service_type.as_deref(), group.as_deref())

@@ -198,6 +198,93 @@ fn alloc_release_renew_list_in_every_format() {
     assert_eq!(stdout(&o), "");
 }
 
+/// The lease id is a handle: shown by `alloc --json` and `list` (plain and JSON),
+/// accepted by `release --id` and `renew --id`; an unknown or released id is exit 5.
+/// Ports 13850-13869.
+#[test]
+fn lease_ids_release_and_renew() {
+    let r = reg();
+    let alloc = |args: &[&str]| {
+        let mut a = vec!["alloc", "--range", "13850-13869", "--json"];
+        a.extend_from_slice(args);
+        let o = r.run(&a);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v["lease_id"].as_u64().unwrap(), v["ports"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u16).collect::<Vec<_>>())
+    };
+    let (a, mut pa) = alloc(&["--count", "2"]);
+    pa.sort_unstable();
+    let (b, pb) = alloc(&["--name", "by-id"]);
+    assert_ne!(a, b);
+
+    // list: JSON lease_id and the plain ID column
+    let ids: Vec<(u16, u64)> =
+        r.list_json().iter().map(|i| (i["port"].as_u64().unwrap() as u16, i["lease_id"].as_u64().unwrap())).collect();
+    for p in &pa {
+        assert!(ids.contains(&(*p, a)), "{ids:?}");
+    }
+    assert!(ids.contains(&(pb[0], b)), "{ids:?}");
+    let o = r.run(&["list"]);
+    let text = stdout(&o);
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(head[..3], ["PORT", "ID", "PROTO"], "{text}");
+    let rows: Vec<(u16, u64)> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].parse().unwrap(), f[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for row in &ids {
+        assert!(rows.contains(row), "{text}");
+    }
+
+    // renew --id: the lease gets the TTL, and only that lease is shown
+    let o = r.run(&["renew", "--id", &b.to_string(), "--ttl", "5m", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["renewed"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["renewed"][0]["lease_id"].as_u64(), Some(b), "{v}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let exp = v["renewed"][0]["expires_ms"].as_u64().unwrap();
+    assert!(exp > now + 250_000 && exp < now + 350_000, "{v}");
+    let o = r.run(&["renew", "--id", &b.to_string(), "--ttl", "1h"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).starts_with(&format!("{} expires in", pb[0])), "{}", stdout(&o));
+
+    // release --id frees every port of that lease and nothing else
+    let o = r.run(&["release", "--id", &a.to_string()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(ports_of(&o), pa);
+    assert_eq!(r.held(), pb);
+
+    // a released or unknown id: NotFound, exit 5, never a silent success
+    let unknown = (a.max(b) + 1000).to_string();
+    for id in [a.to_string(), unknown.clone(), "0".to_string()] {
+        assert_one_line_error(&r.run(&["release", "--id", &id]), 5, "not found");
+        assert_one_line_error(&r.run(&["renew", "--id", &id, "--ttl", "1m"]), 5, "not found");
+    }
+    assert_eq!(r.held(), pb);
+    let o = r.run(&["release", "--id", &b.to_string(), "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["released"], serde_json::json!(pb));
+    assert!(r.held().is_empty());
+    assert_one_line_error(&r.run(&["renew", "--id", &b.to_string()]), 5, "not found");
+
+    // --id conflicts with a port and --name, as those conflict with each other
+    for args in [
+        &["release", "--id", "1", "13850"][..],
+        &["release", "--id", "1", "--name", "x"],
+        &["renew", "--id", "1", "13850"],
+        &["renew", "--id", "1", "--name", "x"],
+    ] {
+        assert_one_line_error(&r.run(args), 2, "cannot be used");
+    }
+    assert_one_line_error(&r.run(&["release", "--id", "x"]), 2, "--id");
+}
+
 #[test]
 fn usage_errors_exit_2_with_one_line() {
     let r = reg();
