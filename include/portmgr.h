@@ -147,8 +147,8 @@ typedef uint32_t portmgr_status;
  * released and freed by `portmgr_lease_release` (or freed and detached by
  * `portmgr_lease_keep`): exactly one of the two, once.
  *
- * Functions: `portmgr_lease_port`, `portmgr_lease_ports`, `portmgr_lease_renew`,
- * `portmgr_lease_release`, `portmgr_lease_keep`.
+ * Functions: `portmgr_lease_port`, `portmgr_lease_ports`, `portmgr_lease_id`,
+ * `portmgr_lease_renew`, `portmgr_lease_release`, `portmgr_lease_keep`.
  *
  * Thread-safety: internally locked; any thread may use it, concurrent calls take turns.
  * It stays valid after its registry handle is closed.
@@ -163,8 +163,8 @@ typedef struct portmgr_lease portmgr_lease;
  *
  * Functions: `portmgr_registry_open`, `portmgr_registry_close`,
  * `portmgr_registry_set_lock_timeout`, `portmgr_allocate`, `portmgr_allocate_bound`,
- * `portmgr_release_port`, `portmgr_release_name`, `portmgr_renew_port`,
- * `portmgr_renew_name`, `portmgr_lookup_name`, `portmgr_registry_list_json`,
+ * `portmgr_release_port`, `portmgr_release_name`, `portmgr_release_id`,
+ * `portmgr_renew_port`, `portmgr_renew_name`, `portmgr_renew_id`, `portmgr_lookup_name`, `portmgr_registry_list_json`,
  * `portmgr_registry_stats_json`, `portmgr_registry_gc`; for named services, types and
  * groups: `portmgr_services_json`, `portmgr_export`, `portmgr_export_nginx_dir`,
  * `portmgr_import`, `portmgr_group_allocate`, `portmgr_group_release`.
@@ -407,6 +407,16 @@ portmgr_status portmgr_release_port(portmgr_registry *reg, uint16_t port);
 portmgr_status portmgr_release_name(portmgr_registry *reg, const char *name);
 
 /**
+ * Release lease `id` (all of its ports; the id of `portmgr_lease_id`, `lease_id` in
+ * `portmgr_registry_list_json`), as `portmgr_release_port`: the handle users of a port
+ * registry know.
+ *
+ * Errors: as `portmgr_release_port`; an unknown or already-released id is
+ * `PORTMGR_NOT_FOUND`, never a silent success. Thread-safe.
+ */
+portmgr_status portmgr_release_id(portmgr_registry *reg, uint64_t id);
+
+/**
  * Extend the TTL of the lease holding `port` to `ttl_ms` from now (0: by its own TTL
  * again): the heartbeat of a detached lease.
  *
@@ -414,6 +424,15 @@ portmgr_status portmgr_release_name(portmgr_registry *reg, const char *name);
  * TTL), `PORTMGR_NOT_FOUND`, `PORTMGR_TIMEOUT`. Thread-safe.
  */
 portmgr_status portmgr_renew_port(portmgr_registry *reg, uint16_t port, uint64_t ttl_ms);
+
+/**
+ * Extend the TTL of lease `id` to `ttl_ms` from now (0: by its own TTL again), as
+ * `portmgr_renew_port`.
+ *
+ * Errors: as `portmgr_renew_port`; an unknown, released or expired id is
+ * `PORTMGR_NOT_FOUND`. Thread-safe.
+ */
+portmgr_status portmgr_renew_id(portmgr_registry *reg, uint64_t id, uint64_t ttl_ms);
 
 /**
  * Extend the TTL of the lease named `name` (UTF-8), as `portmgr_renew_port`.
@@ -675,6 +694,16 @@ portmgr_status portmgr_request_set_metadata(portmgr_request *req,
  * error then says why. Thread-safe.
  */
 uint16_t portmgr_lease_port(const portmgr_lease *lease);
+
+/**
+ * The lease's id: the handle of `portmgr_release_id` and `portmgr_renew_id` (and of
+ * `portmgr release --id`), `lease_id` in `portmgr_registry_list_json`. It stays valid
+ * after `portmgr_lease_keep`, for any process of the user.
+ *
+ * Returns 0 (never a lease id) for NULL or an invalid (released, kept, forged) lease;
+ * the thread's last error then says why. Thread-safe.
+ */
+uint64_t portmgr_lease_id(const portmgr_lease *lease);
 
 /**
  * Copy the lease's ports into `ports` (at most `len` of them) and return how many the

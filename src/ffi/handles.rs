@@ -32,6 +32,8 @@ pub(crate) struct RequestEntry {
 /// (taken out when released or kept).
 pub(crate) struct LeaseEntry {
     pub(crate) ports: Vec<u16>,
+    /// The lease id (`Lease::id`), readable without taking the lease's mutex.
+    pub(crate) id: u64,
     /// The process that allocated it: in a forked child the lease is the parent's.
     pub(crate) pid: u32,
     pub(crate) lease: Mutex<Option<Lease>>,

@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 /// released and freed by `portmgr_lease_release` (or freed and detached by
 /// `portmgr_lease_keep`): exactly one of the two, once.
 ///
-/// Functions: `portmgr_lease_port`, `portmgr_lease_ports`, `portmgr_lease_renew`,
-/// `portmgr_lease_release`, `portmgr_lease_keep`.
+/// Functions: `portmgr_lease_port`, `portmgr_lease_ports`, `portmgr_lease_id`,
+/// `portmgr_lease_renew`, `portmgr_lease_release`, `portmgr_lease_keep`.
 ///
 /// Thread-safety: internally locked; any thread may use it, concurrent calls take turns.
 /// It stays valid after its registry handle is closed.
@@ -27,6 +27,17 @@ pub struct portmgr_lease {
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_lease_port(lease: *const portmgr_lease) -> u16 {
     guard_or(0, || Ok(handles::lease(lease, "lease", false)?.ports.first().copied().unwrap_or(0)))
+}
+
+/// The lease's id: the handle of `portmgr_release_id` and `portmgr_renew_id` (and of
+/// `portmgr release --id`), `lease_id` in `portmgr_registry_list_json`. It stays valid
+/// after `portmgr_lease_keep`, for any process of the user.
+///
+/// Returns 0 (never a lease id) for NULL or an invalid (released, kept, forged) lease;
+/// the thread's last error then says why. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn portmgr_lease_id(lease: *const portmgr_lease) -> u64 {
+    guard_or(0, || Ok(handles::lease(lease, "lease", false)?.id))
 }
 
 /// Copy the lease's ports into `ports` (at most `len` of them) and return how many the

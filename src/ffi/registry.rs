@@ -24,8 +24,8 @@ use crate::registry::{Registry, Request};
 ///
 /// Functions: `portmgr_registry_open`, `portmgr_registry_close`,
 /// `portmgr_registry_set_lock_timeout`, `portmgr_allocate`, `portmgr_allocate_bound`,
-/// `portmgr_release_port`, `portmgr_release_name`, `portmgr_renew_port`,
-/// `portmgr_renew_name`, `portmgr_lookup_name`, `portmgr_registry_list_json`,
+/// `portmgr_release_port`, `portmgr_release_name`, `portmgr_release_id`,
+/// `portmgr_renew_port`, `portmgr_renew_name`, `portmgr_renew_id`, `portmgr_lookup_name`, `portmgr_registry_list_json`,
 /// `portmgr_registry_stats_json`, `portmgr_registry_gc`; for named services, types and
 /// groups: `portmgr_services_json`, `portmgr_export`, `portmgr_export_nginx_dir`,
 /// `portmgr_import`, `portmgr_group_allocate`, `portmgr_group_release`.
@@ -114,8 +114,9 @@ pub(crate) fn request_of(req: *const portmgr_request) -> Result<RequestEntry> {
 
 pub(crate) fn new_lease(lease: crate::registry::Lease) -> usize {
     let ports = lease.ports().to_vec();
+    let id = lease.id();
     let pid = std::process::id();
-    handles::insert(Entry::Lease(Arc::new(LeaseEntry { ports, pid, lease: Mutex::new(Some(lease)) })))
+    handles::insert(Entry::Lease(Arc::new(LeaseEntry { ports, id, pid, lease: Mutex::new(Some(lease)) })))
 }
 
 /// Allocate ports as `req` asks (NULL: one TCP port from the default pool, random
@@ -264,6 +265,20 @@ pub unsafe extern "C" fn portmgr_release_name(reg: *mut portmgr_registry, name: 
     })
 }
 
+/// Release lease `id` (all of its ports; the id of `portmgr_lease_id`, `lease_id` in
+/// `portmgr_registry_list_json`), as `portmgr_release_port`: the handle users of a port
+/// registry know.
+///
+/// Errors: as `portmgr_release_port`; an unknown or already-released id is
+/// `PORTMGR_NOT_FOUND`, never a silent success. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn portmgr_release_id(reg: *mut portmgr_registry, id: u64) -> portmgr_status {
+    guard(|| {
+        handles::registry(reg, "reg", false)?.release_id(id)?;
+        Ok(())
+    })
+}
+
 /// Extend the TTL of the lease holding `port` to `ttl_ms` from now (0: by its own TTL
 /// again): the heartbeat of a detached lease.
 ///
@@ -274,6 +289,20 @@ pub extern "C" fn portmgr_renew_port(reg: *mut portmgr_registry, port: u16, ttl_
     guard(|| {
         let ttl = (ttl_ms > 0).then(|| Duration::from_millis(ttl_ms));
         handles::registry(reg, "reg", false)?.renew_port(port, ttl)?;
+        Ok(())
+    })
+}
+
+/// Extend the TTL of lease `id` to `ttl_ms` from now (0: by its own TTL again), as
+/// `portmgr_renew_port`.
+///
+/// Errors: as `portmgr_renew_port`; an unknown, released or expired id is
+/// `PORTMGR_NOT_FOUND`. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn portmgr_renew_id(reg: *mut portmgr_registry, id: u64, ttl_ms: u64) -> portmgr_status {
+    guard(|| {
+        let ttl = (ttl_ms > 0).then(|| Duration::from_millis(ttl_ms));
+        handles::registry(reg, "reg", false)?.renew_id(id, ttl)?;
         Ok(())
     })
 }

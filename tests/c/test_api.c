@@ -400,6 +400,56 @@ static void test_keep_renew_views(void) {
     portmgr_request_free(req);
 }
 
+/* Issue 13.2: the lease id is a handle: portmgr_lease_id, lease_id in the list JSON,
+ * portmgr_release_id and portmgr_renew_id; an unknown or released id is NOT_FOUND. */
+static void test_lease_ids(void) {
+    portmgr_request *req = request_in(26311, 26319);
+    portmgr_lease *a = NULL, *b = NULL;
+    REQUIRE_OK(portmgr_allocate(reg, req, &a));
+    REQUIRE_OK(portmgr_allocate(reg, req, &b));
+    uint64_t ida = portmgr_lease_id(a), idb = portmgr_lease_id(b);
+    uint16_t pa = portmgr_lease_port(a), pb = portmgr_lease_port(b);
+    CHECK(ida != 0 && idb != 0 && ida != idb);
+    CHECK(portmgr_lease_id(NULL) == 0);
+    CHECK(strstr(last_err(), "lease") != NULL);
+    /* The list JSON names the same id for the same port. */
+    char json[65536], want[64];
+    size_t n = 0;
+    CHECK_OK(portmgr_registry_list_json(reg, json, sizeof json, &n));
+    snprintf(want, sizeof want, "\"port\":%u", (unsigned)pb);
+    const char *rec = strstr(json, want);
+    CHECK(rec != NULL);
+    snprintf(want, sizeof want, "\"lease_id\":%llu,", (unsigned long long)idb);
+    const char *start = rec;
+    while (start && start > json && *start != '{') start--;
+    const char *end = rec ? strchr(rec, '}') : NULL;
+    const char *idpos = start ? strstr(start, want) : NULL;
+    CHECK(idpos != NULL && end != NULL && idpos < end);
+    /* Renew by id: with a TTL, then by its own TTL again. */
+    CHECK_OK(portmgr_renew_id(reg, ida, 60000));
+    CHECK_OK(portmgr_renew_id(reg, ida, 0));
+    /* Kept, the id still names it; released by id, every port is free and the id gone. */
+    CHECK_OK(portmgr_lease_keep(a));
+    CHECK(portmgr_lease_id(a) == 0);
+    CHECK_OK(portmgr_release_id(reg, ida));
+    CHECK_ST(portmgr_release_port(reg, pa), PORTMGR_NOT_FOUND);
+    CHECK_ST(portmgr_release_id(reg, ida), PORTMGR_NOT_FOUND);
+    CHECK(strstr(last_err(), "not found") != NULL || strstr(last_err(), "no live lease") != NULL);
+    CHECK_ST(portmgr_renew_id(reg, ida, 1000), PORTMGR_NOT_FOUND);
+    uint64_t unknown = (ida > idb ? ida : idb) + 1000;
+    CHECK_ST(portmgr_release_id(reg, unknown), PORTMGR_NOT_FOUND);
+    CHECK_ST(portmgr_renew_id(reg, unknown, 1000), PORTMGR_NOT_FOUND);
+    CHECK_ST(portmgr_release_id(reg, 0), PORTMGR_NOT_FOUND);
+    /* The other lease is untouched. */
+    CHECK_OK(portmgr_renew_id(reg, idb, 60000));
+    CHECK_OK(portmgr_release_id(reg, idb));
+    CHECK_ST(portmgr_renew_id(reg, idb, 0), PORTMGR_NOT_FOUND);
+    CHECK_OK(portmgr_lease_release(b)); /* already freed by id: succeeds */
+    CHECK_ST(portmgr_release_id(NULL, idb), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_renew_id(NULL, idb, 0), PORTMGR_INVALID_ARGUMENT);
+    portmgr_request_free(req);
+}
+
 /* fork: the child may use the registry handle (it gets its own owner slot); the parent's
  * lease stays the parent's, and releasing the inherited handle in the child is harmless. */
 static void test_fork(void) {
@@ -482,6 +532,7 @@ int main(int argc, char **argv) {
     test_multi_port();
     test_bound();
     test_keep_renew_views();
+    test_lease_ids();
     test_health();
     test_fork();
     portmgr_registry_close(reg);
