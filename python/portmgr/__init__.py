@@ -96,8 +96,10 @@ __all__ = [
     "free_port",
     "release",
     "release_name",
+    "release_id",
     "renew",
     "renew_name",
+    "renew_id",
     "bound_socket",
     "Lease",
     # registry and its views
@@ -311,6 +313,18 @@ def release_name(name: str) -> builtins.list[int]:
 def renew(port: int, ttl: Optional[float] = None) -> None:
     """Extend the TTL of the lease holding ``port`` to ``ttl`` seconds from now."""
     registry().renew(port, ttl)
+
+
+def release_id(id: int) -> builtins.list[int]:
+    """Release lease ``id`` (``Lease.id``, ``LeaseInfo.lease_id``; all its ports); returns
+    the ports freed. NotFound for an unknown or already-released id."""
+    return registry().release_id(id)
+
+
+def renew_id(id: int, ttl: Optional[float] = None) -> None:
+    """Extend the TTL of lease ``id`` to ``ttl`` seconds from now (its own TTL when None).
+    NotFound for an unknown, released or expired id."""
+    registry().renew_id(id, ttl)
 
 
 def bound_socket(**options: Unpack[_BoundSocketOptions]) -> socket.socket:

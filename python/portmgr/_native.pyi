@@ -256,8 +256,14 @@ class Registry:
         is gone, leaving the port's new holder alone)."""
     def release_name(self, name: str) -> builtins.list[int]:
         """Release the live lease named ``name``; returns the ports freed."""
+    def release_id(self, id: int) -> builtins.list[int]:
+        """Release lease ``id`` (:attr:`Lease.id`, :attr:`LeaseInfo.lease_id`; all its
+        ports); returns the ports freed. NotFound for an unknown or already-released id."""
     def renew(self, port: int, ttl: Optional[float] = None) -> None:
         """Extend the TTL of the lease holding ``port`` (its own TTL when None)."""
+    def renew_id(self, id: int, ttl: Optional[float] = None) -> None:
+        """Extend the TTL of lease ``id`` (its own TTL when None). NotFound for an unknown,
+        released or expired id."""
     def renew_name(self, name: str, ttl: Optional[float] = None) -> None:
         """Extend the TTL of the lease named ``name``."""
     def list(self) -> builtins.list[LeaseInfo]:

@@ -181,6 +181,13 @@ impl PyRegistry {
         detached(py, || reg.release_name(name)).map_err(PyErr::from)
     }
 
+    /// Release lease `id` (`Lease.id`, `LeaseInfo.lease_id`; all its ports); returns the
+    /// ports freed. NotFound for an unknown or already-released id.
+    fn release_id(&self, py: Python<'_>, id: u64) -> PyResult<Vec<u16>> {
+        let reg = &self.reg;
+        detached(py, || reg.release_id(id)).map_err(PyErr::from)
+    }
+
     /// Extend the TTL of the lease holding `port` to `ttl` seconds from now (its own TTL
     /// when None).
     #[pyo3(signature = (port, ttl = None))]
@@ -189,6 +196,15 @@ impl PyRegistry {
         let ttl = ttl.map(|t| seconds_arg("ttl", t, false)).transpose()?;
         let reg = &self.reg;
         detached(py, || reg.renew_port(port, ttl)).map_err(PyErr::from)
+    }
+
+    /// Extend the TTL of lease `id` (as `renew`). NotFound for an unknown, released or
+    /// expired id.
+    #[pyo3(signature = (id, ttl = None))]
+    fn renew_id(&self, py: Python<'_>, id: u64, ttl: Option<f64>) -> PyResult<()> {
+        let ttl = ttl.map(|t| seconds_arg("ttl", t, false)).transpose()?;
+        let reg = &self.reg;
+        detached(py, || reg.renew_id(id, ttl)).map_err(PyErr::from)
     }
 
     /// Extend the TTL of the lease named `name` (as `renew`).

@@ -171,3 +171,52 @@ def test_release_by_port_of_a_gone_free_port_leaves_the_next_holder_alone() -> N
     # Asked again, by port: the call now means "whatever holds the port" (it is the
     # CLI's TTL lease, releasable by anyone of the user).
     assert portmgr.release(port) == [port]
+
+
+def test_lease_ids_release_and_renew() -> None:
+    """Issue 13.2: the lease id is a handle (Registry.release_id/renew_id and the module
+    wrappers); an unknown or released id is NotFound, never a silent success. Ports
+    10180-10189."""
+    rng = (10180, 10188)  # 10189: the CLI's, below
+    reg = portmgr.registry()
+    a = portmgr.allocate(range=rng, count=2)
+    b = portmgr.allocate(range=rng, ttl=60)
+    assert a.id != b.id
+    assert {i.lease_id for i in portmgr.leases() if i.port in a.ports} == {a.id}
+    assert info(b.port).lease_id == b.id
+
+    # renew by id: that lease gets the TTL, the other keeps its own
+    b_before = info(b.port).expires_ms
+    reg.renew_id(a.id, 300)
+    exp = info(a.ports[0]).expires_ms
+    assert exp is not None and b_before is not None and exp > b_before + 200_000
+    portmgr.renew_id(b.id)  # by its own TTL again
+    assert info(b.port).expires_ms is not None
+
+    # release by id: every port of that lease, nothing else
+    assert sorted(reg.release_id(a.id)) == sorted(a.ports)
+    assert all(portmgr.get_by_port(p) is None for p in a.ports)
+    assert info(b.port).lease_id == b.id
+
+    # released or unknown ids: NotFound from every call
+    unknown = max(a.id, b.id) + 1000
+    for bad in (a.id, unknown, 0):
+        with pytest.raises(portmgr.NotFound):
+            reg.release_id(bad)
+        with pytest.raises(portmgr.NotFound):
+            portmgr.release_id(bad)
+        with pytest.raises(portmgr.NotFound):
+            reg.renew_id(bad, 60)
+        with pytest.raises(portmgr.NotFound):
+            portmgr.renew_id(bad)
+    a.release()  # already freed by id: still idempotent
+
+    # an id from another process (the CLI's kept lease) is released here by id
+    port = int(cli("alloc", "--ttl", "5m", "--range", "10189-10189"))
+    theirs = info(port).lease_id
+    assert portmgr.release_id(theirs) == [port]
+    assert portmgr.get_by_port(port) is None
+    assert portmgr.release_id(b.id) == [b.port]
+    with pytest.raises(portmgr.NotFound):
+        b.renew(60)
+    b.release()
