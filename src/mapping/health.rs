@@ -157,13 +157,11 @@ fn report(svc: &Services, threshold: f64) -> Result<Health> {
             }
             None if (a, b) == (pool.start(), pool.end()) => {}
             None => {
-                // A type's range wins over the same range asked for explicitly.
-                if !ranges.contains_key(&(RangeKind::Type, a, b)) {
-                    ranges.insert((RangeKind::Explicit, a, b), None);
-                }
+                ranges.insert((RangeKind::Explicit, a, b), None);
             }
         }
     }
+    // A type's range wins over the same range asked for explicitly.
     let typed_ranges: HashSet<(u16, u16)> =
         ranges.keys().filter(|k| k.0 == RangeKind::Type).map(|k| (k.1, k.2)).collect();
     ranges.retain(|k, _| k.0 != RangeKind::Explicit || !typed_ranges.contains(&(k.1, k.2)));
@@ -171,8 +169,8 @@ fn report(svc: &Services, threshold: f64) -> Result<Health> {
     let mut problems = Vec::new();
     let mut uses = Vec::new();
     for ((kind, a, b), service_type) in ranges {
-        let size = if kind == RangeKind::Pool { pool.len() } else { PortRange::new(a, b)?.len() };
         let range = if kind == RangeKind::Pool { pool.clone() } else { PortRange::new(a, b)? };
+        let size = range.len();
         let held = leases.iter().filter(|i| range.contains(i.port)).count();
         let utilization = held as f64 / size.max(1) as f64;
         if utilization >= threshold {
