@@ -49,20 +49,46 @@ fn new_socket(addr: IpAddr, ty: Type) -> io::Result<Socket> {
     Ok(s)
 }
 
-/// Bind one socket of type `ty` to `addr:port`; `Ok(false)` when the port is taken.
-fn bind_probe(addr: IpAddr, port: u16, ty: Type) -> Result<bool> {
+/// What a bind probe found on one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortState {
+    /// The port can be bound.
+    Free,
+    /// Something holds the port (`EADDRINUSE`).
+    InUse,
+    /// This process may not bind the port at all (`EACCES`): it is below
+    /// `net.ipv4.ip_unprivileged_port_start` and the process lacks
+    /// `CAP_NET_BIND_SERVICE`. Says nothing about whether another program holds it
+    /// (Linux checks the permission before the address).
+    Privileged,
+}
+
+impl PortState {
+    /// `"free"`, `"in use"` or `"privileged"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortState::Free => "free",
+            PortState::InUse => "in use",
+            PortState::Privileged => "privileged",
+        }
+    }
+}
+
+/// Bind one socket of type `ty` to `addr:port` and say what happened.
+fn bind_probe(addr: IpAddr, port: u16, ty: Type) -> Result<PortState> {
     let sock = new_socket(addr, ty).map_err(|e| Error::os("creating a probe socket", e))?;
     match sock.bind(&SockAddr::from(SocketAddr::new(addr, port))) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok(false),
-        // EACCES: a privileged port we may not bind, so not free for us either.
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) => Ok(false),
+        Ok(()) => Ok(PortState::Free),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok(PortState::InUse),
+        // EACCES: a privileged port this process may not bind, so not free for it either.
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => Ok(PortState::Privileged),
         Err(e) => Err(Error::os(format!("probing {addr} port {port}"), e)),
     }
 }
 
 /// Whether `port` can be bound for every protocol in `protocols` on every address
-/// (the dual-stack wildcard). Port 0 is an invalid argument.
+/// (the dual-stack wildcard). Port 0 is an invalid argument. A privileged port this
+/// process may not bind is not free ([`state`] tells it apart from one in use).
 pub fn is_free(port: u16, protocols: Protocols) -> Result<bool> {
     is_free_on(wildcard(), port, protocols)
 }
@@ -72,16 +98,59 @@ pub fn is_free(port: u16, protocols: Protocols) -> Result<bool> {
 /// On a specific address this answers "can I bind there", which is weaker than
 /// [`is_free`]: a holder on another address is not seen.
 pub fn is_free_on(addr: IpAddr, port: u16, protocols: Protocols) -> Result<bool> {
+    Ok(state_on(addr, port, protocols)? == PortState::Free)
+}
+
+/// What a bind probe of `port` on every address (the dual-stack wildcard) finds for
+/// `protocols`: free, in use, or privileged for this process. The one place that
+/// decides "privileged": every skin's `check` comes here.
+pub fn state(port: u16, protocols: Protocols) -> Result<PortState> {
+    state_on(wildcard(), port, protocols)
+}
+
+/// [`state`] on `addr`. Privileged wins over in use (the kernel refuses the bind for
+/// the permission before it looks at the address).
+pub fn state_on(addr: IpAddr, port: u16, protocols: Protocols) -> Result<PortState> {
     if port == 0 {
         return Err(Error::invalid("port 0 is not a port (it asks the kernel to pick one)"));
     }
-    if protocols.tcp() && !bind_probe(addr, port, Type::STREAM)? {
-        return Ok(false);
+    let mut out = PortState::Free;
+    for (on, ty) in [(protocols.tcp(), Type::STREAM), (protocols.udp(), Type::DGRAM)] {
+        if !on {
+            continue;
+        }
+        match bind_probe(addr, port, ty)? {
+            PortState::Free => {}
+            PortState::Privileged => return Ok(PortState::Privileged),
+            PortState::InUse => out = PortState::InUse,
+        }
     }
-    if protocols.udp() && !bind_probe(addr, port, Type::DGRAM)? {
-        return Ok(false);
-    }
-    Ok(true)
+    Ok(out)
+}
+
+/// `net.ipv4.ip_unprivileged_port_start` (`/proc/sys/net/ipv4/ip_unprivileged_port_start`):
+/// the lowest port a process without `CAP_NET_BIND_SERVICE` may bind; `None` when it
+/// cannot be read (then Linux's historic 1024 applies).
+pub fn unprivileged_port_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").ok()?.trim().parse().ok()
+}
+
+/// Why `port` is [`PortState::Privileged`], in words, with what to do about it.
+pub fn privileged_reason(port: u16) -> String {
+    let start = match unprivileged_port_start() {
+        Some(s) => format!("net.ipv4.ip_unprivileged_port_start = {s}"),
+        None => "net.ipv4.ip_unprivileged_port_start".to_string(),
+    };
+    let from = unprivileged_port_start().unwrap_or(1024);
+    format!(
+        "port {port} is privileged for this user (below {start}, and this process lacks CAP_NET_BIND_SERVICE): use a port from {from} up, or grant the capability"
+    )
+}
+
+/// The error for a port this process may not bind: an invalid argument (exit 2 in the
+/// command), not "in use".
+pub fn privileged_error(port: u16) -> Error {
+    Error::invalid(privileged_reason(port))
 }
 
 /// The ports of `range` that are in use for any protocol in `protocols`, ascending.
@@ -299,6 +368,8 @@ pub fn bind_socket(addr: IpAddr, port: u16, protocol: Protocols) -> Result<Socke
     sock.bind(&SockAddr::from(SocketAddr::new(addr, port))).map_err(|e| {
         if e.raw_os_error() == Some(libc::EADDRINUSE) {
             Error::PortInUse { port, holder: "a socket outside portmgr".into() }
+        } else if e.raw_os_error() == Some(libc::EACCES) {
+            privileged_error(port)
         } else {
             Error::os(format!("binding {addr} port {port}"), e)
         }
@@ -339,6 +410,7 @@ pub fn kernel_port(protocols: Protocols) -> Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys;
     use std::net::UdpSocket;
 
     #[test]
@@ -357,6 +429,29 @@ mod tests {
         assert!(!is_free(port, Protocols::UDP).unwrap(), "a v4 loopback holder must be seen by the dual-stack probe");
         assert!(is_free_on(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), port, Protocols::UDP).unwrap());
         assert!(is_free(0, Protocols::TCP).is_err());
+    }
+
+    #[test]
+    fn states() {
+        let s = bind_listener(29989, Protocols::TCP).unwrap();
+        assert_eq!(state(29989, Protocols::TCP).unwrap(), PortState::InUse);
+        assert_eq!(state(29989, Protocols::UDP).unwrap(), PortState::Free);
+        assert_eq!(state(29989, Protocols::BOTH).unwrap(), PortState::InUse);
+        drop(s);
+        assert_eq!(state(29989, Protocols::BOTH).unwrap(), PortState::Free);
+        assert_eq!(state(0, Protocols::TCP).unwrap_err().code(), crate::ErrorCode::InvalidArgument);
+        let start = unprivileged_port_start().expect("/proc/sys/net/ipv4/ip_unprivileged_port_start");
+        // Root (CAP_NET_BIND_SERVICE) may bind below the start: never "privileged" for it.
+        // (The unprivileged side runs as uid 65534 in crates/portmgr-cli/tests/cli.rs.)
+        if sys::geteuid() == 0 && start > 1 {
+            let st = state(start - 1, Protocols::TCP).unwrap();
+            assert_ne!(st, PortState::Privileged);
+        }
+        let e = privileged_error(80);
+        assert_eq!(e.code(), crate::ErrorCode::InvalidArgument);
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("ip_unprivileged_port_start = {start}")), "{msg}");
+        assert!(msg.contains("port 80 is privileged for this user") && msg.contains("CAP_NET_BIND_SERVICE"), "{msg}");
     }
 
     #[test]

@@ -17,7 +17,6 @@ use crate::mapping::{self, Service, ServiceSpec};
 use crate::probe;
 use crate::range::{PortRange, Protocols};
 use crate::registry::{LeaseInfo, Request};
-use crate::sys;
 
 pub(super) fn alloc(cli: &Cli, fmt: Format, a: &AllocArgs) -> R<i32> {
     let reg = open_registry(cli)?;
@@ -268,31 +267,53 @@ pub(super) fn check(cli: &Cli, fmt: Format, ports: &[u16], proto: Protocols) -> 
     no_env(fmt, "check")?;
     let reg = open_registry(cli)?;
     let mut all_free = true;
+    let mut any_in_use = false;
     let mut rows = Vec::new();
     let mut text = String::new();
     for &p in ports {
-        let bound = !probe::is_free(p, proto)?;
+        let state = probe::state(p, proto)?;
+        let bound = state == probe::PortState::InUse;
+        let privileged = state == probe::PortState::Privileged;
         let lease = reg.get_by_port(p)?;
-        let free = !bound && lease.is_none();
+        let free = state == probe::PortState::Free && lease.is_none();
         all_free &= free;
-        let why = match (&lease, bound) {
-            (None, false) => "free".to_string(),
-            (None, true) if p < 1024 && sys::geteuid() != 0 => {
-                "in use, or privileged: ports below 1024 need root to bind".to_string()
-            }
-            (None, true) => format!("in use: bound ({proto}) by a program outside portmgr"),
-            (Some(i), b) => {
-                format!("in use: held in the registry ({}){}", describe(i), if b { ", and bound" } else { "" })
-            }
+        any_in_use |= bound || lease.is_some();
+        let why = match (&lease, state) {
+            (None, probe::PortState::Free) => "free".to_string(),
+            (None, probe::PortState::Privileged) => format!("privileged: {}", probe::privileged_reason(p)),
+            (None, probe::PortState::InUse) => format!("in use: bound ({proto}) by a program outside portmgr"),
+            (Some(i), st) => format!(
+                "in use: held in the registry ({}){}",
+                describe(i),
+                match st {
+                    probe::PortState::InUse => ", and bound",
+                    probe::PortState::Privileged => ", and privileged for this user",
+                    probe::PortState::Free => "",
+                }
+            ),
         };
         text.push_str(&format!("{p} {why}\n"));
-        rows.push(json!({ "port": p, "free": free, "bound": bound, "lease": lease.as_ref().map(lease_json) }));
+        rows.push(json!({
+            "port": p,
+            "free": free,
+            "bound": bound,
+            "privileged": privileged,
+            "state": if lease.is_some() { "held" } else { state.as_str() },
+            "lease": lease.as_ref().map(lease_json),
+        }));
     }
     match fmt {
         Format::Json => emit_json(&serde_json::Value::Array(rows))?,
         _ => emit(&text)?,
     }
-    Ok(if all_free { EXIT_OK } else { EXIT_IN_USE })
+    // In use (4) wins over privileged (2, a permission problem).
+    Ok(if all_free {
+        EXIT_OK
+    } else if any_in_use {
+        EXIT_IN_USE
+    } else {
+        EXIT_USAGE
+    })
 }
 
 pub(super) fn scan(cli: &Cli, fmt: Format, range: &PortRange, proto: Protocols) -> R<i32> {

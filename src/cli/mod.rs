@@ -18,7 +18,7 @@
 //! | --- | --- |
 //! | 0 | success (`check`: every port free; `health`: healthy) |
 //! | 1 | any other error (an operating-system error, a bug) |
-//! | 2 | usage: a bad option, argument or value |
+//! | 2 | usage: a bad option, argument or value (`check`: a port is privileged for this user and none is in use) |
 //! | 3 | exhausted: no free port in the range |
 //! | 4 | in use: the port or service name is held (`check`: some port is in use) |
 //! | 5 | not found: no lease with that port or name |

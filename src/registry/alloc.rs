@@ -144,7 +144,13 @@ impl Registry {
                 self.rollback(lease_id, back)?;
                 if preferred_round && req.required {
                     self.rollback(lease_id, got.iter().map(|g| g.0))?;
-                    return Err(Error::PortInUse { port: busy[0], holder: "a socket outside portmgr".into() });
+                    // A port this process may not bind is a permission problem, not "in use".
+                    let p = busy[0];
+                    let addr = req.probe_addr.unwrap_or_else(probe::wildcard);
+                    if probe::state_on(addr, p, req.protocols)? == probe::PortState::Privileged {
+                        return Err(probe::privileged_error(p));
+                    }
+                    return Err(Error::PortInUse { port: p, holder: "a socket outside portmgr".into() });
                 }
             }
             got.extend(fresh);

@@ -1040,3 +1040,103 @@ fn registry_notices_reach_stderr() {
     assert_eq!(err.matches("moved it aside").count(), 1, "{err}");
     assert!(err.starts_with("portmgr: registry file"), "{err}");
 }
+
+// Issue 13.6: privileged ports said plainly. Ports 13870-13879.
+
+/// `portmgr ARGS...` as uid/gid 65534 (nobody) on a registry directory owned by it.
+fn as_nobody(dir: &Path, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    Command::new(BIN)
+        .arg("--registry")
+        .arg(dir)
+        .args(args)
+        .env("PORTMGR_DIR", dir.join("not-this-one"))
+        .env_remove("PORTMGR_RANGE")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap()
+}
+
+/// For a user who may not bind below `net.ipv4.ip_unprivileged_port_start`, `check` and
+/// `alloc --preferred P --required` say the port is privileged (exit 2), not in use; root
+/// (CAP_NET_BIND_SERVICE) may bind the same port, so for root it is free.
+#[test]
+fn privileged_ports_said_plainly() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test drops to uid 65534, so it must start as root");
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // A registry directory nobody owns (mode 0700) under a directory it may traverse.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("reg");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let root = reg();
+    let check_json = |o: &Output| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))[0].clone()
+    };
+
+    // An unprivileged port free for everyone: never "privileged", for nobody or root.
+    let o = as_nobody(&dir, &["check", "--json", "13870"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let row = check_json(&o);
+    assert_eq!((row["free"].as_bool(), row["privileged"].as_bool()), (Some(true), Some(false)), "{row}");
+    assert_eq!(row["state"], "free", "{row}");
+
+    if start <= 1 {
+        println!("note: net.ipv4.ip_unprivileged_port_start is {start}: no port is privileged here, only the unprivileged behaviour was checked");
+        return;
+    }
+    // A privileged port that nothing holds (root's probe says free), highest first.
+    let port = (1..start)
+        .rev()
+        .find(|p| check_json(&root.run(&["check", "--json", "--proto", "both", &p.to_string()]))["free"] == true)
+        .expect("every port below ip_unprivileged_port_start is in use");
+    let ps = port.to_string();
+
+    // Nobody: privileged, exit 2, said in words, not "in use".
+    let o = as_nobody(&dir, &["check", &ps]);
+    assert_eq!(code(&o), 2, "stdout: {} stderr: {}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with(&format!("{port} privileged: ")), "{out}");
+    assert!(out.contains(&format!("ip_unprivileged_port_start = {start}")), "{out}");
+    assert!(out.contains("CAP_NET_BIND_SERVICE"), "{out}");
+    assert!(!out.contains("in use"), "{out}");
+    let o = as_nobody(&dir, &["check", "--json", &ps]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let row = check_json(&o);
+    assert_eq!(row["privileged"], true, "{row}");
+    assert_eq!(row["bound"], false, "{row}");
+    assert_eq!(row["free"], false, "{row}");
+    assert_eq!(row["state"], "privileged", "{row}");
+    // With a port in use beside it, "in use" (4) wins.
+    let held = TcpListener::bind("0.0.0.0:13871").unwrap();
+    let o = as_nobody(&dir, &["check", &ps, "13871"]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    drop(held);
+
+    let o = as_nobody(&dir, &["alloc", "--preferred", &ps, "--required", "--ttl", "1m"]);
+    assert_one_line_error(&o, 2, &format!("port {port} is privileged for this user"));
+    assert!(stderr(&o).contains(&format!("use a port from {start} up")), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("in use"), "{}", stderr(&o));
+    // Not required: falls back to the strategy as before.
+    let o = as_nobody(&dir, &["alloc", "--preferred", &ps, "--range", "13872-13879", "--ttl", "1m"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let got = ports_of(&o);
+    assert!(got.len() == 1 && (13872..=13879).contains(&got[0]), "{got:?}");
+    assert_eq!(code(&as_nobody(&dir, &["release", &got[0].to_string()])), 0);
+
+    // Root may bind it: free, and allocated as preferred.
+    let o = root.run(&["check", "--json", &ps]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let row = check_json(&o);
+    assert_eq!((row["privileged"].as_bool(), row["state"].as_str()), (Some(false), Some("free")), "{row}");
+    let o = root.run(&["alloc", "--preferred", &ps, "--required", "--ttl", "1m"]);
+    assert_eq!((code(&o), ports_of(&o)), (0, vec![port]), "{}", stderr(&o));
+    assert_eq!(code(&root.run(&["release", &ps])), 0);
+}
