@@ -1044,9 +1044,11 @@ fn registry_notices_reach_stderr() {
 // Issue 13.6: privileged ports said plainly. Ports 13870-13879.
 
 /// `portmgr ARGS...` as uid/gid 65534 (nobody) on a registry directory owned by it.
-fn as_nobody(dir: &Path, args: &[&str]) -> Output {
+/// Run `bin` (a copy of the binary nobody may execute, see `privileged_ports_said_plainly`)
+/// as uid/gid 65534.
+fn as_nobody(bin: &Path, dir: &Path, args: &[&str]) -> Output {
     use std::os::unix::process::CommandExt;
-    Command::new(BIN)
+    Command::new(bin)
         .arg("--registry")
         .arg(dir)
         .args(args)
@@ -1072,6 +1074,11 @@ fn privileged_ports_said_plainly() {
     // A registry directory nobody owns (mode 0700) under a directory it may traverse.
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The binary, copied where uid 65534 may execute it: the checkout (and so target/)
+    // may sit under a directory only root can enter.
+    let bin = tmp.path().join("portmgr");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let dir = tmp.path().join("reg");
     std::fs::create_dir(&dir).unwrap();
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
@@ -1082,7 +1089,7 @@ fn privileged_ports_said_plainly() {
     };
 
     // An unprivileged port free for everyone: never "privileged", for nobody or root.
-    let o = as_nobody(&dir, &["check", "--json", "13870"]);
+    let o = as_nobody(&bin, &dir, &["check", "--json", "13870"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let row = check_json(&o);
     assert_eq!((row["free"].as_bool(), row["privileged"].as_bool()), (Some(true), Some(false)), "{row}");
@@ -1100,14 +1107,14 @@ fn privileged_ports_said_plainly() {
     let ps = port.to_string();
 
     // Nobody: privileged, exit 2, said in words, not "in use".
-    let o = as_nobody(&dir, &["check", &ps]);
+    let o = as_nobody(&bin, &dir, &["check", &ps]);
     assert_eq!(code(&o), 2, "stdout: {} stderr: {}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.starts_with(&format!("{port} privileged: ")), "{out}");
     assert!(out.contains(&format!("ip_unprivileged_port_start = {start}")), "{out}");
     assert!(out.contains("CAP_NET_BIND_SERVICE"), "{out}");
     assert!(!out.contains("in use"), "{out}");
-    let o = as_nobody(&dir, &["check", "--json", &ps]);
+    let o = as_nobody(&bin, &dir, &["check", "--json", &ps]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     let row = check_json(&o);
     assert_eq!(row["privileged"], true, "{row}");
@@ -1116,20 +1123,20 @@ fn privileged_ports_said_plainly() {
     assert_eq!(row["state"], "privileged", "{row}");
     // With a port in use beside it, "in use" (4) wins.
     let held = TcpListener::bind("0.0.0.0:13871").unwrap();
-    let o = as_nobody(&dir, &["check", &ps, "13871"]);
+    let o = as_nobody(&bin, &dir, &["check", &ps, "13871"]);
     assert_eq!(code(&o), 4, "{}", stdout(&o));
     drop(held);
 
-    let o = as_nobody(&dir, &["alloc", "--preferred", &ps, "--required", "--ttl", "1m"]);
+    let o = as_nobody(&bin, &dir, &["alloc", "--preferred", &ps, "--required", "--ttl", "1m"]);
     assert_one_line_error(&o, 2, &format!("port {port} is privileged for this user"));
     assert!(stderr(&o).contains(&format!("use a port from {start} up")), "{}", stderr(&o));
     assert!(!stderr(&o).contains("in use"), "{}", stderr(&o));
     // Not required: falls back to the strategy as before.
-    let o = as_nobody(&dir, &["alloc", "--preferred", &ps, "--range", "13872-13879", "--ttl", "1m"]);
+    let o = as_nobody(&bin, &dir, &["alloc", "--preferred", &ps, "--range", "13872-13879", "--ttl", "1m"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let got = ports_of(&o);
     assert!(got.len() == 1 && (13872..=13879).contains(&got[0]), "{got:?}");
-    assert_eq!(code(&as_nobody(&dir, &["release", &got[0].to_string()])), 0);
+    assert_eq!(code(&as_nobody(&bin, &dir, &["release", &got[0].to_string()])), 0);
 
     // Root may bind it: free, and allocated as preferred.
     let o = root.run(&["check", "--json", &ps]);
