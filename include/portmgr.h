@@ -547,12 +547,14 @@ portmgr_status portmgr_request_set_protocols(portmgr_request *req, uint32_t prot
 portmgr_status portmgr_request_set_range(portmgr_request *req, uint16_t start, uint16_t end);
 
 /**
- * Leave the `n` ports at `ports` out of the request's range (set the range first with
- * `portmgr_request_set_range`). Ports outside the range are ignored. The array is read
- * during the call only.
+ * Never hand out the `n` ports at `ports` (added to earlier calls'): they are left out
+ * of the request's range, or of the default pool when it names no range, and a
+ * preferred port among them is skipped (with `required`, the allocation fails with
+ * `PORTMGR_INVALID_ARGUMENT`). The array is read during the call only.
  *
- * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, no range set, `ports`
- * NULL with `n > 0`, or no port left in the range.
+ * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, or `ports` NULL with
+ * `n > 0`. A range left with no port fails at allocation, with
+ * `PORTMGR_INVALID_ARGUMENT`.
  * Thread-safe: calls on one request take turns.
  *
  * # Safety
@@ -685,6 +687,50 @@ portmgr_status portmgr_request_set_type(portmgr_request *req, const char *servic
 portmgr_status portmgr_request_set_metadata(portmgr_request *req,
                                             const char *key,
                                             const char *value);
+
+/**
+ * Reserve the ports `start..=end` registry-wide (`start == end` for one port), with an
+ * optional reason (UTF-8, at most 232 bytes, no control characters; NULL or "" for none):
+ * no process or language is handed them until `portmgr_unreserve`. The same span
+ * reserved again gets the new reason. A port leased right now keeps its lease and is
+ * blocked once released.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, port 0, `start > end`, a bad
+ * reason, the table's 512 reservations full), `PORTMGR_TIMEOUT`. Thread-safe.
+ *
+ * # Safety
+ * `reason` is NULL or a NUL-terminated string.
+ */
+portmgr_status portmgr_reserve(portmgr_registry *reg,
+                               uint16_t start,
+                               uint16_t end,
+                               const char *reason);
+
+/**
+ * Unreserve every reserved port in `start..=end`: a reservation that only partly
+ * overlaps keeps its other ports.
+ *
+ * Errors: `PORTMGR_NOT_FOUND` when no reservation covers any of them,
+ * `PORTMGR_INVALID_ARGUMENT` (invalid handle, port 0, `start > end`), `PORTMGR_TIMEOUT`.
+ * Thread-safe.
+ */
+portmgr_status portmgr_unreserve(portmgr_registry *reg, uint16_t start, uint16_t end);
+
+/**
+ * The registry's reservations as a JSON array of objects: `start`, `end`, `reason` (or
+ * null), `created_ms`. New keys may be added. Copied into `buf` and sized as
+ * `portmgr_registry_stats_json`.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL `out_len`),
+ * `PORTMGR_TIMEOUT`. Thread-safe.
+ *
+ * # Safety
+ * As `portmgr_registry_list_json`.
+ */
+portmgr_status portmgr_reserved_json(const portmgr_registry *reg,
+                                     char *buf,
+                                     size_t len,
+                                     size_t *out_len);
 
 /**
  * The (first) port of the lease: for a multi-port lease the first of

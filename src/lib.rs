@@ -43,7 +43,7 @@ pub mod python;
 
 pub use error::{Error, ErrorCode, Result};
 pub use range::{PortRange, Protocols};
-pub use registry::{BoundSocket, Lease, LeaseInfo, Registry, Request, Stats, default_dir};
+pub use registry::{BoundSocket, Lease, LeaseInfo, Registry, Request, ReservedRange, Stats, default_dir};
 pub use reservation::Reservation;
 pub use strategy::Strategy;
 

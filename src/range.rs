@@ -262,6 +262,20 @@ impl FromStr for PortRange {
     }
 }
 
+/// A list of ports and ranges, `"9100,9200-9299"` (commas or white space between items,
+/// each item as [`PortRange`]'s `from_str` reads it), as inclusive `(start, end)` spans.
+pub fn parse_spans(s: &str) -> Result<Vec<(u16, u16)>> {
+    let spans: Vec<(u16, u16)> = s
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<PortRange>().map(|r| (r.start(), r.end())))
+        .collect::<Result<_>>()?;
+    if spans.is_empty() {
+        return Err(Error::invalid(format!("{s:?} names no port: write ports and ranges such as 9100,9200-9299")));
+    }
+    Ok(spans)
+}
+
 impl fmt::Display for PortRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.start, self.end)?;

@@ -253,6 +253,23 @@ that is live already is left as it is. Lifetime as for `portmgr alloc`: held whi
 calling process lives, or --owner PID, or --ttl D. Status 1 when some service could
 not be re-created (the others are kept).")]
     Import(ImportArgs),
+    /// Registry-wide reserved ports: never handed out by any process or language
+    #[command(after_help = "\
+Examples:
+  portmgr reserved add 9100 9200-9299 --reason \"monitoring\"
+  portmgr reserved add 80,443 --reason \"the proxy\"
+  portmgr reserved remove 9100
+  portmgr reserved list --json
+
+A reserved port is skipped by every strategy; `alloc --preferred P --required` on one
+fails with status 4 naming the reservation and its reason. Reserving a port that is
+leased keeps the lease (the holders are listed on stderr) and blocks the port once it
+is released. `remove` frees the given ports of every reservation covering them (the
+rest of a range stays reserved); status 5 when none covers them.")]
+    Reserved {
+        #[command(subcommand)]
+        cmd: ReservedCmd,
+    },
     /// Groups: named members at offsets from one base port, allocated all or none
     #[command(after_help = "\
 Examples:
@@ -264,6 +281,27 @@ Examples:
         #[command(subcommand)]
         cmd: GroupCmd,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ReservedCmd {
+    /// Reserve ports and ranges (9100 9200-9299, or 9100,9200-9299)
+    Add {
+        /// Ports and ranges
+        #[arg(required = true, value_parser = parse_spans, value_name = "PORTS")]
+        spans: Vec<Spans>,
+        /// Why (shown by `reserved list` and in the error of a required allocation)
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Unreserve ports and ranges
+    Remove {
+        /// Ports and ranges
+        #[arg(required = true, value_parser = parse_spans, value_name = "PORTS")]
+        spans: Vec<Spans>,
+    },
+    /// List the reservations
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -395,6 +433,9 @@ pub(super) struct AllocArgs {
     /// With --preferred: that port or nothing (status 4 when it is taken)
     #[arg(long, requires = "preferred")]
     pub(super) required: bool,
+    /// Never these ports, e.g. 9100,9200-9299 (repeatable)
+    #[arg(long, value_parser = parse_spans, value_name = "PORTS")]
+    pub(super) exclude: Vec<Spans>,
     /// Hold for this long (renewable), e.g. 90s, 5m, 1h
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub(super) ttl: Option<Duration>,
@@ -436,6 +477,19 @@ pub(super) struct PortSpec {
 
 pub(super) fn port_parser() -> clap::builder::RangedI64ValueParser<u16> {
     clap::value_parser!(u16).range(1..)
+}
+
+/// Ports and ranges, `9100,9200-9299` (the core's `range::parse_spans`).
+#[derive(Clone, Debug)]
+pub(super) struct Spans(pub(super) Vec<(u16, u16)>);
+
+/// Every span of a repeated `Spans` argument.
+pub(super) fn flat(spans: &[Spans]) -> Vec<(u16, u16)> {
+    spans.iter().flat_map(|s| s.0.iter().copied()).collect()
+}
+
+pub(super) fn parse_spans(s: &str) -> Result<Spans, String> {
+    crate::range::parse_spans(s).map(Spans).map_err(|e| strip_kind(&e))
 }
 
 pub(super) fn parse_range(s: &str) -> Result<PortRange, String> {

@@ -28,6 +28,7 @@ fn report_json(h: &Health) -> serde_json::Value {
         "utilization": pool.map_or(0.0, |p| p.utilization),
         "threshold": h.threshold,
         "held": h.held,
+        "reserved": h.reserved,
         "pool": pool.map(|p| format!("{}-{}", p.range.0, p.range.1)),
         "ranges": h.ranges.iter().map(|r| json!({
             "kind": r.kind,
@@ -35,6 +36,7 @@ fn report_json(h: &Health) -> serde_json::Value {
             "type": r.service_type,
             "size": r.size,
             "held": r.held,
+            "reserved": r.reserved,
             "utilization": r.utilization,
         })).collect::<Vec<_>>(),
         "problems": h.problems.iter().map(problem_json).collect::<Vec<_>>(),
@@ -72,9 +74,10 @@ fn report_text(h: &Health) -> String {
     }
     let pool = h.pool();
     s.push_str(&format!(
-        "{}: {} held, pool {} {:.1}% used\n",
+        "{}: {} held{}, pool {} {:.1}% used\n",
         if h.ok { "healthy" } else { "unhealthy" },
         h.held,
+        if h.reserved > 0 { format!(", {} reserved", h.reserved) } else { String::new() },
         pool.map_or_else(String::new, |p| format!("{}-{}", p.range.0, p.range.1)),
         pool.map_or(0.0, |p| p.utilization) * 100.0
     ));
@@ -84,11 +87,12 @@ fn report_text(h: &Health) -> String {
             None => "range".to_string(),
         };
         s.push_str(&format!(
-            "  {what} {}-{}: {} of {} held, {:.1}% used\n",
+            "  {what} {}-{}: {} of {} held{}, {:.1}% used\n",
             r.range.0,
             r.range.1,
             r.held,
             r.size,
+            if r.reserved > 0 { format!(", {} reserved", r.reserved) } else { String::new() },
             r.utilization * 100.0
         ));
     }

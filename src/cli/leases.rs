@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::args::{AllocArgs, Cli, Format};
+use super::args::{AllocArgs, Cli, Format, flat};
 use super::output::{describe, emit, emit_json, env_lines, human_secs, lease_json, no_env, now_ms, one_line, shown};
 use super::{
     EXIT_IN_USE, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, Fail, R, fail, metadata, open_registry, services, with_lifetime,
@@ -33,6 +33,7 @@ pub(super) fn alloc(cli: &Cli, fmt: Format, a: &AllocArgs) -> R<i32> {
     if let Some(p) = a.preferred {
         req = req.preferred(p, a.required);
     }
+    req = req.exclude_spans(&flat(&a.exclude));
     // The default lifetime: the calling process (see the module docs).
     let (req, watch) = with_lifetime(req, a.owner, a.ttl);
     let spec = ServiceSpec { service_type: a.service_type.clone(), metadata: metadata(&a.meta), ..ServiceSpec::new() };
@@ -247,11 +248,13 @@ pub(super) fn stats(cli: &Cli, fmt: Format) -> R<i32> {
     match fmt {
         Format::Json => emit_json(&serde_json::to_value(&st).unwrap_or_default())?,
         _ => emit(&format!(
-            "pool         {}\npool size    {}\nheld         {} ({} in the pool)\nfree         {}\nutilization  {:.1}%\nowners       {}\nallocations  {}\nreleases     {}\nreclaimed    {}\n",
+            "pool         {}\npool size    {}\nheld         {} ({} in the pool)\nreserved     {} ({} free ones in the pool)\nfree         {}\nutilization  {:.1}%\nowners       {}\nallocations  {}\nreleases     {}\nreclaimed    {}\n",
             st.pool,
             st.pool_size,
             st.held,
             st.held_in_pool,
+            st.reserved,
+            st.reserved_in_pool,
             st.free,
             st.utilization * 100.0,
             st.owners,

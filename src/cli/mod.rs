@@ -3,6 +3,7 @@
 //! Where things are: `args` holds the clap definitions and value parsers, `output`
 //! the rendering helpers (escaping, JSON, `.env` lines, durations), `leases` the
 //! commands on ports (alloc, release, renew, gc, list, stats, check, scan, wait),
+//! `reserved` the registry's reserved ports,
 //! `services` export, import and groups, `health` the health report, `run` the `run`
 //! command (spawn, fd hand-over, signal forwarding); this file the entry point, the
 //! dispatch and the exit statuses.
@@ -44,6 +45,7 @@ mod args;
 mod health;
 mod leases;
 mod output;
+mod reserved;
 mod run;
 mod services;
 
@@ -192,7 +194,8 @@ impl From<Error> for Fail {
             );
         }
         match e.code() {
-            ErrorCode::NotFound => msg.push_str("; see `portmgr list` for what is held"),
+            // Not for an unknown reservation: its message names `portmgr reserved list`.
+            ErrorCode::NotFound if !msg.contains("portmgr reserved list") => msg.push_str("; see `portmgr list` for what is held"),
             ErrorCode::InUse if matches!(e, Error::PortInUse { .. }) => {
                 msg.push_str("; ask for another port (or drop --required); `portmgr list` shows who holds what")
             }
@@ -230,6 +233,7 @@ fn dispatch(cli: &Cli) -> R<i32> {
         Cmd::Scan { range, proto } => leases::scan(cli, fmt, range, *proto),
         Cmd::Wait { target, timeout } => leases::wait(fmt, target, *timeout),
         Cmd::Run(r) => run::run(cli, r),
+        Cmd::Reserved { cmd } => reserved::reserved(cli, fmt, cmd),
     }
 }
 

@@ -51,6 +51,7 @@ mod health;
 mod misc;
 mod registry;
 mod request;
+mod reserved;
 
 mod lease;
 mod services;
@@ -61,4 +62,5 @@ pub use lease::*;
 pub use misc::*;
 pub use registry::*;
 pub use request::*;
+pub use reserved::*;
 pub use services::*;

@@ -124,12 +124,14 @@ pub extern "C" fn portmgr_request_set_range(req: *mut portmgr_request, start: u1
     })
 }
 
-/// Leave the `n` ports at `ports` out of the request's range (set the range first with
-/// `portmgr_request_set_range`). Ports outside the range are ignored. The array is read
-/// during the call only.
+/// Never hand out the `n` ports at `ports` (added to earlier calls'): they are left out
+/// of the request's range, or of the default pool when it names no range, and a
+/// preferred port among them is skipped (with `required`, the allocation fails with
+/// `PORTMGR_INVALID_ARGUMENT`). The array is read during the call only.
 ///
-/// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, no range set, `ports`
-/// NULL with `n > 0`, or no port left in the range.
+/// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, or `ports` NULL with
+/// `n > 0`. A range left with no port fails at allocation, with
+/// `PORTMGR_INVALID_ARGUMENT`.
 /// Thread-safe: calls on one request take turns.
 ///
 /// # Safety
@@ -149,11 +151,7 @@ pub unsafe extern "C" fn portmgr_request_exclude(
             // SAFETY: non-NULL, and valid for reading `n` u16s by the contract.
             unsafe { std::slice::from_raw_parts(ports, n) }
         };
-        let range = r
-            .range
-            .take()
-            .ok_or_else(|| Error::invalid("set a range with portmgr_request_set_range before excluding ports"))?;
-        r.range = Some(range.excluding(list.iter().copied())?);
+        *r = std::mem::take(r).exclude(list.iter().copied());
         Ok(())
     })
 }

@@ -49,7 +49,9 @@ pub struct RangeUse {
     pub size: usize,
     /// Live ports in it, whatever range their lease was asked from.
     pub held: usize,
-    /// `held / size`, 0 to 1.
+    /// Ports in it that the registry's reservations block and no lease holds.
+    pub reserved: usize,
+    /// `(held + reserved) / size`, 0 to 1: how much of it cannot be handed out.
     pub utilization: f64,
 }
 
@@ -111,6 +113,8 @@ pub struct Health {
     pub threshold: f64,
     /// Live ports in the registry, all ranges.
     pub held: usize,
+    /// Ports the registry's reservations block, all ranges.
+    pub reserved: usize,
     /// Every range in use: the pool first, then by kind and start.
     pub ranges: Vec<RangeUse>,
     /// Every problem found.
@@ -132,21 +136,22 @@ impl Services {
     }
 }
 
-fn report(svc: &Services, threshold: f64) -> Result<Health> {
-    if !(0.0..=1.0).contains(&threshold) {
-        return Err(Error::invalid(format!("the health threshold must be from 0 to 1 (0% to 100%), not {threshold}")));
-    }
+/// Every range in use (the pool first, then by kind and start) with its held and reserved
+/// counts: what `health` and `stats` report. `leases`: the registry's live ports;
+/// `types`: service types by lease id.
+pub fn range_uses(
+    svc: &Services,
+    leases: &[LeaseInfo],
+    types: &HashMap<u64, String>,
+    reserved: &[u16],
+) -> Result<Vec<RangeUse>> {
     let reg: &Registry = svc.registry();
     let pool = reg.default_pool()?;
-    let leases = reg.list()?;
-    // Service types by lease id, from the mapping's side file.
-    let types: HashMap<u64, String> =
-        svc.list()?.into_iter().filter_map(|s| Some((s.lease_id, s.service_type?))).collect();
 
     // The ranges in use: the pool, then every recorded range with leases.
     let mut ranges: BTreeMap<(RangeKind, u16, u16), Option<String>> = BTreeMap::new();
     ranges.insert((RangeKind::Pool, pool.start(), pool.end()), None);
-    for i in &leases {
+    for i in leases {
         let Some((a, b)) = i.range else { continue };
         let typed = types.get(&i.lease_id).filter(|t| {
             svc.types().get(t).and_then(|st| st.range.as_ref()).is_some_and(|r| (r.start(), r.end()) == (a, b))
@@ -166,13 +171,35 @@ fn report(svc: &Services, threshold: f64) -> Result<Health> {
         ranges.keys().filter(|k| k.0 == RangeKind::Type).map(|k| (k.1, k.2)).collect();
     ranges.retain(|k, _| k.0 != RangeKind::Explicit || !typed_ranges.contains(&(k.1, k.2)));
 
-    let mut problems = Vec::new();
+    let held_ports: HashSet<u16> = leases.iter().map(|i| i.port).collect();
     let mut uses = Vec::new();
     for ((kind, a, b), service_type) in ranges {
         let range = if kind == RangeKind::Pool { pool.clone() } else { PortRange::new(a, b)? };
         let size = range.len();
         let held = leases.iter().filter(|i| range.contains(i.port)).count();
-        let utilization = held as f64 / size.max(1) as f64;
+        let reserved = reserved.iter().filter(|&&p| range.contains(p) && !held_ports.contains(&p)).count();
+        let utilization = (held + reserved) as f64 / size.max(1) as f64;
+        uses.push(RangeUse { kind, range: (a, b), service_type, size, held, reserved, utilization });
+    }
+    Ok(uses)
+}
+
+fn report(svc: &Services, threshold: f64) -> Result<Health> {
+    if !(0.0..=1.0).contains(&threshold) {
+        return Err(Error::invalid(format!("the health threshold must be from 0 to 1 (0% to 100%), not {threshold}")));
+    }
+    let reg: &Registry = svc.registry();
+    let leases = reg.list()?;
+    // Service types by lease id, from the mapping's side file.
+    let types: HashMap<u64, String> =
+        svc.list()?.into_iter().filter_map(|s| Some((s.lease_id, s.service_type?))).collect();
+    let reserved = crate::registry::reserved_ports(&reg.reserved()?);
+    let uses = range_uses(svc, &leases, &types, &reserved)?;
+
+    let mut problems = Vec::new();
+    for u in &uses {
+        let (kind, (a, b), service_type, size, held, reserved, utilization) =
+            (u.kind, u.range, &u.service_type, u.size, u.held, u.reserved, u.utilization);
         if utilization >= threshold {
             let fix = match kind {
                 RangeKind::Pool => "release ports (`portmgr gc`, `portmgr list`) or widen the pool (PORTMGR_RANGE)".to_string(),
@@ -195,13 +222,13 @@ fn report(svc: &Services, threshold: f64) -> Result<Health> {
                 pids: Vec::new(),
                 lease: None,
                 message: format!(
-                    "{what} is {:.1}% full ({held} of {size} ports held; threshold {:.0}%): {fix}",
+                    "{what} is {:.1}% full ({held} of {size} ports held{}; threshold {:.0}%): {fix}",
                     utilization * 100.0,
+                    if reserved > 0 { format!(", {reserved} reserved") } else { String::new() },
                     threshold * 100.0
                 ),
             });
         }
-        uses.push(RangeUse { kind, range: (a, b), service_type, size, held, utilization });
     }
 
     // Held ports bound by processes outside their lease.
@@ -269,7 +296,7 @@ fn report(svc: &Services, threshold: f64) -> Result<Health> {
             ),
         });
     }
-    Ok(Health { ok: problems.is_empty(), threshold, held: leases.len(), ranges: uses, problems })
+    Ok(Health { ok: problems.is_empty(), threshold, held: leases.len(), reserved: reserved.len(), ranges: uses, problems })
 }
 
 /// `"name", pid N, watching pid W`.

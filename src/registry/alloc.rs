@@ -72,10 +72,13 @@ impl Registry {
         claim: &mut dyn FnMut(u16) -> Result<Option<T>>,
     ) -> Result<(Lease, Vec<T>)> {
         req.validate()?;
-        let range = match &req.range {
+        let mut range = match &req.range {
             Some(r) => r.clone(),
             None => self.default_pool()?,
         };
+        if !req.exclude.is_empty() {
+            range = range.excluding(req.exclude.iter().copied())?;
+        }
         let watch = match req.watch_pid {
             None => None,
             Some(pid) => match sys::proc_state(pid) {
@@ -215,7 +218,7 @@ pub(super) fn exhausted_msg(req: &Request, range: &PortRange, busy: usize) -> St
     };
     let src = if req.range.is_some() { "the requested range" } else { "the default pool" };
     format!(
-        "{what} in {src} {range} ({busy} found bound by other programs, the rest held in the registry); release ports (`portmgr gc`, `portmgr list`), or ask for a larger range"
+        "{what} in {src} {range} ({busy} found bound by other programs, the rest held or reserved in the registry); release ports (`portmgr gc`, `portmgr list`), or ask for a larger range"
     )
 }
 /// What an allocation asks for, fixed for all its rounds.
@@ -238,27 +241,35 @@ impl Ctx<'_> {
             return Err(Error::NameInUse { name: name.clone(), ports });
         }
         let mut out: Vec<u16> = Vec::with_capacity(want);
+        // Registry-wide reservations, read once a round (no read at all when none).
+        let reserved = self.reservations();
+        let blocked = |p: u16| Ctx::reserved_in(&reserved, p).is_some();
         if first && let Some(pref) = req.preferred {
             let n = if req.contiguous { want } else { 1 };
             let block: Vec<u16> = (0..n).filter_map(|i| u16::try_from(usize::from(pref) + i).ok()).collect();
-            let mut held_by = None;
-            if block.len() == n {
-                for &p in &block {
-                    if self.taken(p) {
-                        held_by = Some(p);
-                        break;
-                    }
+            if block.len() < n {
+                if req.required {
+                    return Err(Error::PortInUse { port: pref, holder: "the end of the port space".into() });
+                }
+            } else if let Some(&p) = block.iter().find(|&&p| plan.range.excluded().binary_search(&p).is_ok()) {
+                if req.required {
+                    return Err(Error::invalid(format!(
+                        "port {p} is both required and in the request's exclude list: drop one of them"
+                    )));
+                }
+            } else if let Some(r) = block.iter().find_map(|&p| Ctx::reserved_in(&reserved, p)) {
+                if req.required {
+                    let port = block.iter().copied().find(|&p| r.contains(p)).unwrap_or(pref);
+                    return Err(Error::PortInUse { port, holder: r.describe() });
                 }
             } else {
-                held_by = Some(pref);
-            }
-            match held_by {
-                None => out = block,
-                Some(p) if req.required => {
-                    let holder = if block.len() == n { self.describe_holder(p) } else { "the end of the port space".into() };
-                    return Err(Error::PortInUse { port: p, holder });
+                match block.iter().copied().find(|&p| self.taken(p)) {
+                    None => out = block,
+                    Some(p) if req.required => {
+                        return Err(Error::PortInUse { port: p, holder: self.describe_holder(p) });
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
             }
         }
         if out.is_empty() {
@@ -266,7 +277,7 @@ impl Ctx<'_> {
             if req.strategy == Strategy::Kernel {
                 for _ in 0..64 {
                     let p = probe::kernel_port(req.protocols)?;
-                    if (req.range.is_none() || plan.range.contains(p)) && !skip.contains(&p) && !self.taken(p) {
+                    if (req.range.is_none() || plan.range.contains(p)) && !skip.contains(&p) && !blocked(p) && !self.taken(p) {
                         out.push(p);
                         break;
                     }
@@ -278,7 +289,7 @@ impl Ctx<'_> {
                         continue;
                     }
                     for p in base..=last {
-                        if !plan.range.contains(p) || skip.contains(&p) || self.taken(p) {
+                        if !plan.range.contains(p) || skip.contains(&p) || blocked(p) || self.taken(p) {
                             continue 'bases;
                         }
                     }
@@ -291,7 +302,7 @@ impl Ctx<'_> {
                 let fast = req.strategy == Strategy::Random;
                 for pass in 0..if fast { 2 } else { 1 } {
                     for p in strategy::candidates(&req.strategy, plan.range, key) {
-                        if skip.contains(&p) || out.contains(&p) {
+                        if skip.contains(&p) || out.contains(&p) || blocked(p) {
                             continue;
                         }
                         let held = if fast && pass == 0 {

@@ -8,6 +8,7 @@
 //! 268 KiB    8 MiB       65536 port records x 128 B, indexed by port number
 //! 8460 KiB   256 KiB     65536 x u32: the range each port's lease was asked from
 //!                        (start << 16 | end; 0 = the default pool), for health reports
+//! 8716 KiB   128 KiB     512 reservations x 256 B: ports never handed out, with reasons
 //! ```
 //!
 //! The file's blocks are all allocated up front (`fallocate`, see `reserve` in `mod.rs`).
@@ -31,6 +32,10 @@
 //! Version 1 files (no checks; `watch_pidns` a u64 whose high half is always 0, now
 //! `watch_pidns: u32` + `check: u32`; no range table) are upgraded in place, keeping
 //! every record: the file grows by the range table, every other offset stays.
+//!
+//! The reservation table came later within version 2: a version 2 file without it
+//! (`FILE_SIZE_V2_0` bytes) grows by it in place; its zero bytes are an empty table (the
+//! header's `reserved_count`, also 0 in such files, says how many entries are used).
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 
@@ -62,8 +67,18 @@ pub const BITMAP_OFF: usize = OWNERS_OFF + OWNER_SLOTS * OWNER_SIZE;
 pub const RECORDS_OFF: usize = BITMAP_OFF + PORTS / 8;
 /// Where the range table starts.
 pub const RANGES_OFF: usize = RECORDS_OFF + PORTS * RECORD_SIZE;
+/// Where the reservation table starts.
+pub const RESERVED_OFF: usize = RANGES_OFF + PORTS * 4;
+/// Entries of the reservation table: the most reservations a registry holds.
+pub const RESERVED_SLOTS: usize = 512;
+/// Bytes of one reservation entry.
+pub const RESERVED_SIZE: usize = 256;
+/// Longest reservation reason, in bytes of UTF-8.
+pub const REASON_MAX: usize = 232;
 /// The file's size.
-pub const FILE_SIZE: usize = RANGES_OFF + PORTS * 4;
+pub const FILE_SIZE: usize = RESERVED_OFF + RESERVED_SLOTS * RESERVED_SIZE;
+/// The size of a version 2 file made before the reservation table.
+pub const FILE_SIZE_V2_0: usize = RESERVED_OFF;
 /// The size of a layout version 1 file (no range table).
 pub const FILE_SIZE_V1: usize = RANGES_OFF;
 
@@ -115,6 +130,65 @@ pub struct Header {
     pub damage_epoch: AtomicU64,
     /// Damaged records found, ever.
     pub damaged: AtomicU64,
+    /// Entries used in the reservation table (entries `0..reserved_count`).
+    pub reserved_count: AtomicU32,
+    pub _pad2: AtomicU32,
+}
+
+/// One reservation: the ports `start..=end` are never handed out. Written under the lock;
+/// `check` covers every other field and is never 0, so a zeroed entry is seen as damaged.
+#[repr(C)]
+pub struct Reserved {
+    /// `start << 16 | end`.
+    pub span: AtomicU32,
+    pub check: AtomicU32,
+    /// Wall-clock milliseconds, for display.
+    pub created_ms: AtomicU64,
+    pub reason_len: AtomicU32,
+    pub _pad: AtomicU32,
+    pub reason: [AtomicU8; REASON_MAX],
+}
+
+impl Reserved {
+    /// The reserved ports.
+    pub fn span(&self) -> (u16, u16) {
+        let v = self.span.load(Acquire);
+        ((v >> 16) as u16, v as u16)
+    }
+    /// The reason given (empty when none).
+    pub fn reason(&self) -> String {
+        let n = (self.reason_len.load(Relaxed) as usize).min(REASON_MAX);
+        let bytes: Vec<u8> = self.reason[..n].iter().map(|b| b.load(Relaxed)).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+    /// CRC-32 of the fields, never 0.
+    pub fn compute_check(&self) -> u32 {
+        let mut b = [0u8; 16 + REASON_MAX];
+        b[..4].copy_from_slice(&self.span.load(Acquire).to_ne_bytes());
+        b[4..12].copy_from_slice(&self.created_ms.load(Relaxed).to_ne_bytes());
+        b[12..16].copy_from_slice(&self.reason_len.load(Relaxed).to_ne_bytes());
+        for (d, s) in b[16..].iter_mut().zip(&self.reason) {
+            *d = s.load(Relaxed);
+        }
+        crc32fast::hash(&b) | 1
+    }
+    /// Whether the entry is undamaged and names a valid span.
+    pub fn intact(&self) -> bool {
+        let (a, b) = self.span();
+        a != 0 && a <= b && self.check.load(Acquire) == self.compute_check()
+    }
+    /// Fill in and seal.
+    pub fn set(&self, start: u16, end: u16, reason: &str, created_ms: u64) {
+        let bytes = reason.as_bytes();
+        debug_assert!(bytes.len() <= REASON_MAX);
+        self.span.store(u32::from(start) << 16 | u32::from(end), Release);
+        self.created_ms.store(created_ms, Relaxed);
+        for (i, slot) in self.reason.iter().enumerate() {
+            slot.store(bytes.get(i).copied().unwrap_or(0), Relaxed);
+        }
+        self.reason_len.store(bytes.len().min(REASON_MAX) as u32, Relaxed);
+        self.check.store(self.compute_check(), Release);
+    }
 }
 
 /// One owner slot. The owner holds an open-file-description write lock on the slot's
@@ -163,7 +237,9 @@ pub struct Record {
 const _: () = assert!(size_of::<Header>() <= HEADER_SIZE);
 const _: () = assert!(size_of::<Owner>() == OWNER_SIZE);
 const _: () = assert!(size_of::<Record>() == RECORD_SIZE);
+const _: () = assert!(size_of::<Reserved>() == RESERVED_SIZE);
 const _: () = assert!(RECORDS_OFF.is_multiple_of(4096));
+const _: () = assert!(RESERVED_OFF.is_multiple_of(4096));
 
 impl Record {
     /// The stored service name (empty when none).

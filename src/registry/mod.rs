@@ -51,6 +51,7 @@ mod lock;
 mod open;
 mod owner;
 mod request;
+mod reserved;
 mod table;
 
 use std::collections::{HashMap, HashSet};
@@ -79,6 +80,7 @@ use crate::sys::{self, ProcState};
 use layout::*;
 
 pub use lease::Lease;
+pub use reserved::{ReservedRange, reserved_ports, validate_reason};
 use failpoint::failpoint;
 use owner::{OwnerFields, OwnerId, claim_owner, repair_owner_slot};
 use table::{Ctx, Map, finish_interrupted_write};
@@ -182,9 +184,13 @@ pub struct Stats {
     pub held: usize,
     /// Live ports inside the default pool.
     pub held_in_pool: usize,
-    /// `pool_size - held_in_pool`.
+    /// Ports of the registry's reservations (see [`Registry::reserve`]), all ranges.
+    pub reserved: usize,
+    /// Reserved ports inside the default pool that are not held.
+    pub reserved_in_pool: usize,
+    /// `pool_size - held_in_pool - reserved_in_pool`: what the pool can still hand out.
     pub free: usize,
-    /// `held_in_pool / pool_size`, 0 to 1.
+    /// `(held_in_pool + reserved_in_pool) / pool_size`, 0 to 1: how much of the pool cannot be handed out.
     pub utilization: f64,
     /// Processes attached as owners right now.
     pub owners: usize,
@@ -611,14 +617,19 @@ impl Registry {
                     owners += 1;
                 }
             }
+            let reserved = reserved_ports(&ctx.reservations());
+            let live_set: HashSet<u16> = live.iter().copied().collect();
+            let reserved_in_pool = reserved.iter().filter(|&&p| pool.contains(p) && !live_set.contains(&p)).count();
             let h = ctx.map.header();
             Ok(Stats {
                 pool: format!("{}-{}", pool.start(), pool.end()),
                 pool_size: pool.len(),
                 held: live.len(),
                 held_in_pool,
-                free: pool.len().saturating_sub(held_in_pool),
-                utilization: held_in_pool as f64 / pool.len().max(1) as f64,
+                reserved: reserved.len(),
+                reserved_in_pool,
+                free: pool.len().saturating_sub(held_in_pool + reserved_in_pool),
+                utilization: (held_in_pool + reserved_in_pool) as f64 / pool.len().max(1) as f64,
                 owners,
                 allocations: h.allocations.load(Acquire),
                 releases: h.releases.load(Acquire),

@@ -28,12 +28,16 @@ impl Files {
                 init_table(&map);
                 failpoint("initialised");
                 None
-            } else if len != FILE_SIZE as u64 && !(len == FILE_SIZE_V1 as u64 && is_v1(&db)) {
+            } else if len != FILE_SIZE as u64
+                && !(len == FILE_SIZE_V1 as u64 && file_magic(&db) == Some((MAGIC_V1, 1)))
+                && !(len == FILE_SIZE_V2_0 as u64 && file_magic(&db) == Some((MAGIC, VERSION)))
+            {
                 Some(format!("its size is {len} bytes, not {FILE_SIZE} (truncated or not a portmgr registry)"))
             } else {
-                if len == FILE_SIZE_V1 as u64 {
-                    // A version 1 file: grow it by the range table (under the file lock),
-                    // then upgrade it below.
+                if len != FILE_SIZE as u64 {
+                    // A version 1 file, or a version 2 file made before the reservation
+                    // table: grow it (under the file lock; the new bytes are zeros, an
+                    // empty table), then upgrade a version 1 header below.
                     reserve(&db, &db_path)?;
                 }
                 let map = Map::new(&db)?;
@@ -113,13 +117,12 @@ pub(super) fn init_table(map: &Map) {
     init_header(map.header());
 }
 
-/// Whether `db` starts with a layout version 1 header (read with `pread`: a version 1
-/// file is too short to be mapped as this layout).
-fn is_v1(db: &File) -> bool {
+/// The magic and version `db` starts with (read with `pread`: an older file is too
+/// short to be mapped as this layout).
+fn file_magic(db: &File) -> Option<(u64, u32)> {
     let mut b = [0u8; 12];
-    db.read_exact_at(&mut b, 0).is_ok()
-        && u64::from_ne_bytes(b[..8].try_into().unwrap_or_default()) == MAGIC_V1
-        && u32::from_ne_bytes(b[8..].try_into().unwrap_or_default()) == 1
+    db.read_exact_at(&mut b, 0).ok()?;
+    Some((u64::from_ne_bytes(b[..8].try_into().ok()?), u32::from_ne_bytes(b[8..].try_into().ok()?)))
 }
 
 /// Upgrade a layout version 1 file in place, keeping every record and owner: owner and

@@ -47,6 +47,7 @@ pub struct Request {
     pub(crate) probe_addr: Option<IpAddr>,
     pub(crate) preferred: Option<u16>,
     pub(crate) required: bool,
+    pub(crate) exclude: Vec<u16>,
 }
 
 impl Request {
@@ -104,6 +105,16 @@ impl Request {
         self.preferred = Some(port);
         self.required = required;
         self
+    }
+    /// Never hand out these ports (added to any earlier ones): applies to the range asked
+    /// for or to the default pool, and to a preferred port.
+    pub fn exclude(mut self, ports: impl IntoIterator<Item = u16>) -> Request {
+        self.exclude.extend(ports);
+        self
+    }
+    /// Never hand out the ports of these inclusive spans (as [`Request::exclude`]).
+    pub fn exclude_spans(self, spans: &[(u16, u16)]) -> Request {
+        self.exclude(spans.iter().flat_map(|&(a, b)| a..=b))
     }
 
     /// The name asked for.

@@ -102,7 +102,8 @@ static void test_request_validation(void) {
     CHECK_OK(portmgr_request_set_protocols(req, PORTMGR_PROTO_TCP | PORTMGR_PROTO_UDP));
     CHECK_ST(portmgr_request_set_range(req, 0, 10), PORTMGR_INVALID_ARGUMENT);
     CHECK_ST(portmgr_request_set_range(req, 26010, 26000), PORTMGR_INVALID_ARGUMENT);
-    CHECK_ST(portmgr_request_exclude(req, NULL, 0), PORTMGR_INVALID_ARGUMENT); /* no range yet */
+    CHECK_ST(portmgr_request_exclude(req, NULL, 2), PORTMGR_INVALID_ARGUMENT);
+    CHECK_OK(portmgr_request_exclude(req, NULL, 0)); /* nothing to exclude; no range needed */
     CHECK_ST(portmgr_request_set_strategy(req, 99), PORTMGR_INVALID_ARGUMENT);
     CHECK_ST(portmgr_request_set_count(req, 0), PORTMGR_INVALID_ARGUMENT);
     CHECK_ST(portmgr_request_set_count(req, 100000), PORTMGR_INVALID_ARGUMENT);
@@ -517,6 +518,72 @@ static void test_health(void) {
     portmgr_registry_close(h);
 }
 
+/* Registry-wide reservations (ports 26400-26429): never handed out, a required one is
+ * refused naming the reason, a leased one keeps its lease; the per-request exclude list
+ * works without a range too. */
+static void test_reserved(void) {
+    char json[8192];
+    size_t n = 0;
+    CHECK_ST(portmgr_reserve(reg, 0, 10, NULL), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_reserve(reg, 26410, 26400, NULL), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_reserve(reg, 26400, 26400, "two\nlines"), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_unreserve(reg, 26400, 26409), PORTMGR_NOT_FOUND);
+    CHECK_OK(portmgr_reserve(reg, 26400, 26404, "monitoring"));
+    CHECK_OK(portmgr_reserved_json(reg, json, sizeof json, &n));
+    CHECK(strstr(json, "\"start\":26400") != NULL && strstr(json, "\"reason\":\"monitoring\"") != NULL);
+
+    portmgr_request *req = request_in(26400, 26409);
+    CHECK_OK(portmgr_request_set_strategy(req, PORTMGR_STRATEGY_SEQUENTIAL));
+    portmgr_lease *l[5] = {NULL};
+    for (int i = 0; i < 5; i++) {
+        REQUIRE_OK(portmgr_allocate(reg, req, &l[i]));
+        CHECK(portmgr_lease_port(l[i]) >= 26405);
+    }
+    portmgr_lease *none = NULL;
+    CHECK_ST(portmgr_allocate(reg, req, &none), PORTMGR_EXHAUSTED);
+    for (int i = 0; i < 5; i++) CHECK_OK(portmgr_lease_release(l[i]));
+    portmgr_request_free(req);
+
+    req = request_in(26400, 26409);
+    CHECK_OK(portmgr_request_set_preferred(req, 26402, true));
+    CHECK_ST(portmgr_allocate(reg, req, &none), PORTMGR_IN_USE);
+    CHECK(strstr(last_err(), "monitoring") != NULL && strstr(last_err(), "26400-26404") != NULL);
+    portmgr_request_free(req);
+
+    /* A leased port keeps its lease; once released it is blocked. */
+    req = request_in(26420, 26429);
+    CHECK_OK(portmgr_request_set_preferred(req, 26420, true));
+    portmgr_lease *held = NULL;
+    REQUIRE_OK(portmgr_allocate(reg, req, &held));
+    CHECK_OK(portmgr_reserve(reg, 26420, 26420, NULL));
+    uint16_t port = 0;
+    CHECK(portmgr_lease_port(held) == 26420);
+    CHECK_OK(portmgr_lease_release(held));
+    CHECK_ST(portmgr_allocate(reg, req, &none), PORTMGR_IN_USE);
+    CHECK_OK(portmgr_unreserve(reg, 26420, 26420));
+    REQUIRE_OK(portmgr_allocate(reg, req, &held));
+    CHECK_OK(portmgr_lease_release(held));
+    portmgr_request_free(req);
+    (void)port;
+
+    /* Unreserving part of a range keeps the rest. */
+    CHECK_OK(portmgr_unreserve(reg, 26402, 26402));
+    CHECK_OK(portmgr_reserved_json(reg, json, sizeof json, &n));
+    CHECK(strstr(json, "\"end\":26401") != NULL && strstr(json, "\"start\":26403") != NULL);
+    CHECK_OK(portmgr_unreserve(reg, 26400, 26409));
+    CHECK_OK(portmgr_reserved_json(reg, json, sizeof json, &n));
+    CHECK(strcmp(json, "[]") == 0);
+
+    /* exclude without a range: the default pool less those ports. */
+    CHECK_OK(portmgr_request_new(&req));
+    uint16_t ex[] = {26421};
+    CHECK_OK(portmgr_request_set_preferred(req, 26421, true));
+    CHECK_OK(portmgr_request_exclude(req, ex, 1));
+    CHECK_ST(portmgr_allocate(reg, req, &none), PORTMGR_INVALID_ARGUMENT);
+    CHECK(strstr(last_err(), "exclude") != NULL);
+    portmgr_request_free(req);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s REGISTRY_DIR\n", argv[0]);
@@ -535,6 +602,7 @@ int main(int argc, char **argv) {
     test_keep_renew_views();
     test_lease_ids();
     test_health();
+    test_reserved();
     test_fork();
     portmgr_registry_close(reg);
     return check_done("test_api");
