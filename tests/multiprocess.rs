@@ -65,11 +65,146 @@ fn child_role() {
             let mut s = String::new();
             let _ = std::io::stdin().read_line(&mut s);
         }
+        // churn-alloc START LEN MS: for MS milliseconds allocate from START.., holding up
+        // to 5 leases at a time; print `A port t_call t_got t_release` per lease (times in
+        // ns of CLOCK_MONOTONIC, shared by every process of the host).
+        "churn-alloc" => {
+            let start: u16 = words.next().unwrap().parse().unwrap();
+            let len: u16 = words.next().unwrap().parse().unwrap();
+            let ms: u64 = words.next().unwrap().parse().unwrap();
+            let mut held = std::collections::VecDeque::new();
+            let mut lines = vec![String::new()];
+            let end = mono_ns() + ms * 1_000_000;
+            let mut exhausted = 0;
+            while mono_ns() < end {
+                let t_call = mono_ns();
+                match reg.allocate(&req_in(start, len)) {
+                    Ok(l) => held.push_back((l, t_call, mono_ns())),
+                    Err(e) if e.code() == ErrorCode::Exhausted => exhausted += 1,
+                    Err(e) => panic!("allocate: {e}"),
+                }
+                if held.len() > 5 || (!held.is_empty() && exhausted > 0) {
+                    let (mut l, t_call, t_got) = held.pop_front().unwrap();
+                    let t_rel = mono_ns();
+                    lines.push(format!("A {} {t_call} {t_got} {t_rel}", l.port()));
+                    l.release().unwrap();
+                }
+            }
+            for (l, t_call, t_got) in held {
+                lines.push(format!("A {} {t_call} {t_got} {}", l.port(), mono_ns()));
+                drop(l);
+            }
+            lines.push(format!("EXHAUSTED {exhausted}"));
+            lines.push("READY".into());
+            writeln!(out.lock(), "{}", lines.join("\n")).unwrap();
+        }
+        // churn-reserve START MS: for MS milliseconds reserve a moving 20-port span of
+        // START..START+100 and one single port, then remove them; print
+        // `R a b t_on t_off` per reservation (reserved at least from t_on to t_off).
+        "churn-reserve" => {
+            let start: u16 = words.next().unwrap().parse().unwrap();
+            let ms: u64 = words.next().unwrap().parse().unwrap();
+            let mut lines = vec![String::new()];
+            let end = mono_ns() + ms * 1_000_000;
+            let mut i: u16 = 0;
+            while mono_ns() < end {
+                let a = start + (i * 7) % 80;
+                let single = start + 99 - i % 10;
+                reg.reserve(&[(a, a + 19), (single, single)], Some(&format!("churn {i}"))).unwrap();
+                let t_on = mono_ns();
+                std::thread::sleep(Duration::from_millis(2));
+                let t_off = mono_ns();
+                reg.unreserve(&[(a, a + 19), (single, single)]).unwrap();
+                lines.push(format!("R {a} {} {t_on} {t_off}", a + 19));
+                lines.push(format!("R {single} {single} {t_on} {t_off}"));
+                std::thread::sleep(Duration::from_millis(1));
+                i += 1;
+            }
+            lines.push("READY".into());
+            writeln!(out.lock(), "{}", lines.join("\n")).unwrap();
+        }
         other => panic!("unknown role {other}"),
     }
 }
 
 const TEST: &str = "child_role";
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the host.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Every line of a child's output up to `READY`, split in words.
+fn read_lines(child: &mut std::process::Child) -> Vec<Vec<u64>> {
+    use std::io::BufRead;
+    let mut rows = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.as_mut().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "READY" {
+            return rows;
+        }
+        let mut w = line.split_whitespace();
+        if let Some(tag) = w.next().filter(|t| *t == "A" || *t == "R") {
+            let nums: Vec<u64> = w.map(|x| x.parse().unwrap()).collect();
+            rows.push(std::iter::once(u64::from(tag.as_bytes()[0])).chain(nums).collect());
+        }
+    }
+    panic!("child ended before READY");
+}
+
+/// Issue 13: 8 processes allocate while a ninth adds and removes reservations in a loop.
+/// Every time is CLOCK_MONOTONIC, so intervals compare across processes; each recorded
+/// interval lies inside the true one, so an overlap seen is a real one.
+#[test]
+fn eight_allocators_and_a_reservation_churner_never_meet() {
+    const START: u16 = 30600;
+    let d = tempfile::tempdir().unwrap();
+    let mut kids: Vec<_> = (0..8).map(|_| spawn_role(TEST, d.path(), &format!("churn-alloc {START} 100 2500"))).collect();
+    let mut churner = spawn_role(TEST, d.path(), &format!("churn-reserve {START} 2500"));
+    let mut leases = Vec::new(); // (port, t_call, t_got, t_release)
+    for k in &mut kids {
+        for row in read_lines(k) {
+            if row[0] == u64::from(b'A') {
+                leases.push((row[1] as u16, row[2], row[3], row[4]));
+            }
+        }
+        assert!(k.wait().unwrap().success());
+    }
+    let windows: Vec<(u16, u16, u64, u64)> =
+        read_lines(&mut churner).into_iter().map(|r| (r[1] as u16, r[2] as u16, r[3], r[4])).collect();
+    assert!(churner.wait().unwrap().success());
+    assert!(windows.len() > 200, "the churner made only {} reservations", windows.len());
+    assert!(leases.len() > 2000, "the allocators got only {} leases", leases.len());
+
+    // 1. No port handed out twice: no two leases of one port overlap in time.
+    let mut by_port: std::collections::HashMap<u16, Vec<(u64, u64)>> = std::collections::HashMap::new();
+    for &(p, _, got, rel) in &leases {
+        by_port.entry(p).or_default().push((got, rel));
+    }
+    for (p, mut iv) in by_port {
+        iv.sort_unstable();
+        for w in iv.windows(2) {
+            assert!(w[1].0 >= w[0].1, "port {p} was held by two leases at once: {:?} and {:?}", w[0], w[1]);
+        }
+    }
+    // 2. No lease got a port that was reserved for the whole of its allocate call.
+    let mut inside = 0;
+    for &(p, call, got, _) in &leases {
+        for &(a, b, on, off) in &windows {
+            if on <= call && got <= off {
+                inside += 1;
+                assert!(!(a..=b).contains(&p), "port {p} was handed out while reserved ({a}-{b} from {on} to {off}; the call ran {call}..{got})");
+            }
+        }
+    }
+    // The check had work to do: many allocations ran entirely inside a reservation.
+    assert!(inside > 500, "only {inside} allocations ran inside a reservation window");
+    let reg = Registry::open(d.path()).unwrap();
+    assert!(reg.reserved().unwrap().is_empty());
+}
 
 #[test]
 fn eight_processes_times_500_get_no_duplicates() {

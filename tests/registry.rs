@@ -463,3 +463,106 @@ fn a_huge_name_is_truncated_in_the_error() {
         assert!(e.to_string().len() < 300 && e.to_string().contains("100000 bytes"), "{} bytes", e.to_string().len());
     }
 }
+
+/// Issue 13.1: reservations through the Rust API (ports 25900-25949).
+#[test]
+fn reserved_ports_are_never_handed_out_and_leased_ones_stay_leased() {
+    let (_d, reg) = temp_registry();
+    assert_eq!(reg.reserve(&[(0, 5)], None).unwrap_err().code(), ErrorCode::InvalidArgument);
+    assert_eq!(reg.reserve(&[(25910, 25900)], None).unwrap_err().code(), ErrorCode::InvalidArgument);
+    assert_eq!(reg.reserve(&[], None).unwrap_err().code(), ErrorCode::InvalidArgument);
+    for bad in ["a\nb", "tab\there", "\u{1b}[31m", &"r".repeat(233)] {
+        assert_eq!(reg.reserve(&[(25900, 25900)], Some(bad)).unwrap_err().code(), ErrorCode::InvalidArgument, "{bad:?}");
+    }
+    // A port leased now keeps its lease.
+    let held = reg.allocate(&req_in(25900, 1)).unwrap();
+    let kept = reg.reserve(&[(25900, 25904)], Some("monitoring")).unwrap();
+    assert_eq!(kept.iter().map(|i| i.port).collect::<Vec<_>>(), vec![25900]);
+    assert_eq!(reg.get_by_port(25900).unwrap().unwrap().lease_id, held.id());
+    // Every strategy skips the reserved ports.
+    for s in [Strategy::Sequential, Strategy::Random, Strategy::Hash(None)] {
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(reg.allocate(&req_in(25900, 10).strategy(s.clone()).name(format!("s{}", got.len()))).unwrap());
+        }
+        assert!(got.iter().all(|l| l.port() >= 25905), "{s:?}: {:?}", got.iter().map(|l| l.port()).collect::<Vec<_>>());
+        assert_eq!(reg.allocate(&req_in(25900, 10).strategy(s.clone())).unwrap_err().code(), ErrorCode::Exhausted);
+        drop(got);
+    }
+    // A contiguous block never spans a reserved port: 25905-25909 holds at most 2 pairs.
+    let pairs: Vec<_> = (0..2).map(|_| reg.allocate(&req_in(25900, 10).count(2).contiguous(true)).unwrap()).collect();
+    assert!(pairs.iter().all(|l| l.ports()[0] >= 25905), "{pairs:?}");
+    assert_eq!(reg.allocate(&req_in(25900, 10).count(2).contiguous(true)).unwrap_err().code(), ErrorCode::Exhausted);
+    drop(pairs);
+    // Released, the reserved port is blocked; a required one names the reservation.
+    drop(held);
+    let e = reg.allocate(&req_in(25900, 10).preferred(25900, true)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InUse);
+    assert!(e.to_string().contains("25900-25904") && e.to_string().contains("monitoring"), "{e}");
+    // Not required: the strategy goes on past it.
+    assert_eq!(reg.allocate(&req_in(25910, 5).preferred(25901, false)).unwrap().port() / 5, 25910 / 5);
+    // The same span again: a new reason, still one reservation.
+    reg.reserve(&[(25900, 25904)], Some("prometheus")).unwrap();
+    let list = reg.reserved().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].reason.as_deref(), Some("prometheus"));
+    assert_eq!(reg.stats().unwrap().reserved, 5);
+    // Unreserving one port splits the range; the rest stays blocked.
+    let freed = reg.unreserve(&[(25902, 25902)]).unwrap();
+    assert_eq!((freed[0].start, freed[0].end), (25902, 25902));
+    let spans: Vec<(u16, u16)> = reg.reserved().unwrap().iter().map(|r| (r.start, r.end)).collect();
+    assert_eq!(spans, vec![(25900, 25901), (25903, 25904)]);
+    assert_eq!(reg.allocate(&req_in(25900, 5).strategy(Strategy::Sequential)).unwrap().port(), 25902);
+    assert_eq!(reg.unreserve(&[(25920, 25930)]).unwrap_err().code(), ErrorCode::NotFound);
+    // Another handle (another process would be the same) sees the same table.
+    let other = Registry::open(reg.dir()).unwrap();
+    assert_eq!(other.reserved().unwrap().len(), 2);
+    other.unreserve(&[(1, 65535)]).unwrap();
+    assert!(reg.reserved().unwrap().is_empty());
+}
+
+/// Issue 13.1: the per-request exclude list, with a range or the default pool.
+#[test]
+fn exclude_lists_apply_to_ranges_the_pool_and_preferred_ports() {
+    let (_d, reg) = temp_registry();
+    let l = reg.allocate(&req_in(25920, 5).strategy(Strategy::Sequential).exclude_spans(&[(25920, 25922)])).unwrap();
+    assert_eq!(l.port(), 25923);
+    let e = reg.allocate(&req_in(25920, 3).exclude([25920, 25921, 25922])).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+    let e = reg.allocate(&Request::new().preferred(25930, true).exclude([25930])).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    assert!(e.to_string().contains("exclude"), "{e}");
+    let pool = reg.default_pool().unwrap();
+    let first = pool.start();
+    let l = reg.allocate(&Request::new().strategy(Strategy::Sequential).exclude([first])).unwrap();
+    assert_ne!(l.port(), first);
+    assert!(pool.contains(l.port()));
+}
+
+/// Issue 13.1: a version 2 file made before the reservation table grows in place and
+/// keeps its leases; a damaged reservation entry is dropped with a notice.
+#[test]
+fn a_file_without_the_reservation_table_grows_and_damaged_entries_are_dropped() {
+    const FILE_SIZE_V2_0: u64 = 4096 + 4096 * 64 + 65536 / 8 + 65536 * 128 + 65536 * 4;
+    let (d, reg) = temp_registry();
+    let lease = reg.allocate(&req_in(25940, 5).ttl(Duration::from_secs(600))).unwrap();
+    let port = lease.port();
+    lease.keep().unwrap();
+    drop(reg);
+    let db = d.path().join("reg/registry.db");
+    let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.set_len(FILE_SIZE_V2_0).unwrap();
+    drop(f);
+    let reg = Registry::open(d.path().join("reg")).unwrap();
+    assert_eq!(reg.get_by_port(port).unwrap().map(|i| i.port), Some(port), "the lease survived the growth");
+    assert!(reg.reserved().unwrap().is_empty());
+    assert!(std::fs::metadata(&db).unwrap().len() > FILE_SIZE_V2_0);
+    reg.reserve(&[(25945, 25949)], Some("x")).unwrap();
+    // Flip a byte of the first entry's reason: its check no longer matches.
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&db).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_at(b"Y", FILE_SIZE_V2_0 + 24).unwrap();
+    assert!(reg.reserved().unwrap().is_empty());
+    assert!(reg.notices().iter().any(|n| n.contains("damaged entries of the registry's reservation table")), "{:?}", reg.notices());
+    assert_eq!(reg.allocate(&req_in(25945, 1)).unwrap().port(), 25945);
+}

@@ -60,6 +60,7 @@ from ._native import (
     Service,
     Services,
     ServiceType,
+    ReservedRange,
     Stats,
     default_dir,
     default_pool,
@@ -116,6 +117,10 @@ __all__ = [
     "RangeUse",
     "LeaseInfo",
     "Stats",
+    "ReservedRange",
+    "reserve",
+    "unreserve",
+    "reserved",
     "default_dir",
     "default_pool",
     # named services, types, groups, export and import
@@ -169,6 +174,7 @@ __all__ = [
 Proto = Literal["tcp", "udp", "both"]
 StrategyName = Literal["sequential", "random", "hash", "kernel"]
 RangeLike = Union[tuple[int, int], str, range]
+SpansLike = Union[int, tuple[int, int], str, Iterable[Union[int, tuple[int, int], str]]]
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -183,6 +189,7 @@ if TYPE_CHECKING:
         preferred: Optional[int]
         required: bool
         host: Optional[str]
+        exclude: Optional[SpansLike]
 
     class _BoundSocketOptions(_Placement, total=False):
         proto: Literal["tcp", "udp"]
@@ -246,6 +253,8 @@ def allocate(**options: Unpack[_AllocateOptions]) -> Lease:
                 None = as long as this process.
     watch_pid:  hold while that process lives.
     host:       probe this address instead of every address.
+    exclude:    ports never to hand out: ``[9100, (9200, 9299)]`` or ``"9100,9200-9299"``
+                (besides the registry-wide :func:`reserve` ones).
     type:       a service type ("rest-api", "database", ... see :func:`service_types`):
                 without ``range``, the port is drawn from the type's range; the type
                 is recorded (:func:`services_by_type`).
@@ -355,6 +364,30 @@ def get_by_port(port: int) -> Optional[LeaseInfo]:
 def stats() -> Stats:
     """Pool size, held, free, utilization, live owners and lifetime counters."""
     return registry().stats()
+
+
+def reserve(ports: SpansLike, reason: Optional[str] = None) -> builtins.list[LeaseInfo]:
+    """Reserve ports registry-wide, for every process and language on the host::
+
+        portmgr.reserve([9100, (9200, 9299)], reason="monitoring")
+
+    No strategy hands them out until :func:`unreserve`; ``allocate(preferred=9100,
+    required=True)`` raises PortInUse naming the reservation and its reason. A port
+    leased right now keeps its lease (those leases are returned) and is blocked once
+    released.
+    """
+    return registry().reserve(ports, reason)
+
+
+def unreserve(ports: SpansLike) -> builtins.list[ReservedRange]:
+    """Unreserve ports (a partly covered reservation keeps its other ports); returns the
+    parts freed. NotFound when none of them was reserved."""
+    return registry().unreserve(ports)
+
+
+def reserved() -> builtins.list[ReservedRange]:
+    """Every reservation of the default registry (``portmgr reserved list``)."""
+    return registry().reserved()
 
 
 def gc() -> builtins.list[LeaseInfo]:

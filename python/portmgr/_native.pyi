@@ -7,7 +7,7 @@ releases the GIL. Errors are subclasses of :class:`portmgr.errors.PortError`.
 import builtins
 import os
 import socket
-from typing import Literal, Mapping, Optional, Union, final
+from typing import Iterable, Literal, Mapping, Optional, Union, final
 
 from typing_extensions import Self
 
@@ -17,6 +17,7 @@ __all__ = [
     "Lease",
     "LeaseInfo",
     "Stats",
+    "ReservedRange",
     "Reservation",
     "Services",
     "Service",
@@ -44,6 +45,8 @@ __version__: str
 _Proto = Literal["tcp", "udp", "both"]
 _StrategyName = Literal["sequential", "random", "hash", "kernel"]
 _RangeLike = Union[tuple[int, int], str, range]
+_SpanLike = Union[int, tuple[int, int], str]
+_SpansLike = Union[_SpanLike, Iterable[_SpanLike]]
 _Metadata = dict[str, str]
 _MetadataLike = Mapping[str, str]
 
@@ -135,6 +138,12 @@ class Stats:
     @property
     def held_in_pool(self) -> int: ...
     @property
+    def reserved(self) -> int:
+        """Ports of the registry's reservations, all ranges."""
+    @property
+    def reserved_in_pool(self) -> int:
+        """Reserved ports inside the default pool that are not held."""
+    @property
     def free(self) -> int: ...
     @property
     def utilization(self) -> float: ...
@@ -176,6 +185,7 @@ class Registry:
         watch_pid: Optional[int] = None,
         host: Optional[str] = None,
         key: Optional[str] = None,
+        exclude: Optional[_SpansLike] = None,
         type: Optional[str] = None,
         metadata: Optional[_MetadataLike] = None,
     ) -> Lease:
@@ -196,6 +206,7 @@ class Registry:
         watch_pid: Optional[int] = None,
         host: Optional[str] = None,
         key: Optional[str] = None,
+        exclude: Optional[_SpansLike] = None,
         type: Optional[str] = None,
         metadata: Optional[_MetadataLike] = None,
     ) -> tuple[Lease, builtins.list[socket.socket]]:
@@ -214,6 +225,7 @@ class Registry:
         watch_pid: Optional[int] = None,
         host: Optional[str] = None,
         key: Optional[str] = None,
+        exclude: Optional[_SpansLike] = None,
     ) -> int:
         """One port, held until :meth:`release` or until this process exits."""
     def bound_socket(
@@ -229,6 +241,7 @@ class Registry:
         watch_pid: Optional[int] = None,
         host: Optional[str] = None,
         key: Optional[str] = None,
+        exclude: Optional[_SpansLike] = None,
     ) -> socket.socket:
         """A socket bound (TCP: and listening) on a registry-held port, held until
         :meth:`release` or until this process exits."""
@@ -247,6 +260,7 @@ class Registry:
         watch_pid: Optional[int] = None,
         host: Optional[str] = None,
         key: Optional[str] = None,
+        exclude: Optional[_SpansLike] = None,
     ) -> Union[Lease, builtins.list[LeaseInfo]]:
         """The live lease named ``name`` (as LeaseInfo rows) if there is one, else a new
         :class:`Lease` allocated with these options."""
@@ -276,8 +290,33 @@ class Registry:
         """Drop every dead or expired record; returns what was freed."""
     def stats(self) -> Stats:
         """Pool size, held, free, utilization, live owners, lifetime counters."""
+    def reserve(self, ports: _SpansLike, reason: Optional[str] = None) -> builtins.list[LeaseInfo]:
+        """Reserve ports registry-wide (``9100``, ``(9200, 9299)``, ``"9100,9200-9299"``
+        or a list of those): no process or language is handed them until
+        :meth:`unreserve`. Returns the live leases inside them, which keep their ports."""
+    def unreserve(self, ports: _SpansLike) -> builtins.list[ReservedRange]:
+        """Unreserve ports; returns the parts freed (NotFound when none was reserved)."""
+    def reserved(self) -> builtins.list[ReservedRange]:
+        """Every reservation, in the order they were made."""
     def notices(self) -> builtins.list[str]:
         """Things the registry did on its own that a person should know of."""
+
+@final
+class ReservedRange:
+    """A registry-wide reservation: the ports ``start..end`` (inclusive) are never
+    handed out."""
+
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def reason(self) -> Optional[str]: ...
+    @property
+    def created_ms(self) -> int: ...
+    def __contains__(self, port: int, /) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    __hash__: None  # type: ignore[assignment]
 
 @final
 class Reservation:
@@ -560,6 +599,7 @@ class Services:
         watch_pid: Optional[int] = None,
         host: Optional[str] = None,
         key: Optional[str] = None,
+        exclude: Optional[_SpansLike] = None,
         type: Optional[str] = None,
         metadata: Optional[_MetadataLike] = None,
     ) -> Lease:
@@ -580,6 +620,7 @@ class Services:
         watch_pid: Optional[int] = None,
         host: Optional[str] = None,
         key: Optional[str] = None,
+        exclude: Optional[_SpansLike] = None,
         type: Optional[str] = None,
         metadata: Optional[_Metadata] = None,
     ) -> tuple[Service, Optional[Lease]]:

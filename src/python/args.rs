@@ -104,3 +104,45 @@ pub(super) fn resolve_host(host: &str) -> Result<IpAddr> {
 pub(super) fn socket_addr(host: &str, port: u16) -> Result<SocketAddr> {
     Ok(SocketAddr::new(resolve_host(host)?, port))
 }
+
+/// Ports and ranges as Python gives them: an int, an inclusive `(start, end)` tuple, a
+/// `"9100,9200-9299"` string, or an iterable of those (`[9100, (9200, 9299)]`).
+pub(super) fn spans_arg(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<std::result::Result<Vec<(u16, u16)>, Error>> {
+    fn one(what: &str, x: &Bound<'_, PyAny>, out: &mut Vec<(u16, u16)>) -> PyResult<std::result::Result<(), Error>> {
+        if x.is_instance_of::<pyo3::types::PyBool>() {
+            return Err(PyTypeError::new_err(format!("{what}: a port is an int, not a bool")));
+        }
+        if let Ok(p) = x.extract::<i64>() {
+            return Ok(port_arg(what, p).map(|p| out.push((p, p))));
+        }
+        if x.is_instance_of::<PyString>() {
+            return Ok(crate::range::parse_spans(&x.extract::<String>()?).map(|v| out.extend(v)));
+        }
+        if let Ok((a, b)) = x.extract::<(i64, i64)>() {
+            return Ok((|| {
+                let r = PortRange::new(port_arg(what, a)?, port_arg(what, b)?)?;
+                out.push((r.start(), r.end()));
+                Ok(())
+            })());
+        }
+        Err(PyTypeError::new_err(format!(
+            "{what} takes ports (int), inclusive (start, end) tuples or \"A-B\" strings, not {}",
+            x.get_type().name()?
+        )))
+    }
+    let mut out = Vec::new();
+    if obj.extract::<i64>().is_ok() || obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyTuple>() && obj.len()? == 2 && obj.get_item(0)?.extract::<i64>().is_ok() {
+        if let Err(e) = one(what, obj, &mut out)? {
+            return Ok(Err(e));
+        }
+        return Ok(Ok(out));
+    }
+    for x in obj.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!("{what} takes a port, a (start, end) tuple, a string or a list of them"))
+    })? {
+        if let Err(e) = one(what, &x?, &mut out)? {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(out))
+}

@@ -716,15 +716,16 @@ impl PyServices {
         detached(py, || self.svc()?.export(format.parse::<ExportFormat>()?)).map_err(PyErr::from)
     }
 
-    /// Write the nginx export to `dir` (one NAME.conf per service, swapped in atomically),
-    /// without testing or reloading nginx.
+    /// Write the nginx export to `dir` (one NAME.conf per service, each atomically; files of
+    /// services gone removed, files portmgr did not write kept), without testing or
+    /// reloading nginx.
     fn write_nginx_dir(&self, py: Python<'_>, dir: PathBuf) -> PyResult<PyNginxApplied> {
         Ok(detached(py, || write_nginx_dir(&dir, &self.svc()?.list_named()?))?.into())
     }
 
     /// Write the nginx export to `dir` as `write_nginx_dir` does, run `test_command`
     /// (default `nginx -t`) and only when it passes `reload_command` (default
-    /// `nginx -s reload`); on failure the previous directory is restored. An empty
+    /// `nginx -s reload`); on failure portmgr's previous files are restored. An empty
     /// command skips that step.
     #[pyo3(signature = (dir, *, test_command = None, reload_command = None))]
     fn apply_nginx(

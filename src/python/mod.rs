@@ -41,6 +41,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<lease::PyLease>()?;
     m.add_class::<views::PyLeaseInfo>()?;
     m.add_class::<views::PyStats>()?;
+    m.add_class::<views::PyReservedRange>()?;
     m.add_class::<reservation::PyReservation>()?;
     m.add_function(wrap_pyfunction!(probe::is_free, m)?)?;
     m.add_function(wrap_pyfunction!(probe::scan, m)?)?;

@@ -7,11 +7,11 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
-use super::args::{port_arg, protocols_arg, seconds_arg};
+use super::args::{port_arg, protocols_arg, seconds_arg, spans_arg};
 use super::errors::detached;
 use super::lease::{PyLease, abandon, release_abandoned, take_abandoned};
 use super::request::{RequestArgs, metadata_arg, spec_arg};
-use super::views::{PyLeaseInfo, PyStats};
+use super::views::{PyLeaseInfo, PyReservedRange, PyStats};
 use crate::error::Error;
 use crate::mapping;
 use crate::range::Protocols;
@@ -253,6 +253,31 @@ impl PyRegistry {
     fn stats(&self, py: Python<'_>) -> PyResult<PyStats> {
         let reg = &self.reg;
         Ok(detached(py, || reg.stats())?.into())
+    }
+
+    /// Reserve ports registry-wide (`9100`, `(9200, 9299)`, `"9100,9200-9299"` or a
+    /// list of those), with an optional reason: no process or language is handed them
+    /// until `unreserve`. Returns the live leases inside them, which keep their ports
+    /// (blocked once released).
+    #[pyo3(signature = (ports, reason = None))]
+    fn reserve(&self, py: Python<'_>, ports: &Bound<'_, PyAny>, reason: Option<String>) -> PyResult<Vec<PyLeaseInfo>> {
+        let spans = spans_arg("ports", ports)?.map_err(PyErr::from)?;
+        let reg = &self.reg;
+        Ok(detached(py, || reg.reserve(&spans, reason.as_deref()))?.into_iter().map(Into::into).collect())
+    }
+
+    /// Unreserve ports (as `reserve` takes them): a reservation that only partly overlaps
+    /// keeps its other ports. Returns the parts freed; NotFound when none was reserved.
+    fn unreserve(&self, py: Python<'_>, ports: &Bound<'_, PyAny>) -> PyResult<Vec<PyReservedRange>> {
+        let spans = spans_arg("ports", ports)?.map_err(PyErr::from)?;
+        let reg = &self.reg;
+        Ok(detached(py, || reg.unreserve(&spans))?.into_iter().map(Into::into).collect())
+    }
+
+    /// Every reservation, in the order they were made.
+    fn reserved(&self, py: Python<'_>) -> PyResult<Vec<PyReservedRange>> {
+        let reg = &self.reg;
+        Ok(detached(py, || reg.reserved())?.into_iter().map(Into::into).collect())
     }
 
     /// Things the registry did on its own that a person should know of.

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 
-use super::args::{port_arg, protocols_arg, range_arg, resolve_host, seconds_arg};
+use super::args::{port_arg, protocols_arg, range_arg, resolve_host, seconds_arg, spans_arg};
 use crate::error::{Error, Result};
 use crate::mapping::{Metadata, ServiceSpec};
 use crate::range::PortRange;
@@ -46,6 +46,9 @@ pub(super) struct RequestArgs {
     host: Option<String>,
     /// `key`: the hash strategy's key.
     key: Option<String>,
+    /// `exclude`: ports never to hand out (see `spans_arg`); an invalid one is reported
+    /// when the request is built.
+    exclude: Option<Result<Vec<(u16, u16)>>>,
 }
 
 impl Default for RequestArgs {
@@ -63,6 +66,7 @@ impl Default for RequestArgs {
             watch_pid: None,
             host: None,
             key: None,
+            exclude: None,
         }
     }
 }
@@ -77,7 +81,7 @@ fn get<'py, T: FromPyObjectOwned<'py>>(name: &str, v: &Bound<'py, PyAny>) -> PyR
 }
 
 /// The allocation keywords (each read in [`RequestArgs::from_kwargs`]).
-const KEYWORDS: [&str; 12] = [
+const KEYWORDS: [&str; 13] = [
     "proto",
     "count",
     "contiguous",
@@ -90,6 +94,7 @@ const KEYWORDS: [&str; 12] = [
     "watch_pid",
     "host",
     "key",
+    "exclude",
 ];
 
 /// The keywords as interned Python strings: the keys of a call's `**kwargs` are the
@@ -150,6 +155,8 @@ impl RequestArgs {
                 name @ "watch_pid" => a.watch_pid = get(name, &v)?,
                 name @ "host" => a.host = get(name, &v)?,
                 name @ "key" => a.key = get(name, &v)?,
+                "exclude" if v.is_none() => a.exclude = None,
+                name @ "exclude" => a.exclude = Some(spans_arg(name, &v)?),
                 name => return Err(unexpected(func, name)),
             }
         }
@@ -212,6 +219,9 @@ impl RequestArgs {
         }
         if let Some(h) = self.host {
             req = req.probe_addr(resolve_host(&h)?);
+        }
+        if let Some(ex) = self.exclude {
+            req = req.exclude_spans(&ex?);
         }
         Ok(req)
     }

@@ -2,7 +2,7 @@
 
 use pyo3::prelude::*;
 
-use crate::registry::{LeaseInfo, Stats};
+use crate::registry::{LeaseInfo, ReservedRange, Stats};
 
 /// One live port of the registry, as the views show it.
 #[pyclass(name = "LeaseInfo", module = "portmgr", frozen, get_all)]
@@ -74,9 +74,13 @@ pub(super) struct PyStats {
     held: usize,
     /// Live ports inside the default pool.
     held_in_pool: usize,
-    /// pool_size - held_in_pool.
+    /// Ports of the registry's reservations, all ranges.
+    reserved: usize,
+    /// Reserved ports inside the default pool that are not held.
+    reserved_in_pool: usize,
+    /// pool_size - held_in_pool - reserved_in_pool.
     free: usize,
-    /// held_in_pool / pool_size, 0 to 1.
+    /// (held_in_pool + reserved_in_pool) / pool_size, 0 to 1.
     utilization: f64,
     /// Processes attached as owners right now.
     owners: usize,
@@ -95,6 +99,8 @@ impl From<Stats> for PyStats {
             pool_size: s.pool_size,
             held: s.held,
             held_in_pool: s.held_in_pool,
+            reserved: s.reserved,
+            reserved_in_pool: s.reserved_in_pool,
             free: s.free,
             utilization: s.utilization,
             owners: s.owners,
@@ -112,5 +118,36 @@ impl PyStats {
             "Stats(pool={:?}, pool_size={}, held={}, free={}, owners={})",
             self.pool, self.pool_size, self.held, self.free, self.owners
         )
+    }
+}
+
+/// A registry-wide reservation: the ports `start..=end` are never handed out.
+#[pyclass(name = "ReservedRange", module = "portmgr", frozen, get_all, eq)]
+#[derive(PartialEq)]
+pub(super) struct PyReservedRange {
+    /// The first reserved port.
+    start: u16,
+    /// The last reserved port (`start` for one port).
+    end: u16,
+    /// Why, or None.
+    reason: Option<String>,
+    /// When it was made, milliseconds since the Unix epoch.
+    created_ms: u64,
+}
+
+impl From<ReservedRange> for PyReservedRange {
+    fn from(r: ReservedRange) -> Self {
+        PyReservedRange { start: r.start, end: r.end, reason: r.reason, created_ms: r.created_ms }
+    }
+}
+
+#[pymethods]
+impl PyReservedRange {
+    fn __repr__(&self) -> String {
+        let reason = self.reason.as_ref().map_or_else(|| "None".to_string(), |r| format!("{r:?}"));
+        format!("ReservedRange(start={}, end={}, reason={reason})", self.start, self.end)
+    }
+    fn __contains__(&self, port: i64) -> bool {
+        (i64::from(self.start)..=i64::from(self.end)).contains(&port)
     }
 }

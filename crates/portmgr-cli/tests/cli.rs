@@ -1147,3 +1147,66 @@ fn privileged_ports_said_plainly() {
     assert_eq!((code(&o), ports_of(&o)), (0, vec![port]), "{}", stderr(&o));
     assert_eq!(code(&root.run(&["release", &ps])), 0);
 }
+
+/// Issue 13.1: `portmgr reserved add/remove/list`, through the real binary, and
+/// `alloc --exclude` (ports 13880-13899).
+#[test]
+fn reserved_ports_through_the_command() {
+    let r = reg();
+    let o = r.run(&["reserved", "add", "13880", "13882-13884,13886", "--reason", "monitoring"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "13880        monitoring\n13882-13884  monitoring\n13886        monitoring\n");
+    let o = r.run(&["reserved", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let spans: Vec<(u64, u64)> = v.as_array().unwrap().iter().map(|e| (e["start"].as_u64().unwrap(), e["end"].as_u64().unwrap())).collect();
+    assert_eq!(spans, vec![(13880, 13880), (13882, 13884), (13886, 13886)]);
+    assert!(v.as_array().unwrap().iter().all(|e| e["reason"] == "monitoring" && e["created_ms"].as_u64().unwrap() > 0));
+
+    // Every alloc skips them; a required one fails with status 4 naming the reason.
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let o = r.run(&["alloc", "--range", "13880-13886", "--ttl", "1m"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        got.push(stdout(&o).trim().parse::<u16>().unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(got, vec![13881, 13885]);
+    let o = r.run(&["alloc", "--range", "13880-13886", "--ttl", "1m"]);
+    assert_eq!(code(&o), 3, "only 13881 and 13885 are free of 13880-13886: {}", stdout(&o));
+    let o = r.run(&["alloc", "--preferred", "13883", "--required", "--ttl", "1m"]);
+    assert_eq!(code(&o), 4);
+    assert!(stderr(&o).contains("13882-13884") && stderr(&o).contains("monitoring"), "{}", stderr(&o));
+
+    // A hostile reason is refused (status 2), a long one too.
+    for bad in ["two\nlines", "esc\u{1b}[2J", &"x".repeat(300)] {
+        let o = r.run(&["reserved", "add", "13890", "--reason", bad]);
+        assert_eq!(code(&o), 2, "{bad:?}: {}", stderr(&o));
+    }
+    // Reserving a leased port keeps the lease, and says so.
+    let o = r.run(&["alloc", "--preferred", "13890", "--required", "--ttl", "1m"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = r.run(&["reserved", "add", "13890"]);
+    assert_eq!(code(&o), 0);
+    assert!(stderr(&o).contains("port 13890 stays leased"), "{}", stderr(&o));
+    assert!(r.held().contains(&13890));
+
+    // remove: a part of a range; an unknown one is status 5.
+    let o = r.run(&["reserved", "remove", "13883"]);
+    assert_eq!((code(&o), stdout(&o)), (0, "13883        monitoring\n".to_string()), "{}", stderr(&o));
+    let o = r.run(&["reserved", "remove", "13899"]);
+    assert_eq!(code(&o), 5);
+    assert!(stderr(&o).contains("no reservation covers 13899"), "{}", stderr(&o));
+    let o = r.run(&["reserved", "add", "0"]);
+    assert_eq!(code(&o), 2);
+    let o = r.run(&["stats", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["reserved"], 5, "{st}");
+
+    // alloc --exclude, with a range and with the pool.
+    let o = r.run(&["alloc", "--range", "13891-13895", "--strategy", "sequential", "--exclude", "13891,13892-13893", "--ttl", "1m"]);
+    assert_eq!((code(&o), stdout(&o).trim()), (0, "13894"), "{}", stderr(&o));
+    let o = r.run(&["alloc", "--range", "13891-13892", "--exclude", "13891", "--exclude", "13892"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let o = r.run(&["alloc", "--exclude", "x-y"]);
+    assert_eq!(code(&o), 2);
+}
