@@ -490,13 +490,13 @@ fn nginx_dir_is_replaced_atomically_and_rolled_back_when_the_test_fails() {
     deploy.reload_command = Some(vec!["false".into()]);
     assert!(deploy.apply(&named).is_err());
     assert!(!dir.join("clickhouse.http.conf").exists());
-    // A directory portmgr did not write is never replaced.
+    // In a directory with files of the user's, those stay (issue 13.5).
     let foreign = tmp.path().join("conf.d");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("default.conf"), "x").unwrap();
-    let e = write_nginx_dir(&foreign, &named).unwrap_err();
-    assert!(e.to_string().contains("not written by portmgr"), "{e}");
-    assert!(foreign.join("default.conf").exists());
+    let done = write_nginx_dir(&foreign, &named).unwrap();
+    assert_eq!(done.files, vec!["api.conf".to_string(), "clickhouse.http.conf".to_string()]);
+    assert_eq!(std::fs::read_to_string(foreign.join("default.conf")).unwrap(), "x");
 }
 
 #[test]

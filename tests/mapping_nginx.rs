@@ -265,3 +265,139 @@ http {{
     drop(taken);
     drop((api, ws, late, front));
 }
+
+/// Issue 13.5: a route of the service's own (`route` metadata) and its upstream host
+/// (`upstream_host`) through a real nginx, the forwarded headers, the route `/`, and a
+/// directory shared with a file of the user's: the user's file stays and keeps serving,
+/// a released service's file is removed at the next apply. Ports: 30300-30349.
+#[test]
+fn real_nginx_routes_a_custom_route_and_prunes_released_services() {
+    let nginx = ensure_nginx();
+    let (_d, reg) = temp_registry();
+    let svc = Services::with_types(reg, TypeTable::builtin());
+    let shop = svc
+        .allocate(
+            &req_in(30300, 50).name("shop"),
+            &ServiceSpec::new().meta(ROUTE_KEY, "/shop/api/").meta(UPSTREAM_HOST_KEY, "127.0.0.1"),
+        )
+        .unwrap();
+    let site = svc.allocate(&req_in(30300, 50).name("site"), &ServiceSpec::new().meta(ROUTE_KEY, "/")).unwrap();
+    let old = svc.allocate(&req_in(30300, 50).name("old"), &ServiceSpec::new()).unwrap();
+    let front = svc.allocate(&req_in(30300, 50).name("front"), &ServiceSpec::new()).unwrap();
+    backend("shop", shop.port());
+    backend("site", site.port());
+    backend("old", old.port());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix: PathBuf = tmp.path().to_path_buf();
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        std::fs::set_permissions(&prefix, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let services_dir = prefix.join("services");
+    std::fs::create_dir(&services_dir).unwrap();
+    // The user's own file in the directory: portmgr leaves it alone.
+    let mine = "location /mine/ { return 204; }\n";
+    std::fs::write(services_dir.join("mine.conf"), mine).unwrap();
+    let conf = prefix.join("nginx.conf");
+    let p = prefix.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\n{user}worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
+             events {{ worker_connections 64; }}\nhttp {{\n    access_log {p}/access.log;\n\
+             client_body_temp_path {p}/client_body;\n    proxy_temp_path {p}/proxy;\n\
+             fastcgi_temp_path {p}/fastcgi;\n    uwsgi_temp_path {p}/uwsgi;\n    scgi_temp_path {p}/scgi;\n\
+             server {{\n        listen 127.0.0.1:{port};\n        server_name localhost;\n\
+             include {p}/services/*.conf;\n    }}\n}}\n",
+            user = if root { "user nobody nogroup;\n" } else { "" },
+            port = front.port(),
+        ),
+    )
+    .unwrap();
+    let base: Vec<String> = vec![
+        nginx.clone(),
+        "-e".into(),
+        format!("{p}/error.log"),
+        "-p".into(),
+        format!("{p}/"),
+        "-c".into(),
+        conf.display().to_string(),
+    ];
+    let with =
+        |extra: &[&str]| -> Vec<String> { base.iter().cloned().chain(extra.iter().map(|s| s.to_string())).collect() };
+    let deploy = NginxDeploy { dir: services_dir.clone(), test_command: Some(with(&["-t"])), reload_command: None };
+    let done = deploy.apply(&svc.list_named().unwrap()).unwrap();
+    assert!(done.tested);
+    assert_eq!(done.files, vec!["front.conf", "old.conf", "shop.conf", "site.conf"]);
+    assert!(done.removed.is_empty() && done.skipped.is_empty(), "{done:?}");
+    let shop_conf = std::fs::read_to_string(services_dir.join("shop.conf")).unwrap();
+    for needle in [
+        "location = /shop/api {\n    return 308 /shop/api/;\n}",
+        &format!("location /shop/api/ {{\n    proxy_pass http://127.0.0.1:{}/;", shop.port()),
+        &format!("location = /shop/api/health {{\n    proxy_pass http://127.0.0.1:{}/health;", shop.port()),
+        "proxy_set_header X-Forwarded-Port $server_port;",
+        "proxy_buffering off;",
+        "proxy_request_buffering off;",
+    ] {
+        assert!(shop_conf.contains(needle), "shop.conf lacks {needle:?}:\n{shop_conf}");
+    }
+    let site_conf = std::fs::read_to_string(services_dir.join("site.conf")).unwrap();
+    assert!(!site_conf.contains("return 308"), "the route / has no redirect:\n{site_conf}");
+
+    let server = Command::new(&base[0]).args(&base[1..]).stdin(Stdio::null()).spawn().unwrap();
+    let _nginx = Nginx { child: server };
+    let addr: SocketAddr = format!("127.0.0.1:{}", front.port()).parse().unwrap();
+    wait_for(|| probe::accepts(addr, Duration::from_millis(200)), "nginx to listen");
+
+    // The custom route reaches the shop's backend, its prefix stripped, headers set.
+    let (status, _, body) = get(front.port(), "/shop/api/items?page=2");
+    assert!(status.contains("200"), "{status}\n{body}");
+    assert!(body.starts_with("backend shop saw\nget /items?page=2 http/1.1"), "{body}");
+    for needle in [
+        "x-forwarded-prefix: /shop/api\r\n".to_string(),
+        format!("x-forwarded-port: {}\r\n", front.port()),
+        "x-forwarded-for: 127.0.0.1\r\n".into(),
+        "x-forwarded-proto: http\r\n".into(),
+        "x-forwarded-host: localhost\r\n".into(),
+        "x-real-ip: 127.0.0.1\r\n".into(),
+    ] {
+        assert!(body.contains(&needle), "the backend did not get {needle:?}:\n{body}");
+    }
+    let (_, _, body) = get(front.port(), "/shop/api/health");
+    assert!(body.starts_with("backend shop saw\nget /health http/1.1"), "{body}");
+    let (status, headers, _) = get(front.port(), "/shop/api");
+    assert!(status.contains("308") && headers.contains("location: http://localhost"), "{status}\n{headers}");
+    assert!(headers.contains("/shop/api/"), "{headers}");
+    // The route / takes everything else; no X-Forwarded-Prefix for it.
+    let (_, _, body) = get(front.port(), "/anything/else");
+    assert!(body.starts_with("backend site saw\nget /anything/else http/1.1"), "{body}");
+    assert!(!body.contains("x-forwarded-prefix"), "{body}");
+    let (_, _, body) = get(front.port(), "/old/x");
+    assert!(body.starts_with("backend old saw\nget /x http/1.1"), "{body}");
+    assert!(get(front.port(), "/mine/").0.contains("204"));
+
+    // `old` released: the next apply removes old.conf (and only it), nginx reloads, and
+    // /old/ falls through to the route /.
+    drop(old);
+    let deploy = NginxDeploy {
+        dir: services_dir.clone(),
+        test_command: Some(with(&["-t"])),
+        reload_command: Some(with(&["-s", "reload"])),
+    };
+    let done = deploy.apply(&svc.list_named().unwrap()).unwrap();
+    assert!(done.tested && done.reloaded);
+    assert_eq!(done.removed, vec!["old.conf"]);
+    assert!(!services_dir.join("old.conf").exists());
+    assert_eq!(std::fs::read_to_string(services_dir.join("mine.conf")).unwrap(), mine);
+    wait_for(|| get(front.port(), "/old/x").2.starts_with("backend site saw\nget /old/x"), "the reload to drop /old/");
+    assert!(get(front.port(), "/mine/").0.contains("204"));
+    let mut left: Vec<String> = std::fs::read_dir(&services_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".portmgr-nginx", "front.conf", "mine.conf", "shop.conf", "site.conf"]);
+    drop((shop, site, front));
+}

@@ -234,11 +234,14 @@ Examples:
   portmgr export --format nginx                        # location blocks to stdout
   portmgr export --format nginx --dir /etc/nginx/portmgr --reload
 
---format is json (the default), env or nginx. With --dir, the nginx export is written
-as one NAME.conf per service into DIR, replaced atomically (include it inside a server
-block: include /etc/nginx/portmgr/*.conf;). --reload then runs `nginx -t` and, only
-when it passes, `nginx -s reload`; when either fails the previous DIR is put back and
-the status is 1.")]
+--format is json (the default), env or nginx. nginx routes each service at /NAME/ to
+127.0.0.1, or at its metadata route and upstream_host (alloc --meta route=/shop/api/
+--meta upstream_host=10.0.0.5). With --dir, the nginx export is written as one
+NAME.conf per service into DIR, each file atomically (include it inside a server
+block: include /etc/nginx/portmgr/*.conf;); files of services gone since the last
+export are removed, files portmgr did not write stay. --reload then runs `nginx -t`
+and, only when it passes, `nginx -s reload`; when either fails portmgr's files are
+put back as they were and the status is 1.")]
     Export(ExportArgs),
     /// Re-create services from a JSON export or a .env file, each on its previous port when free
     #[command(after_help = "\
@@ -371,10 +374,10 @@ pub(super) struct ExportArgs {
     /// Only members of this group
     #[arg(long, value_name = "GROUP")]
     pub(super) group: Option<String>,
-    /// With --format nginx: write one NAME.conf per service into DIR (replaced atomically)
+    /// With --format nginx: write one NAME.conf per service into DIR (each atomically; stale ones removed)
     #[arg(long, value_name = "DIR")]
     pub(super) dir: Option<PathBuf>,
-    /// With --dir: run `nginx -t`, then `nginx -s reload`; put the old DIR back on failure
+    /// With --dir: run `nginx -t`, then `nginx -s reload`; put the old files back on failure
     #[arg(long, requires = "dir")]
     pub(super) reload: bool,
     /// With --reload: the nginx program (default: nginx, found in PATH)

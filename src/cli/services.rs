@@ -63,6 +63,9 @@ pub(super) fn export(cli: &Cli, a: &ExportArgs) -> R<i32> {
     for f in &applied.files {
         text.push_str(&format!("  {}\n", shown(f)));
     }
+    for f in &applied.removed {
+        text.push_str(&format!("removed {} (its service is gone)\n", shown(f)));
+    }
     for s in &applied.skipped {
         text.push_str(&format!("skipped: {}\n", one_line(s)));
     }

@@ -110,15 +110,15 @@ pub unsafe extern "C" fn portmgr_export(
 }
 
 /// Write the nginx export into directory `dir` (a path of any bytes): one `NAME.conf`
-/// per service, the directory replaced atomically (it must be missing, empty, or one
-/// portmgr wrote). With `reload`, then run `nginx -t` and, only when it passes,
-/// `nginx -s reload` (nginx found in `PATH`); when either fails the previous directory is
-/// put back and the last error carries nginx's output.
+/// per service, each file atomically; files of services gone since the last export are
+/// removed, files portmgr did not write stay. With `reload`, then run `nginx -t` and,
+/// only when it passes, `nginx -s reload` (nginx found in `PATH`); when either fails
+/// portmgr's files are put back as they were and the last error carries nginx's output.
 ///
 /// On `PORTMGR_OK`, `*out_files` (if not NULL) is the number of files written.
 ///
-/// Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL or empty `dir`, a directory
-/// portmgr did not write, the nginx test or reload failed), `PORTMGR_OS`,
+/// Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL or empty `dir`, `dir` a
+/// symbolic link or not a directory, the nginx test or reload failed), `PORTMGR_OS`,
 /// `PORTMGR_TIMEOUT`. Thread-safe; calls on one directory take turns.
 ///
 /// # Safety

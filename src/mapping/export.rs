@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+use super::validate::{
+    DEFAULT_UPSTREAM_HOST, HEALTH_PATH_KEY, ROUTE_KEY, UPSTREAM_HOST_KEY, route_prefix, upstream_url_host,
+    validate_health_path, validate_route, validate_upstream_host,
+};
 use super::{Metadata, Service};
 
 /// The `portmgr_export` version of the JSON export.
@@ -173,26 +177,64 @@ pub fn export_env(services: &[Service]) -> Result<String> {
     Ok(out)
 }
 
-/// Whether `name` can be used as an nginx location path and file name: `A-Z a-z 0-9 . _ -`,
-/// not starting with `.`.
+/// Whether `name` can be used as an nginx file name (and default location path):
+/// `A-Z a-z 0-9 . _ -`, not starting with `.`.
 fn nginx_safe(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-/// The metadata key that overrides the health path (`/health` by default).
-pub const HEALTH_PATH_KEY: &str = "health_path";
+/// Where nginx routes a service: its location prefix, the upstream host as it goes into
+/// the URL, and the health path. Every value checked by `validate` (the same rules as
+/// when the metadata was set), so a value that got into the side file another way is
+/// refused here, never copied into the configuration.
+struct NginxRoute {
+    /// The location prefix, ending in `/` (`/shop/api/`; `/NAME/` by default).
+    prefix: String,
+    /// `127.0.0.1`, `backend.internal`, `[::1]`.
+    host: String,
+    /// `/health` by default.
+    health: String,
+}
 
-fn health_path(s: &Service) -> Result<String> {
-    let p = s.metadata.get(HEALTH_PATH_KEY).map(String::as_str).unwrap_or("/health");
-    if !p.starts_with('/') || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
-        return Err(Error::invalid(format!(
-            "metadata {HEALTH_PATH_KEY}={p:?} of service {:?} must be a path like /health (A-Z a-z 0-9 / . _ -)",
-            s.name.as_deref().unwrap_or("")
-        )));
+impl NginxRoute {
+    /// The locations this service's blocks declare, as nginx compares them: the redirect
+    /// (`= /shop/api`, none for `/`), the health check (`= /shop/api/health`) and the
+    /// prefix (`/shop/api/`). Two services sharing one would fail `nginx -t`.
+    fn locations(&self) -> Vec<String> {
+        let mut v = Vec::with_capacity(3);
+        if self.prefix != "/" {
+            v.push(format!("= {}", self.prefix.trim_end_matches('/')));
+        }
+        v.push(format!("= {}health", self.prefix));
+        v.push(self.prefix.clone());
+        v
     }
-    Ok(p.to_string())
+}
+
+fn nginx_route(s: &Service, name: &str) -> Result<NginxRoute> {
+    let what = |e: Error| match e {
+        Error::InvalidArgument(m) => Error::invalid(format!("service {name:?}: {m}")),
+        other => other,
+    };
+    let prefix = match s.metadata.get(ROUTE_KEY) {
+        Some(r) => {
+            validate_route(r).map_err(what)?;
+            route_prefix(r)
+        }
+        None => format!("/{name}/"),
+    };
+    let host = match s.metadata.get(UPSTREAM_HOST_KEY) {
+        Some(h) => {
+            validate_upstream_host(h).map_err(what)?;
+            upstream_url_host(h)
+        }
+        None => DEFAULT_UPSTREAM_HOST.to_string(),
+    };
+    let health = s.metadata.get(HEALTH_PATH_KEY).map(String::as_str).unwrap_or("/health");
+    validate_health_path(health).map_err(what)?;
+    Ok(NginxRoute { prefix, host, health: health.to_string() })
 }
 
 fn proxy_common(out: &mut String, prefix: &str, connect: &str, read: &str) {
@@ -204,10 +246,15 @@ fn proxy_common(out: &mut String, prefix: &str, connect: &str, read: &str) {
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     proxy_set_header X-Forwarded-Proto $scheme;
     proxy_set_header X-Forwarded-Host $host;
-    proxy_set_header X-Forwarded-Prefix {prefix};
+    proxy_set_header X-Forwarded-Port $server_port;
+    proxy_set_header X-Forwarded-Prefix \"{prefix}\";
     # WebSocket: pass the upgrade handshake through.
     proxy_set_header Upgrade $http_upgrade;
     proxy_set_header Connection $http_connection;
+    # A development proxy streams both ways: server-sent events, long polls and uploads
+    # reach the other side as they come, not once nginx has buffered them whole.
+    proxy_buffering off;
+    proxy_request_buffering off;
     proxy_connect_timeout {connect};
     proxy_send_timeout 60s;
     proxy_read_timeout {read};
@@ -218,63 +265,105 @@ fn proxy_common(out: &mut String, prefix: &str, connect: &str, read: &str) {
     );
 }
 
+fn render(s: &Service, name: &str, r: &NginxRoute) -> String {
+    let (port, prefix, host, health) = (s.port, r.prefix.as_str(), r.host.as_str(), r.health.as_str());
+    // X-Forwarded-Prefix: the route without its trailing slash (empty for `/`).
+    let fwd = prefix.trim_end_matches('/');
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# portmgr service {name:?}{}, port {port}, route {prefix} -> {host}. Generated by portmgr: do not edit.",
+        // Escaped: a type read from a damaged side file must not add lines to the config.
+        s.service_type.as_deref().map(|t| format!(" (type {})", t.escape_debug())).unwrap_or_default()
+    );
+    if prefix != "/" {
+        let _ = writeln!(out, "location = {fwd} {{\n    return 308 {prefix};\n}}");
+    }
+    let _ = writeln!(out, "location = {prefix}health {{\n    proxy_pass http://{host}:{port}{health};");
+    proxy_common(&mut out, fwd, "2s", "10s");
+    let _ = writeln!(out, "    access_log off;\n}}");
+    let _ = writeln!(out, "location {prefix} {{\n    proxy_pass http://{host}:{port}/;");
+    proxy_common(&mut out, fwd, "5s", "300s");
+    let _ = writeln!(out, "}}");
+    out
+}
+
 /// The nginx `location` blocks of one service (for inclusion inside a `server { }`):
 ///
-/// * `location /NAME/` proxies to `http://127.0.0.1:PORT/` (the `/NAME` prefix stripped)
-///   with HTTP/1.1, `Host`, `X-Real-IP`, `X-Forwarded-{For,Proto,Host,Prefix}`, the
-///   WebSocket `Upgrade`/`Connection` headers, timeouts (connect 5 s, send 60 s, read
-///   300 s) and security headers (`X-Content-Type-Options`, `X-Frame-Options`,
-///   `Referrer-Policy`);
-/// * `location = /NAME/health` proxies to the backend's `/health` (or the path in the
+/// * `location ROUTE` proxies to `http://HOST:PORT/` (the route prefix stripped), where
+///   ROUTE is the service's `route` metadata (default `/NAME/`; always ending in `/`) and
+///   HOST its `upstream_host` metadata (default `127.0.0.1`), with HTTP/1.1, `Host`,
+///   `X-Real-IP`, `X-Forwarded-{For,Proto,Host,Port,Prefix}`, the WebSocket
+///   `Upgrade`/`Connection` headers, no buffering either way (`proxy_buffering off`,
+///   `proxy_request_buffering off`: streaming responses and uploads pass as they come),
+///   timeouts (connect 5 s, send 60 s, read 300 s) and security headers
+///   (`X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy`);
+/// * `location = ROUTEhealth` proxies to the backend's `/health` (or the path in the
 ///   service's `health_path` metadata) with short timeouts and no access log;
-/// * `location = /NAME` redirects to `/NAME/`.
+/// * `location = ROUTE-without-its-slash` redirects to `ROUTE` (not for the route `/`).
 ///
-/// Errors for a name nginx cannot route safely (only `A-Z a-z 0-9 . _ -`, not starting
-/// with `.`), an unnamed lease, or a UDP-only service.
+/// Errors for a name nginx cannot use as a file name (only `A-Z a-z 0-9 . _ -`, not
+/// starting with `.`), an unnamed lease, a UDP-only service, or a `route`,
+/// `upstream_host` or `health_path` that fails its check (see [`super::validate_route`]).
 pub fn nginx_location(s: &Service) -> Result<String> {
     let name = s.name.as_deref().ok_or_else(|| Error::invalid("an unnamed lease has no nginx location"))?;
     if !nginx_safe(name) {
         return Err(Error::invalid(format!(
-            "service name {name:?} cannot be an nginx location: use only A-Z a-z 0-9 . _ - (not starting with .)"
+            "service name {} cannot be an nginx location: use only A-Z a-z 0-9 . _ - (not starting with .)",
+            crate::registry::shown_name(name)
         )));
     }
     if s.protocols == "udp" {
         return Err(Error::invalid(format!("service {name:?} is UDP only: nginx cannot proxy HTTP to it")));
     }
-    let port = s.port;
-    let health = health_path(s)?;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# portmgr service {name:?}{}, port {port}. Generated by portmgr: do not edit.",
-        // Escaped: a type read from a damaged side file must not add lines to the config.
-        s.service_type.as_deref().map(|t| format!(" (type {})", t.escape_debug())).unwrap_or_default()
-    );
-    let _ = writeln!(out, "location = /{name} {{\n    return 308 /{name}/;\n}}");
-    let _ = writeln!(out, "location = /{name}/health {{\n    proxy_pass http://127.0.0.1:{port}{health};");
-    proxy_common(&mut out, &format!("/{name}"), "2s", "10s");
-    let _ = writeln!(out, "    access_log off;\n}}");
-    let _ = writeln!(out, "location /{name}/ {{\n    proxy_pass http://127.0.0.1:{port}/;");
-    proxy_common(&mut out, &format!("/{name}"), "5s", "300s");
-    let _ = writeln!(out, "}}");
-    Ok(out)
+    let r = nginx_route(s, name)?;
+    Ok(render(s, name, &r))
+}
+
+/// The named services sorted by name, each with its [`nginx_location`] blocks or the
+/// reason it is left out. A service whose locations clash with an earlier one's (two
+/// services with one route) is left out too: nginx would refuse the whole configuration.
+/// The one choice of what the nginx exports (text and directory) contain.
+pub(crate) fn nginx_blocks(services: &[Service]) -> Vec<(String, std::result::Result<String, String>)> {
+    let mut named: Vec<&Service> = services.iter().filter(|s| s.name.is_some()).collect();
+    named.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut taken: BTreeMap<String, &str> = BTreeMap::new();
+    let mut out = Vec::with_capacity(named.len());
+    for s in named {
+        let name = s.name.as_deref().unwrap_or_default();
+        let block = nginx_location(s).map_err(|e| e.to_string()).and_then(|text| {
+            // nginx_location succeeded, so the route is valid.
+            let r = nginx_route(s, name).map_err(|e| e.to_string())?;
+            let locs = r.locations();
+            if let Some((loc, other)) = locs.iter().find_map(|l| taken.get(l).map(|o| (l, *o))) {
+                return Err(format!(
+                    "invalid argument: service {name:?}: its location {loc} is already service {other:?}'s: give one of them another {ROUTE_KEY}"
+                ));
+            }
+            for l in locs {
+                taken.insert(l, name);
+            }
+            Ok(text)
+        });
+        out.push((name.to_string(), block));
+    }
+    out
 }
 
 /// Every named service's [`nginx_location`] blocks, one after the other, for inclusion in
-/// a `server { }` block. A service that cannot be routed is left out, with a comment
-/// saying why.
+/// a `server { }` block. A service that cannot be routed (or whose route another service
+/// already has) is left out, with a comment saying why.
 pub fn export_nginx(services: &[Service]) -> String {
-    let mut named: Vec<&Service> = services.iter().filter(|s| s.name.is_some()).collect();
-    named.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = String::from("# Generated by portmgr export --format nginx: include inside a server { } block.\n");
-    for s in named {
-        match nginx_location(s) {
+    for (_, block) in nginx_blocks(services) {
+        match block {
             Ok(block) => {
                 out.push('\n');
                 out.push_str(&block);
             }
             Err(e) => {
-                let _ = writeln!(out, "\n# skipped: {}", e.to_string().replace('\n', " "));
+                // Error texts show values escaped ({:?}); one line whatever they hold.
+                let _ = writeln!(out, "\n# skipped: {}", e.replace(['\n', '\r'], " "));
             }
         }
     }

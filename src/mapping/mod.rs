@@ -27,6 +27,7 @@ mod nginx;
 mod store;
 mod textfile;
 mod types;
+mod validate;
 
 use std::collections::BTreeMap;
 
@@ -48,6 +49,10 @@ pub use nginx::{NginxApplied, NginxDeploy, nginx_file_name, write_nginx_dir};
 pub use store::SERVICES_FILE;
 pub use textfile::{TEXT_FILE_MAX, read_text, read_text_file};
 pub use types::{BUILTIN_TYPES, BuiltinType, ServiceType, TYPES_ENV, TypeTable, validate_type_name};
+pub use validate::{
+    DEFAULT_UPSTREAM_HOST, HEALTH_PATH_KEY, ROUTE_KEY, ROUTE_MAX, UPSTREAM_HOST_KEY, UPSTREAM_HOST_MAX, route_prefix,
+    upstream_url_host, validate_export_metadata, validate_health_path, validate_route, validate_upstream_host,
+};
 
 /// String key/value metadata of a service (sorted by key).
 pub type Metadata = BTreeMap<String, String>;
@@ -61,7 +66,9 @@ pub const METADATA_VALUE_MAX: usize = 4096;
 
 /// Check metadata: at most [`METADATA_MAX_ENTRIES`] entries; keys 1 to
 /// [`METADATA_KEY_MAX`] bytes without control characters or `=`; values at most
-/// [`METADATA_VALUE_MAX`] bytes without control characters other than tab.
+/// [`METADATA_VALUE_MAX`] bytes without control characters other than tab; and the values
+/// an exporter copies into its output (`route`, `upstream_host`, `health_path`) as
+/// [`validate_export_metadata`] says.
 pub fn validate_metadata(m: &Metadata) -> Result<()> {
     if m.len() > METADATA_MAX_ENTRIES {
         return Err(Error::invalid(format!("at most {METADATA_MAX_ENTRIES} metadata entries, not {}", m.len())));
@@ -78,7 +85,7 @@ pub fn validate_metadata(m: &Metadata) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    validate_export_metadata(m)
 }
 
 /// What a service is, besides its ports: type, metadata, and (for group members) its

@@ -432,11 +432,12 @@ def test_write_and_apply_nginx_dir(tmp_path: Path) -> None:
             with pytest.raises(portmgr.InvalidArgument, match="reloading nginx failed"):
                 portmgr.apply_nginx(d, test_command=["true"], reload_command=["false"])
             assert sorted(p.name for p in d.glob("*.conf")) == ["web.conf"]
+    # A directory with a file of the user's: it stays (portmgr writes only its own).
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "mine.conf").write_text("# not portmgr's\n")
-    with pytest.raises(portmgr.PortError):
-        portmgr.write_nginx_dir(foreign)
+    with portmgr.allocate(name="web", range=(LO, HI)):
+        assert portmgr.write_nginx_dir(foreign).files == ["web.conf"]
     assert (foreign / "mine.conf").read_text() == "# not portmgr's\n"
 
 

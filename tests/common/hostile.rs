@@ -1,0 +1,96 @@
+//! Hostile inputs for every field that reaches an exporter's output (nginx, `.env`, JSON,
+//! shell): the one list the tests of issue 13.7 share. Used by tests/export_hostile.rs
+//! and crates/portmgr-cli/tests/cli_nginx.rs; include it in another test file with
+//!
+//! ```ignore
+//! #[path = "common/hostile.rs"] mod hostile;             // a test in tests/
+//! #[path = "../../../tests/common/hostile.rs"] mod hostile; // a test in crates/*/tests/
+//! ```
+//!
+//! and loop over [`hostile_values`]. To add a case, add a line to [`HOSTILE`] (or a
+//! generated one to [`hostile_values`]).
+//!
+//! Rules for an entry: it must be refused by every field that has a syntax (a route, an
+//! upstream host; so none starts with a plain `/word/` or is a plain host name), and it
+//! must come out harmless where a field is free text (metadata, a reason). An entry that
+//! runs a command does `touch pwned` (relative: the tests run the shell in an empty temp
+//! directory and assert that no `pwned` appears there) or sets a variable the tests check.
+
+#![allow(dead_code)]
+
+/// The literal hostile inputs.
+pub const HOSTILE: &[&str] = &[
+    // nginx: end the directive, open or close a block, add a location or a server.
+    "/a; return 200 pwned;",
+    "/a;",
+    "/a {",
+    "/a }",
+    "/a{",
+    "/a}",
+    "/x/ { return 200 pwned; } location /y/",
+    "/x/\n}\nserver { listen 9; }",
+    "x\nlocation /evil { return 200 pwned; }",
+    "/a\r\ninclude /etc/passwd;",
+    "/a\ninclude /etc/nginx/*.conf;",
+    "/a\\;b",
+    "/a#b",
+    "# comment",
+    "/a/$host/",
+    "/a/${host}/",
+    // A shell: command substitution, backticks, quotes that end a quoting.
+    "$(touch pwned)",
+    "/$(touch pwned)/",
+    "`touch pwned`",
+    "/`touch pwned`/",
+    "'; touch pwned; '",
+    "\"; touch pwned; \"",
+    "x'y",
+    "x\"y",
+    "\"",
+    "'",
+    "x; touch pwned",
+    "x && touch pwned",
+    "x | touch pwned",
+    "x\ntouch pwned",
+    "x\rtouch pwned",
+    "HOME=/pwned",
+    "$HOME",
+    "${IFS}touch${IFS}pwned",
+    "\\",
+    "\\\ntouch pwned",
+    // Whitespace, control characters, odd Unicode line breaks.
+    "",
+    " ",
+    "\t",
+    "/a b/",
+    "/a\tb/",
+    "/a\0b/",
+    "/a\x1b[31mb/",
+    "/a\u{85}b/",
+    "/a\u{2028}b/",
+    "/a\u{feff}b/",
+    // Paths and hosts that look almost right.
+    "/../../etc/",
+    "/a/../b/",
+    "//evil.example/",
+    "/%2e%2e/",
+    "http://evil.example/",
+    "127.0.0.1:80",
+    "127.0.0.1/x",
+    "[::1",
+    "-oProxyCommand=touch pwned",
+    "a..b",
+];
+
+/// [`HOSTILE`] and generated ones: very long strings (past every length limit, and past
+/// the metadata value limit of 4096 bytes).
+pub fn hostile_values() -> Vec<String> {
+    let mut v: Vec<String> = HOSTILE.iter().map(|s| s.to_string()).collect();
+    v.push(format!("/{}/", "a".repeat(300)));
+    v.push(format!("/{}", "ab/".repeat(2000)));
+    v.push("a".repeat(254));
+    v.push(["a"; 200].join("."));
+    v.push("$(touch pwned)".repeat(400));
+    v.push(format!("/{}/", "x;".repeat(100)));
+    v
+}
