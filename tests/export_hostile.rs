@@ -50,6 +50,7 @@ fn service(name: &str, port: u16, metadata: Metadata) -> Service {
         owner_pid: 1,
         expires_ms: None,
         state: "held".into(),
+        port_map: None,
     }
 }
 

@@ -803,6 +803,7 @@ fn nginx_location_never_copies_a_raw_newline_from_the_type() {
         owner_pid: 1,
         expires_ms: None,
         state: "held".into(),
+        port_map: None,
     };
     let conf = nginx_location(&s).unwrap();
     assert!(!conf.lines().any(|l| l.trim_start().starts_with("location /evil")), "{conf}");

@@ -71,6 +71,8 @@ Examples:
   portmgr alloc --count 3 --contiguous --range 20000-20999
   portmgr alloc --preferred 8080 --required      # 8080 or fail with status 4
   portmgr alloc --name api --type rest-api --meta owner=team-a   # from 8080-8099
+  portmgr alloc --name shop --map 8080,9090     # 8080:15123 and 9090:15124
+  portmgr alloc --exclude 9100,9200-9299
 
 Lifetime: by default the port is held while the calling process (the parent of
 portmgr, normally your shell) lives. --owner PID watches PID instead. --ttl D alone
@@ -154,12 +156,23 @@ Examples:
         #[arg(long, value_name = "GROUP")]
         group: Option<String>,
     },
-    /// Pool size, held, free, utilization, owners
+    /// Pool size, held, reserved, free, utilization, owners; every range in use; per type
     #[command(after_help = "\
 Examples:
   portmgr stats
-  portmgr stats --json | jq .utilization")]
+  portmgr stats --json | jq .utilization
+  portmgr stats --json | jq '.types[] | select(.active > 0)'
+
+Per service type: active (ports of live services), expired (past their TTL or owner
+gone, not collected yet), reserved (blocked by `portmgr reserved` in the type's range).")]
     Stats,
+    /// Every live service by name, the port -> name map, names by type, and the stats
+    #[command(after_help = "\
+Examples:
+  portmgr overview
+  portmgr overview --json | jq '.ports[\"15123\"]'
+  portmgr overview --json | jq '.by_type'")]
+    Overview,
     /// Report exhaustion, held ports bound by other processes, expired leases; status 9 if any
     #[command(after_help = "\
 Examples:
@@ -451,6 +464,10 @@ pub(super) struct AllocArgs {
     /// Metadata KEY=VALUE recorded with the lease (repeatable)
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
     pub(super) meta: Vec<(String, String)>,
+    /// A module's internal ports, e.g. 8080,9090: one external port each, all or none;
+    /// prints INTERNAL:EXTERNAL lines (--json: {"8080": 15123, ...})
+    #[arg(long, value_name = "PORTS", value_delimiter = ',', value_parser = port_parser(), requires = "name", conflicts_with = "count")]
+    pub(super) map: Vec<u16>,
 }
 
 #[derive(Args, Debug)]

@@ -36,10 +36,27 @@ pub(super) fn alloc(cli: &Cli, fmt: Format, a: &AllocArgs) -> R<i32> {
     req = req.exclude_spans(&flat(&a.exclude));
     // The default lifetime: the calling process (see the module docs).
     let (req, watch) = with_lifetime(req, a.owner, a.ttl);
-    let spec = ServiceSpec { service_type: a.service_type.clone(), metadata: metadata(&a.meta), ..ServiceSpec::new() };
+    let spec = ServiceSpec {
+        service_type: a.service_type.clone(),
+        metadata: metadata(&a.meta),
+        internal_ports: a.map.clone(),
+        ..ServiceSpec::new()
+    };
     let lease = mapping::allocate(&reg, &req, &spec)?;
     let ports = lease.ports().to_vec();
-    let text = match fmt {
+    let text = match mapping::port_map(&a.map, ports.iter().copied()) {
+        // A module: its map, internal -> external.
+        Some(map) => match fmt {
+            Format::Json => format!("{}\n", serde_json::to_string_pretty(&map).unwrap_or_default()),
+            Format::Env => {
+                let name = a.name.as_deref().unwrap_or_default();
+                let mut s = env_lines(Some(name), &ports[..1]);
+                s.extend(map.iter().map(|(&i, &e)| format!("{}={e}\n", mapping::env_map_key(name, i))));
+                s
+            }
+            Format::Plain | Format::Nginx => map.iter().map(|(i, e)| format!("{i}:{e}\n")).collect(),
+        },
+        None => match fmt {
         Format::Plain | Format::Nginx => ports.iter().map(|p| format!("{p}\n")).collect(),
         Format::Env => env_lines(a.name.as_deref(), &ports),
         Format::Json => {
@@ -59,6 +76,7 @@ pub(super) fn alloc(cli: &Cli, fmt: Format, a: &AllocArgs) -> R<i32> {
             });
             format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
         }
+        },
     };
     // Printed before it is kept: when nobody can read the port, the lease is dropped
     // (released) instead of leaking.
@@ -195,6 +213,12 @@ pub(super) fn list(
         }
         only = Some(found.iter().map(|s| s.lease_id).collect());
     }
+    // A module's ports: external port -> its internal port, from the services' maps.
+    let internal: BTreeMap<u16, u16> = services(reg.clone())?
+        .list()?
+        .iter()
+        .flat_map(|s| s.port_map.iter().flatten().map(|(&i, &e)| (e, i)))
+        .collect();
     let items: Vec<LeaseInfo> = reg
         .list()?
         .into_iter()
@@ -204,7 +228,18 @@ pub(super) fn list(
         .filter(|i| owner.is_none_or(|o| i.owner_pid == o || i.watch_pid == Some(o)))
         .collect();
     match fmt {
-        Format::Json => emit_json(&serde_json::Value::Array(items.iter().map(lease_json).collect()))?,
+        Format::Json => emit_json(&serde_json::Value::Array(
+            items
+                .iter()
+                .map(|i| {
+                    let mut v = lease_json(i);
+                    if let Some(p) = internal.get(&i.port) {
+                        v["internal_port"] = (*p).into();
+                    }
+                    v
+                })
+                .collect(),
+        ))?,
         Format::Env => {
             let mut by_lease: BTreeMap<u64, (String, Vec<u16>)> = BTreeMap::new();
             for i in &items {
@@ -231,37 +266,16 @@ pub(super) fn list(
                         i.owner_pid,
                         i.watch_pid.map_or("-".to_string(), |w| w.to_string()),
                         i.expires_ms.map_or("-".to_string(), |e| format!("in {}", human_secs(e.saturating_sub(now)))),
-                        if i.bound { format!("{} (bound)", shown(&i.state)) } else { shown(&i.state).into_owned() },
+                        match (i.bound, internal.get(&i.port)) {
+                            (_, Some(p)) => format!("{} (internal port {p})", shown(&i.state)),
+                            (true, None) => format!("{} (bound)", shown(&i.state)),
+                            (false, None) => shown(&i.state).into_owned(),
+                        },
                     ));
                 }
                 emit(&s)?;
             }
         }
-    }
-    Ok(EXIT_OK)
-}
-
-pub(super) fn stats(cli: &Cli, fmt: Format) -> R<i32> {
-    no_env(fmt, "stats")?;
-    let reg = open_registry(cli)?;
-    let st = reg.stats()?;
-    match fmt {
-        Format::Json => emit_json(&serde_json::to_value(&st).unwrap_or_default())?,
-        _ => emit(&format!(
-            "pool         {}\npool size    {}\nheld         {} ({} in the pool)\nreserved     {} ({} free ones in the pool)\nfree         {}\nutilization  {:.1}%\nowners       {}\nallocations  {}\nreleases     {}\nreclaimed    {}\n",
-            st.pool,
-            st.pool_size,
-            st.held,
-            st.held_in_pool,
-            st.reserved,
-            st.reserved_in_pool,
-            st.free,
-            st.utilization * 100.0,
-            st.owners,
-            st.allocations,
-            st.releases,
-            st.reclaimed
-        ))?,
     }
     Ok(EXIT_OK)
 }

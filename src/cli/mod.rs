@@ -3,7 +3,7 @@
 //! Where things are: `args` holds the clap definitions and value parsers, `output`
 //! the rendering helpers (escaping, JSON, `.env` lines, durations), `leases` the
 //! commands on ports (alloc, release, renew, gc, list, stats, check, scan, wait),
-//! `reserved` the registry's reserved ports,
+//! `reserved` the registry's reserved ports, `overview` the stats and overview,
 //! `services` export, import and groups, `health` the health report, `run` the `run`
 //! command (spawn, fd hand-over, signal forwarding); this file the entry point, the
 //! dispatch and the exit statuses.
@@ -45,6 +45,7 @@ mod args;
 mod health;
 mod leases;
 mod output;
+mod overview;
 mod reserved;
 mod run;
 mod services;
@@ -227,7 +228,8 @@ fn dispatch(cli: &Cli) -> R<i32> {
         Cmd::List { name, port, owner, service_type, group } => {
             leases::list(cli, fmt, name.as_deref(), *port, *owner, service_type.as_deref(), group.as_deref())
         }
-        Cmd::Stats => leases::stats(cli, fmt),
+        Cmd::Stats => overview::stats(cli, fmt),
+        Cmd::Overview => overview::overview(cli, fmt),
         Cmd::Health { threshold } => health::health(cli, fmt, *threshold),
         Cmd::Check { ports, proto } => leases::check(cli, fmt, ports, *proto),
         Cmd::Scan { range, proto } => leases::scan(cli, fmt, range, *proto),

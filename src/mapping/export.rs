@@ -67,6 +67,9 @@ pub(crate) struct ExportedService {
     pub member: Option<String>,
     #[serde(default)]
     pub metadata: Metadata,
+    /// A module's internal → external ports (absent for other services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_map: Option<BTreeMap<u16, u16>>,
 }
 
 fn tcp() -> String {
@@ -103,6 +106,7 @@ pub fn export_json(services: &[Service]) -> Result<String> {
                 group: s.group.clone(),
                 member: s.member.clone(),
                 metadata: s.metadata.clone(),
+                port_map: s.port_map.clone(),
             })
         })
         .collect();
@@ -133,6 +137,12 @@ pub fn env_key(name: &str) -> String {
     let mut k = env_stem(name);
     k.push_str("_PORT");
     k
+}
+
+/// The variable of a module's internal port in the `.env` export: `{stem}_{internal}_PORT`
+/// (`shop`, 8080 -> `SHOP_8080_PORT`), holding the external port.
+pub fn env_map_key(name: &str, internal: u16) -> String {
+    format!("{}_{internal}_PORT", env_stem(name))
 }
 
 /// The named services as `.env` lines, `NAME_PORT=1234` (see [`env_key`]), sorted by
@@ -171,8 +181,22 @@ pub fn export_env(services: &[Service]) -> Result<String> {
         if !s.metadata.is_empty() {
             comment.insert("metadata".into(), serde_json::to_value(&s.metadata).unwrap_or_default());
         }
+        if let Some(map) = &s.port_map {
+            comment.insert("port_map".into(), serde_json::to_value(map).unwrap_or_default());
+        }
         let _ = writeln!(out, "# portmgr {}", serde_json::Value::Object(comment));
         let _ = writeln!(out, "{key}={}", s.port);
+        // A module's map: one variable per internal port (import reads the map from the
+        // comment above and skips these).
+        for (&internal, &external) in s.port_map.iter().flatten() {
+            let k = env_map_key(name, internal);
+            if let Some(other) = seen.insert(k.clone(), name) {
+                return Err(Error::invalid(format!(
+                    "services {other:?} and {name:?} both map to the variable {k}: rename one of them"
+                )));
+            }
+            let _ = writeln!(out, "{k}={external}");
+        }
     }
     Ok(out)
 }

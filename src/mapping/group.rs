@@ -434,6 +434,7 @@ impl Services {
                 metadata: metadata.clone(),
                 group: Some(group.to_string()),
                 member: Some(m.name.clone()),
+                internal_ports: Vec::new(),
             })
             .collect();
         let leases: Vec<&Lease> = got.iter().map(|g| &g.lease).collect();

@@ -61,6 +61,10 @@ pub struct ImportEntry {
     /// Its member name in that group.
     #[serde(default)]
     pub member: Option<String>,
+    /// A module's internal port → external port map (see [`Service::port_map`]): re-made
+    /// with the lease, internal ports in the order of their external ports.
+    #[serde(default)]
+    pub port_map: Option<std::collections::BTreeMap<u16, u16>>,
 }
 
 impl ImportEntry {
@@ -99,6 +103,19 @@ impl ImportEntry {
             }
         }
         Protocols::from_str(&self.protocols).map_err(what)?;
+        if let Some(map) = &self.port_map {
+            let mut external: Vec<u16> = map.values().copied().collect();
+            external.sort_unstable();
+            if external != self.all_ports() {
+                return Err(Error::invalid(format!(
+                    "service {name:?}: its port_map's external ports {} are not its ports {}: make them agree (or drop port_map)",
+                    join_ports(&external),
+                    join_ports(&self.all_ports())
+                )));
+            }
+            let internal: Vec<u16> = map.keys().copied().collect();
+            super::validate_internal_ports(&internal).map_err(what)?;
+        }
         if let Some(t) = &self.service_type {
             super::types::validate_type_name(t).map_err(what)?;
         }
@@ -177,6 +194,7 @@ fn parse_json(text: &str) -> Result<Vec<ImportEntry>> {
             metadata: s.metadata,
             group: s.group,
             member: s.member,
+            port_map: s.port_map,
         })
         .collect())
 }
@@ -196,6 +214,8 @@ struct EnvComment {
     group: Option<String>,
     #[serde(default)]
     member: Option<String>,
+    #[serde(default)]
+    port_map: Option<std::collections::BTreeMap<u16, u16>>,
 }
 
 /// Whether `key` is a shell identifier: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -263,7 +283,9 @@ fn at_line(n: Option<usize>) -> String {
 /// comment above them when there is one), other variables are ignored.
 fn parse_env(text: &str) -> Result<Vec<ImportEntry>> {
     let mut lines = EnvLines { lines: text.lines().collect(), next: 0 };
-    let mut out = Vec::new();
+    let mut out: Vec<ImportEntry> = Vec::new();
+    // The variables of the modules' internal ports seen so far (`SHOP_8080_PORT`).
+    let mut map_keys: std::collections::HashSet<String> = std::collections::HashSet::new();
     for item in dotenvy::from_read_iter(text.as_bytes()) {
         let (key, value) = match item {
             Ok(kv) => kv,
@@ -285,6 +307,10 @@ fn parse_env(text: &str) -> Result<Vec<ImportEntry>> {
             )));
         }
         let Some(stem) = key.strip_suffix("_PORT") else { continue };
+        if map_keys.contains(&key) {
+            // A module's internal-port variable: part of the service above it.
+            continue;
+        }
         let port: u16 =
             value.trim().parse().ok().filter(|&p| p != 0).ok_or_else(|| {
                 Error::invalid(format!("import file: {at}{key}={value:?} is not a port (1 to 65535)"))
@@ -312,6 +338,7 @@ fn parse_env(text: &str) -> Result<Vec<ImportEntry>> {
                     metadata: c.metadata,
                     group: c.group,
                     member: c.member,
+                    port_map: c.port_map,
                 }
             }
             None if !stem.is_empty() => ImportEntry {
@@ -323,9 +350,13 @@ fn parse_env(text: &str) -> Result<Vec<ImportEntry>> {
                 metadata: Metadata::new(),
                 group: None,
                 member: None,
+                port_map: None,
             },
             None => continue,
         };
+        for &internal in entry.port_map.iter().flat_map(|m| m.keys()) {
+            map_keys.insert(super::export::env_map_key(&entry.name, internal));
+        }
         out.push(entry);
     }
     Ok(out)
@@ -537,10 +568,14 @@ fn import_request(e: &ImportEntry, opts: &ImportOptions) -> Result<Request> {
 }
 
 fn import_spec(e: &ImportEntry) -> ServiceSpec {
+    // Internal ports in the order of their external ports (how the map is kept).
+    let mut map: Vec<(u16, u16)> = e.port_map.iter().flatten().map(|(&i, &x)| (x, i)).collect();
+    map.sort_unstable();
     ServiceSpec {
         service_type: e.service_type.clone(),
         metadata: e.metadata.clone(),
         group: e.group.clone(),
         member: e.member.clone(),
+        internal_ports: map.into_iter().map(|(_, i)| i).collect(),
     }
 }

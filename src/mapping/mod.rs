@@ -24,6 +24,7 @@ mod group;
 mod health;
 mod import;
 mod nginx;
+mod overview;
 mod store;
 mod textfile;
 mod types;
@@ -37,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::registry::{BoundSocket, Lease, LeaseInfo, Registry, Request};
 
 pub use export::{
-    ExportFormat, JSON_EXPORT_VERSION, env_key, env_stem, export, export_env, export_json, export_nginx, nginx_location,
+    ExportFormat, JSON_EXPORT_VERSION, env_key, env_map_key, env_stem, export, export_env, export_json, export_nginx, nginx_location,
 };
 pub use group::{
     GROUP_SEPARATOR, GroupInfo, GroupLayout, GroupLease, GroupMember, GroupMemberInfo, GroupMemberLease, GroupOptions,
@@ -45,6 +46,7 @@ pub use group::{
 };
 pub use health::{Health, Problem, ProblemKind, RangeKind, RangeUse};
 pub use import::{ImportEntry, ImportFormat, ImportOptions, ImportOutcome, ImportedService, parse_import};
+pub use overview::{FullStats, Overview, TypeStats};
 pub use nginx::{NginxApplied, NginxDeploy, nginx_file_name, write_nginx_dir};
 pub use store::SERVICES_FILE;
 pub use textfile::{TEXT_FILE_MAX, read_text, read_text_file};
@@ -101,6 +103,10 @@ pub struct ServiceSpec {
     pub group: Option<String>,
     /// The member name in the group (set by group allocation).
     pub member: Option<String>,
+    /// A module's internal ports: one external port is allocated for each, in this order,
+    /// all in one lease (the request's count becomes their number), and the map internal
+    /// → external is recorded ([`Service::port_map`]).
+    pub internal_ports: Vec<u16>,
 }
 
 impl ServiceSpec {
@@ -111,6 +117,11 @@ impl ServiceSpec {
     /// Of type `t`.
     pub fn typed(t: &str) -> ServiceSpec {
         ServiceSpec { service_type: Some(t.to_string()), ..ServiceSpec::default() }
+    }
+    /// One external port for each of these internal ports (see [`ServiceSpec::internal_ports`]).
+    pub fn map(mut self, internal: impl IntoIterator<Item = u16>) -> ServiceSpec {
+        self.internal_ports = internal.into_iter().collect();
+        self
     }
     /// Add a metadata entry.
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> ServiceSpec {
@@ -151,6 +162,30 @@ pub struct Service {
     pub expires_ms: Option<u64>,
     /// `"held"` or `"pending"`.
     pub state: String,
+    /// For a module allocated with internal ports: internal port → its external port
+    /// (JSON: an object `{"8080": 15123}`); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_map: Option<BTreeMap<u16, u16>>,
+}
+
+/// Check a module's internal ports: 1 to [`crate::registry::MAX_COUNT`] distinct ports
+/// from 1 to 65535 (each gets one external port).
+pub fn validate_internal_ports(ports: &[u16]) -> Result<()> {
+    if ports.len() > crate::registry::MAX_COUNT {
+        return Err(Error::invalid(format!(
+            "at most {} internal ports per service, not {}",
+            crate::registry::MAX_COUNT,
+            ports.len()
+        )));
+    }
+    if ports.contains(&0) {
+        return Err(Error::invalid("internal port 0 is not a port: give ports from 1 to 65535"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(p) = ports.iter().find(|p| !seen.insert(**p)) {
+        return Err(Error::invalid(format!("internal port {p} is given twice: each internal port gets one external port")));
+    }
+    Ok(())
 }
 
 /// The mapping layer's handle: a registry and the service types in force. Cheap to clone.
@@ -184,6 +219,17 @@ impl Services {
     /// The request `req` with the range of `spec`'s type filled in (when it names none).
     pub fn typed_request(&self, req: &Request, spec: &ServiceSpec) -> Result<Request> {
         let mut req = req.clone();
+        if !spec.internal_ports.is_empty() {
+            validate_internal_ports(&spec.internal_ports)?;
+            let n = spec.internal_ports.len();
+            if req.count != 1 && req.count != n {
+                return Err(Error::invalid(format!(
+                    "{n} internal ports need {n} external ports, but the request asks for {}: leave the count out",
+                    req.count
+                )));
+            }
+            req.count = n;
+        }
         if let Some(t) = &spec.service_type {
             // An unknown type is an error even with an explicit range: it would be
             // recorded, and then no lookup by that type could work.
@@ -266,6 +312,7 @@ impl Services {
                         group: spec.group.clone(),
                         member: spec.member.clone(),
                         metadata: spec.metadata.clone(),
+                        internal_ports: spec.internal_ports.clone(),
                         seq: 0,
                     },
                 );
@@ -393,6 +440,16 @@ pub fn allocate_bound(reg: &Registry, req: &Request, spec: &ServiceSpec) -> Resu
     }
 }
 
+/// A module's port map: internal port `internal[i]` → the `i`-th smallest of its
+/// lease's ports `external` (the one pairing rule, used by every view and skin). `None`
+/// without internal ports, or when the counts differ (a lease partly gone).
+pub fn port_map(internal: &[u16], external: impl IntoIterator<Item = u16>) -> Option<BTreeMap<u16, u16>> {
+    let mut external: Vec<u16> = external.into_iter().collect();
+    external.sort_unstable();
+    (!internal.is_empty() && internal.len() == external.len())
+        .then(|| internal.iter().copied().zip(external).collect())
+}
+
 /// Join the live table (one row per port) with the side file (one entry per lease).
 fn join(file: &store::StoreFile, live: &[LeaseInfo]) -> Vec<Service> {
     let mut by_lease: BTreeMap<u64, Vec<&LeaseInfo>> = BTreeMap::new();
@@ -419,6 +476,7 @@ fn join(file: &store::StoreFile, live: &[LeaseInfo]) -> Vec<Service> {
                 owner_pid: first.owner_pid,
                 expires_ms: first.expires_ms,
                 state: first.state.clone(),
+                port_map: entry.and_then(|e| port_map(&e.internal_ports, infos.iter().map(|i| i.port))),
             }
         })
         .collect();

@@ -56,6 +56,9 @@ pub(crate) struct Entry {
     pub member: Option<String>,
     #[serde(default)]
     pub metadata: Metadata,
+    /// A module's internal ports, in the order of the lease's ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub internal_ports: Vec<u16>,
     #[serde(default)]
     pub seq: u64,
 }

@@ -42,8 +42,16 @@ impl ReservedRange {
     /// How an error names it: `reservation 9100-9199 ("monitoring")`.
     pub fn describe(&self) -> String {
         match &self.reason {
-            Some(r) => format!("the registry's reservation {} ({r:?}; `portmgr reserved remove {}` frees it)", self.span(), self.span()),
-            None => format!("the registry's reservation {} (`portmgr reserved remove {}` frees it)", self.span(), self.span()),
+            Some(r) => format!(
+                "the registry's reservation {} ({r:?}; `portmgr reserved remove {}` frees it)",
+                self.span(),
+                self.span()
+            ),
+            None => format!(
+                "the registry's reservation {} (`portmgr reserved remove {}` frees it)",
+                self.span(),
+                self.span()
+            ),
         }
     }
 }

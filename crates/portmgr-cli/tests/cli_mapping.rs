@@ -989,3 +989,132 @@ fn group_layouts_follow_the_core_rules() {
     assert_eq!(r.ok(&["group", "release", "l1"]), "32000\n32001\n32002\n");
     assert_eq!(r.ok(&["group", "release", "l2"]), "32003\n32006\n");
 }
+
+/// A registry with one type of its own: `t-stats` 31690-31699.
+fn reg_with_stats_type() -> Reg {
+    let mut r = reg();
+    let p = r.tmp.path().join("types.json");
+    std::fs::write(&p, r#"{"types": {"t-stats": {"range": "31690-31699"}}}"#).unwrap();
+    r.types = Some(p);
+    r
+}
+
+/// Issue 13.4: `alloc --map` gives a module one external port per internal port, all in
+/// one lease; list, overview and every export carry the map; import re-makes it (ports
+/// 31670-31689).
+#[test]
+fn module_port_maps_through_the_command() {
+    let r = reg();
+    let out = r.ok(&["alloc", "--name", "shop", "--map", "8080,9090", "--range", "31680-31689", "--ttl", "5m"]);
+    let lines: Vec<(u16, u16)> = out
+        .lines()
+        .map(|l| {
+            let (i, e) = l.split_once(':').unwrap();
+            (i.parse().unwrap(), e.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(lines.iter().map(|l| l.0).collect::<Vec<_>>(), vec![8080, 9090], "{out}");
+    let (e1, e2) = (lines[0].1, lines[1].1);
+    assert!((31680..=31689).contains(&e1) && (31680..=31689).contains(&e2) && e1 < e2, "{out}");
+    // One lease holds both.
+    let rows = r.json(&["list", "--json"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["lease_id"], rows[1]["lease_id"]);
+    let internal: Vec<u64> = rows.iter().map(|x| x["internal_port"].as_u64().unwrap()).collect();
+    assert_eq!(internal, vec![8080, 9090]);
+    // --json: exactly the map.
+    let v = r.json(&["alloc", "--name", "cart", "--map", "7000", "--range", "31670-31679", "--ttl", "5m", "--json"]);
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.keys().collect::<Vec<_>>(), vec!["7000"]);
+    assert!((31670..=31679).contains(&(obj["7000"].as_u64().unwrap() as u16)));
+    // Overview and exports.
+    let ov = r.json(&["overview", "--json"]);
+    assert_eq!(ov["services"]["shop"]["port_map"]["8080"], e1);
+    assert_eq!(ov["services"]["shop"]["port_map"]["9090"], e2);
+    assert_eq!(ov["ports"][e2.to_string()], "shop");
+    let json = r.json(&["export", "--format", "json"]);
+    let shop = json["services"].as_array().unwrap().iter().find(|s| s["name"] == "shop").unwrap().clone();
+    assert_eq!(shop["port_map"]["9090"], e2);
+    let env = r.ok(&["export", "--format", "env"]);
+    assert!(env.contains(&format!("\nSHOP_8080_PORT={e1}\n")) && env.contains(&format!("\nSHOP_9090_PORT={e2}\n")), "{env}");
+    let sourced = Command::new("bash")
+        .args(["-c", "set -eu; source /dev/stdin; echo $SHOP_PORT $SHOP_8080_PORT $SHOP_9090_PORT $CART_7000_PORT"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(env.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let words: Vec<String> = stdout(&sourced).split_whitespace().map(str::to_owned).collect();
+    assert_eq!(words[..3], [e1.to_string(), e1.to_string(), e2.to_string()]);
+    // Releasing the name frees every port of the module.
+    let freed = r.ok(&["release", "--name", "shop"]);
+    assert_eq!(freed.lines().count(), 2, "{freed}");
+    // Import from the .env: the module comes back with its map (not as extra services).
+    let f = r.tmp.path().join("env");
+    std::fs::write(&f, &env).unwrap();
+    r.ok(&["release", "--name", "cart"]);
+    r.ok(&["import", f.to_str().unwrap(), "--ttl", "5m"]);
+    let ov = r.json(&["overview", "--json"]);
+    assert_eq!(ov["services"].as_object().unwrap().len(), 2, "{ov}");
+    assert_eq!(ov["services"]["shop"]["port_map"]["9090"], e2);
+    assert_eq!(ov["services"]["cart"]["port_map"].as_object().unwrap().len(), 1);
+    // Bad maps: status 2, nothing held.
+    r.ok(&["release", "--name", "shop"]);
+    for bad in [&["--map", "8080,8080"][..], &["--map", "0"], &["--map", "8080", "--count", "2"], &["--map", "x"]] {
+        let mut args = vec!["alloc", "--name", "bad", "--range", "31680-31689"];
+        args.extend_from_slice(bad);
+        assert_eq!(code(&r.run(&args)), 2, "{bad:?}");
+    }
+    let o = r.run(&["alloc", "--map", "8080"]);
+    assert_eq!(code(&o), 2, "--map needs --name");
+    assert!(r.json(&["overview", "--json"])["services"].get("bad").is_none());
+}
+
+/// Issue 13.3: per-type counts (total, active, expired, reserved), every range in use in
+/// `stats`, and the overview (ports 31690-31699 and 31700-31709).
+#[test]
+fn stats_per_type_and_the_overview() {
+    let r = reg_with_stats_type();
+    r.ok(&["alloc", "--name", "a", "--type", "t-stats", "--ttl", "5m"]);
+    r.ok(&["alloc", "--name", "b", "--type", "t-stats", "--ttl", "5m"]);
+    r.ok(&["alloc", "--name", "short", "--type", "t-stats", "--ttl", "1s"]);
+    r.ok(&["alloc", "--name", "plain", "--range", "31700-31709", "--ttl", "5m"]);
+    // Two free ports of the type's range reserved (which ones are free: ask list).
+    let held = r.held();
+    let free: Vec<String> = (31690..=31699).filter(|p| !held.contains(p)).take(2).map(|p| p.to_string()).collect();
+    r.ok(&["reserved", "add", &free[0], &free[1], "--reason", "stats test"]);
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let st = r.json(&["stats", "--json"]);
+    let t = st["types"].as_array().unwrap().iter().find(|t| t["type"] == "t-stats").unwrap().clone();
+    assert_eq!((t["active"].as_u64(), t["expired"].as_u64(), t["total"].as_u64(), t["reserved"].as_u64()), (Some(2), Some(1), Some(3), Some(2)), "{t}");
+    assert_eq!(t["range"], serde_json::json!([31690, 31699]));
+    assert_eq!(t["size"], 10);
+    // The old top-level keys stay; every range in use is listed.
+    assert_eq!(st["held"], 3, "{st}");
+    assert_eq!(st["reserved"], 2);
+    let ranges: Vec<serde_json::Value> = st["ranges"].as_array().unwrap().clone();
+    assert!(ranges.iter().any(|u| u["kind"] == "type" && u["range"] == serde_json::json!([31690, 31699]) && u["reserved"] == 2), "{st}");
+    assert!(ranges.iter().any(|u| u["kind"] == "explicit" && u["range"] == serde_json::json!([31700, 31709]) && u["held"] == 1), "{st}");
+    let text = r.ok(&["stats"]);
+    assert!(text.contains("t-stats") && text.contains("31700-31709"), "{text}");
+    // The overview: services by name, port -> name, names by type, the stats.
+    let ov = r.json(&["overview", "--json"]);
+    let names: Vec<&String> = ov["services"].as_object().unwrap().keys().collect();
+    assert_eq!(names, vec!["a", "b", "plain"]);
+    let a_port = ov["services"]["a"]["port"].as_u64().unwrap();
+    assert_eq!(ov["ports"][a_port.to_string()], "a");
+    assert_eq!(ov["by_type"]["t-stats"], serde_json::json!(["a", "b"]));
+    assert_eq!(ov["stats"]["types"], st["types"]);
+    let text = r.ok(&["overview"]);
+    assert!(text.lines().next().unwrap().starts_with("SERVICE") && text.contains("t-stats: a, b"), "{text}");
+    // gc collects the expired one: expired goes to 0.
+    r.ok(&["gc"]);
+    let st = r.json(&["stats", "--json"]);
+    let t = st["types"].as_array().unwrap().iter().find(|t| t["type"] == "t-stats").unwrap().clone();
+    assert_eq!((t["active"].as_u64(), t["expired"].as_u64()), (Some(2), Some(0)), "{t}");
+}
