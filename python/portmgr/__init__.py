@@ -41,7 +41,7 @@ import os
 import socket
 import sys
 import threading
-from typing import TYPE_CHECKING, Iterable, Literal, Mapping, Optional, Sequence, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Optional, Sequence, TypedDict, Union
 
 from . import _native
 from ._native import (
@@ -112,6 +112,8 @@ __all__ = [
     "stats",
     "gc",
     "health",
+    "overview",
+    "stats_full",
     "Health",
     "Problem",
     "RangeUse",
@@ -205,6 +207,7 @@ if TYPE_CHECKING:
         contiguous: bool
         type: Optional[str]
         metadata: Optional[Mapping[str, str]]
+        internal_ports: Optional[Sequence[int]]
 
 # The default registry, opened on first use and again when PORTMGR_DIR changes.
 _lock = threading.Lock()
@@ -259,6 +262,9 @@ def allocate(**options: Unpack[_AllocateOptions]) -> Lease:
                 without ``range``, the port is drawn from the type's range; the type
                 is recorded (:func:`services_by_type`).
     metadata:   string key/values recorded with the lease (:func:`get_service`).
+    internal_ports: a module's internal ports: one external port each, all in one
+                lease; ``lease.port_map`` is ``{8080: 15123, 9090: 15124}`` (internal
+                ports in order get the external ports in ascending order).
 
     The lease is not released by garbage collection: call ``release()``, use it as a
     context manager, or let the process exit.
@@ -407,6 +413,24 @@ def health(threshold: float = 0.9) -> Health:
 
 # ---------------------------------------------------------------------------------------
 # Named services, types, groups, export and import: each a call into portmgr::mapping.
+
+
+def overview() -> dict[str, Any]:
+    """Everything at once (``portmgr overview --json``)::
+
+        {"services": {"web": Service(...)},     # every live named service
+         "ports": {15123: "web"},               # port -> name
+         "by_type": {"rest-api": ["web"]},      # names by service type
+         "stats": stats_full()}
+    """
+    return services().overview()
+
+
+def stats_full() -> dict[str, Any]:
+    """The statistics of ``portmgr stats --json``: :func:`stats`' figures, ``ranges``
+    (every range in use) and ``types`` (per service type: ``total``, ``active``,
+    ``expired``, ``reserved``, ``size``, ``utilization``)."""
+    return services().stats_full()
 
 
 def services() -> Services:

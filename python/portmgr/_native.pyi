@@ -7,7 +7,7 @@ releases the GIL. Errors are subclasses of :class:`portmgr.errors.PortError`.
 import builtins
 import os
 import socket
-from typing import Iterable, Literal, Mapping, Optional, Union, final
+from typing import Any, Iterable, Literal, Mapping, Optional, Sequence, Union, final
 
 from typing_extensions import Self
 
@@ -70,6 +70,10 @@ class Lease:
     @property
     def id(self) -> int:
         """The lease id, shared by all its ports in the registry views."""
+    @property
+    def port_map(self) -> Optional[dict[int, int]]:
+        """For a module allocated with ``internal_ports``: internal port -> its external
+        port; None otherwise."""
     @property
     def released(self) -> bool:
         """Whether :meth:`release` or :meth:`keep` was called."""
@@ -188,6 +192,7 @@ class Registry:
         exclude: Optional[_SpansLike] = None,
         type: Optional[str] = None,
         metadata: Optional[_MetadataLike] = None,
+        internal_ports: Optional[Sequence[int]] = None,
     ) -> Lease:
         """Allocate ports; see :func:`portmgr.allocate`. With ``type`` or ``metadata``, a
         typed service (the core decides the path)."""
@@ -209,6 +214,7 @@ class Registry:
         exclude: Optional[_SpansLike] = None,
         type: Optional[str] = None,
         metadata: Optional[_MetadataLike] = None,
+        internal_ports: Optional[Sequence[int]] = None,
     ) -> tuple[Lease, builtins.list[socket.socket]]:
         """Allocate ports and hand them over bound: a listening TCP socket and/or a
         bound UDP socket per port (TCP first)."""
@@ -378,6 +384,9 @@ class Service:
     @property
     def state(self) -> str:
         """"held" or "pending"."""
+    @property
+    def port_map(self) -> Optional[dict[int, int]]:
+        """For a module: internal port -> external port (a new dict at each access)."""
 
 @final
 class ServiceType:
@@ -602,6 +611,7 @@ class Services:
         exclude: Optional[_SpansLike] = None,
         type: Optional[str] = None,
         metadata: Optional[_MetadataLike] = None,
+        internal_ports: Optional[Sequence[int]] = None,
     ) -> Lease:
         """Allocate as :meth:`Registry.allocate`, drawing from the range of ``type``
         when no ``range`` is given; record the type and ``metadata``."""
@@ -681,6 +691,12 @@ class Services:
         :func:`portmgr.import_services`."""
     def health(self, threshold: float = 0.9) -> Health:
         """The health report over every range in use; see :func:`portmgr.health`."""
+    def overview(self) -> dict[str, Any]:
+        """Every live named service by name, ``ports`` (port -> name), ``by_type`` and
+        ``stats``; see :func:`portmgr.overview`."""
+    def stats_full(self) -> dict[str, Any]:
+        """The statistics with every range in use and per-type counts; see
+        :func:`portmgr.stats_full`."""
 
 def is_free(port: int, proto: _Proto = "tcp", *, host: Optional[str] = None) -> bool:
     """Whether ``port`` can be bound for ``proto`` on every address (or on ``host``)."""

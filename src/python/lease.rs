@@ -112,6 +112,8 @@ pub(super) struct PyLease {
     /// after `keep()`, which hands the core lease over.
     pid: u32,
     state: AtomicU8,
+    /// A module's internal port -> external port (see `mapping::port_map`).
+    port_map: Option<std::collections::BTreeMap<u16, u16>>,
 }
 
 impl PyLease {
@@ -124,7 +126,14 @@ impl PyLease {
             registry: registry.clone(),
             pid: std::process::id(),
             state: AtomicU8::new(ACTIVE),
+            port_map: None,
         }
+    }
+
+    /// With the port map of `spec`'s internal ports, when it has any.
+    pub(super) fn with_spec(mut self, spec: &crate::mapping::ServiceSpec) -> PyLease {
+        self.port_map = crate::mapping::port_map(&spec.internal_ports, self.ports.iter().copied());
+        self
     }
 
     /// Whether this process made the object (not a forked child holding the parent's):
@@ -176,6 +185,13 @@ impl PyLease {
     #[getter]
     fn id(&self) -> u64 {
         self.id
+    }
+
+    /// For a module allocated with `internal_ports`: internal port -> its external port;
+    /// None otherwise.
+    #[getter]
+    fn port_map(&self) -> Option<std::collections::BTreeMap<u16, u16>> {
+        self.port_map.clone()
     }
 
     /// Whether `release()` or `keep()` was called.

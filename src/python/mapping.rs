@@ -20,7 +20,7 @@ use super::errors::detached;
 use super::health::PyHealth;
 use super::lease::{ACTIVE, KEPT, PyLease, RELEASED, abandon};
 use super::registry::PyRegistry;
-use super::request::{RequestArgs, metadata_arg, spec_arg};
+use super::request::{RequestArgs, metadata_arg, spec_arg, with_internal_ports};
 use crate::error::{Error, Result};
 use crate::mapping::{
     ExportFormat, GroupInfo, GroupLease, GroupMemberInfo, GroupOptions, ImportFormat,
@@ -73,6 +73,10 @@ pub(super) struct PyService {
     /// "held" or "pending".
     #[pyo3(get)]
     state: String,
+    /// For a module allocated with internal ports: internal port -> external port
+    /// (a new dict at each access); None otherwise.
+    #[pyo3(get)]
+    port_map: Option<BTreeMap<u16, u16>>,
 }
 
 impl From<Service> for PyService {
@@ -90,6 +94,7 @@ impl From<Service> for PyService {
             owner_pid: s.owner_pid,
             expires_ms: s.expires_ms,
             state: s.state,
+            port_map: s.port_map,
         }
     }
 }
@@ -585,18 +590,19 @@ impl PyServices {
 
     /// Allocate as `Registry.allocate` does, drawing from the range of `type` when no
     /// `range` is given, and record the type and `metadata` with the lease.
-    #[pyo3(signature = (*, r#type = None, metadata = None, **kwargs))]
+    #[pyo3(signature = (*, r#type = None, metadata = None, internal_ports = None, **kwargs))]
     fn allocate(
         &self,
         py: Python<'_>,
         r#type: Option<String>,
         metadata: Option<Bound<'_, PyAny>>,
+        internal_ports: Option<Vec<i64>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyLease> {
         let args = RequestArgs::from_kwargs("allocate", kwargs, &[])?;
-        let spec = spec_arg(r#type, metadata_arg(metadata.as_ref())?);
+        let spec = with_internal_ports(spec_arg(r#type, metadata_arg(metadata.as_ref())?), internal_ports)?;
         let lease = detached(py, || self.svc()?.allocate(&args.request()?, &spec))?;
-        Ok(PyLease::new(lease, &self.reg))
+        Ok(PyLease::new(lease, &self.reg).with_spec(&spec))
     }
 
     /// The live service `name` if there is one: `(service, None)`; else allocate it as
@@ -796,6 +802,34 @@ impl PyServices {
         PyHealth::new(py, h)
     }
 
+    /// Every live named service by name (`Service`), the port -> name map, the names
+    /// grouped by type, and the statistics (`stats_full()`), as a dict:
+    /// `{"services": {...}, "ports": {15123: "web"}, "by_type": {"rest-api": ["web"]},
+    /// "stats": {...}}`.
+    fn overview<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let ov = detached(py, || self.svc()?.overview())?;
+        let out = PyDict::new(py);
+        let services = PyDict::new(py);
+        for (name, svc) in ov.services {
+            services.set_item(name, Py::new(py, PyService::from(svc))?)?;
+        }
+        out.set_item("services", services)?;
+        out.set_item("ports", ov.ports)?;
+        out.set_item("by_type", ov.by_type)?;
+        out.set_item("stats", json_to_py(py, &ov.stats)?)?;
+        Ok(out)
+    }
+
+    /// The registry's statistics with every range in use and per-type counts, as a dict
+    /// (the JSON of `portmgr stats --json`): `pool`, `held`, `reserved`, `free`, ...,
+    /// `ranges` (each: `kind`, `range`, `type`, `size`, `held`, `reserved`,
+    /// `utilization`) and `types` (each: `type`, `range`, `size`, `total`, `active`,
+    /// `expired`, `reserved`, `utilization`).
+    fn stats_full<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let st = detached(py, || self.svc()?.stats_full())?;
+        json_to_py(py, &st)
+    }
+
     fn __repr__(&self) -> String {
         format!("portmgr.Services({:?})", self.reg.dir().to_string_lossy())
     }
@@ -812,4 +846,12 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyImportedService>()?;
     m.add_class::<PyNginxApplied>()?;
     Ok(())
+}
+
+/// A serializable core value as plain Python objects (dicts, lists, numbers, strings),
+/// through `json.loads`.
+fn json_to_py<'py>(py: Python<'py>, v: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
+    let text = serde_json::to_string(v)
+        .map_err(|e| PyErr::from(crate::error::Error::Internal(format!("serializing to JSON: {e}"))))?;
+    py.import("json")?.call_method1("loads", (text,))
 }

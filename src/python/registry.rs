@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 use super::args::{port_arg, protocols_arg, seconds_arg, spans_arg};
 use super::errors::detached;
 use super::lease::{PyLease, abandon, release_abandoned, take_abandoned};
-use super::request::{RequestArgs, metadata_arg, spec_arg};
+use super::request::{RequestArgs, metadata_arg, spec_arg, with_internal_ports};
 use super::views::{PyLeaseInfo, PyReservedRange, PyStats};
 use crate::error::Error;
 use crate::mapping;
@@ -68,38 +68,40 @@ impl PyRegistry {
 
     /// Allocate ports; see `portmgr.allocate`. With a `type` or `metadata`, a typed
     /// service (the core decides: `mapping::allocate`).
-    #[pyo3(signature = (*, r#type = None, metadata = None, **kwargs))]
+    #[pyo3(signature = (*, r#type = None, metadata = None, internal_ports = None, **kwargs))]
     fn allocate(
         &self,
         py: Python<'_>,
         r#type: Option<String>,
         metadata: Option<Bound<'_, PyAny>>,
+        internal_ports: Option<Vec<i64>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyLease> {
         let args = RequestArgs::from_kwargs("allocate", kwargs, &[])?;
-        let spec = spec_arg(r#type, metadata_arg(metadata.as_ref())?);
+        let spec = with_internal_ports(spec_arg(r#type, metadata_arg(metadata.as_ref())?), internal_ports)?;
         let reg = &self.reg;
         let lease = detached(py, || mapping::allocate(reg, &args.request()?, &spec))?;
-        Ok(PyLease::new(lease, reg))
+        Ok(PyLease::new(lease, reg).with_spec(&spec))
     }
 
     /// Allocate ports and hand them over bound: a listening TCP socket and/or a bound UDP
     /// socket per port. Returns the lease and the sockets (`socket.socket`). With a
     /// `type` or `metadata`, a typed service (`mapping::allocate_bound`).
-    #[pyo3(signature = (*, r#type = None, metadata = None, **kwargs))]
+    #[pyo3(signature = (*, r#type = None, metadata = None, internal_ports = None, **kwargs))]
     fn allocate_bound<'py>(
         &self,
         py: Python<'py>,
         r#type: Option<String>,
         metadata: Option<Bound<'_, PyAny>>,
+        internal_ports: Option<Vec<i64>>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<(PyLease, Vec<Bound<'py, PyAny>>)> {
         let args = RequestArgs::from_kwargs("allocate_bound", kwargs, &[])?;
-        let spec = spec_arg(r#type, metadata_arg(metadata.as_ref())?);
+        let spec = with_internal_ports(spec_arg(r#type, metadata_arg(metadata.as_ref())?), internal_ports)?;
         let reg = &self.reg;
         let (lease, socks) =
             detached(py, || mapping::allocate_bound(reg, &args.request()?, &spec))?;
-        let lease = PyLease::new(lease, reg);
+        let lease = PyLease::new(lease, reg).with_spec(&spec);
         Ok((lease, py_sockets(py, socks)?))
     }
 

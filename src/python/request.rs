@@ -238,6 +238,17 @@ pub(super) fn spec_arg(service_type: Option<String>, metadata: Option<Metadata>)
     }
 }
 
+/// `internal_ports`: a module's internal ports (one external port each); None is none.
+pub(super) fn with_internal_ports(mut spec: ServiceSpec, ports: Option<Vec<i64>>) -> Result<ServiceSpec> {
+    if let Some(ports) = ports {
+        spec.internal_ports = ports
+            .into_iter()
+            .map(|p| port_arg("internal_ports", p))
+            .collect::<Result<_>>()?;
+    }
+    Ok(spec)
+}
+
 /// `metadata`: a dict, or any mapping (read as `dict(metadata)`), of str to str; None is
 /// none.
 pub(super) fn metadata_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Metadata>> {

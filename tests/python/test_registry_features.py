@@ -85,3 +85,42 @@ def test_exclude_in_every_form() -> None:
         portmgr.allocate(preferred=10239, required=True, exclude=[10239])
     with pytest.raises(TypeError):
         portmgr.allocate(exclude=[None])  # type: ignore[list-item]
+
+
+def test_module_port_maps() -> None:
+    lease = portmgr.allocate(name="shop", internal_ports=[8080, 9090], range=(10240, 10249))
+    pm = lease.port_map
+    assert pm is not None and list(pm) == [8080, 9090]
+    assert sorted(pm.values()) == sorted(lease.ports) and pm[8080] < pm[9090]
+    svc = portmgr.get_service("shop")
+    assert svc is not None and svc.port_map == pm
+    assert portmgr.allocate(range=(10240, 10249)).port_map is None
+    env = portmgr.export("env")
+    assert f"SHOP_8080_PORT={pm[8080]}\n" in env and f"SHOP_9090_PORT={pm[9090]}\n" in env
+    # Releasing by name frees every port of the module.
+    assert sorted(portmgr.release_name("shop")) == sorted(pm.values())
+    for bad in ([8080, 8080], [0], [70000]):
+        with pytest.raises(portmgr.InvalidArgument):
+            portmgr.allocate(name="bad", internal_ports=bad, range=(10240, 10249))
+    with pytest.raises(portmgr.InvalidArgument):
+        portmgr.allocate(name="bad", internal_ports=[1, 2], count=3, range=(10240, 10249))
+    with pytest.raises(TypeError):
+        portmgr.allocate(name="bad", internal_ports=["8080"])  # type: ignore[list-item]
+    assert portmgr.get_service("bad") is None
+
+
+def test_overview_and_per_type_stats() -> None:
+    portmgr.reserve((10258, 10259), reason="t")
+    web = portmgr.allocate(name="web", range=(10250, 10259))
+    portmgr.allocate(name="mod", internal_ports=[1, 2], range=(10250, 10259))
+    ov = portmgr.overview()
+    assert sorted(ov["services"]) == ["mod", "web"]
+    assert isinstance(ov["services"]["web"], portmgr.Service)
+    assert ov["ports"][web.port] == "web"
+    assert len([p for p, n in ov["ports"].items() if n == "mod"]) == 2
+    st = ov["stats"]
+    assert st["held"] == 3 and st["reserved"] == 2
+    rng = [r for r in st["ranges"] if r["range"] == [10250, 10259]]
+    assert rng and rng[0]["held"] == 3 and rng[0]["reserved"] == 2, st["ranges"]
+    assert {t["type"] for t in st["types"]} >= {"rest-api", "database"}
+    assert portmgr.stats_full()["types"] == st["types"]
