@@ -227,6 +227,28 @@ portmgr_status portmgr_registry_health_json(const portmgr_registry *reg,
                                             size_t *out_len);
 
 /**
+ * The overview (the one `portmgr overview --json` and Python's `portmgr.overview()`
+ * give) as a JSON object: `services` (every live named service by name: `name`,
+ * `port`, `ports`, `protocols`, `type`, `group`, `member`, `metadata`, `lease_id`,
+ * `owner_pid`, `expires_ms`, `state`, and `port_map` for a module), `ports` (port, as a
+ * string key, -> service name), `by_type` (type -> names), and `stats` (the fields of
+ * `portmgr_registry_stats_json`, plus `ranges`, every range in use, and `types`, per
+ * service type: `type`, `range`, `size`, `total`, `active`, `expired`, `reserved`,
+ * `utilization`). New keys may be added. Copied into `buf` and sized as
+ * `portmgr_registry_stats_json`.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL `out_len`, a broken types
+ * config), `PORTMGR_TIMEOUT`. Thread-safe.
+ *
+ * # Safety
+ * As `portmgr_registry_list_json`.
+ */
+portmgr_status portmgr_registry_overview_json(const portmgr_registry *reg,
+                                              char *buf,
+                                              size_t len,
+                                              size_t *out_len);
+
+/**
  * The library's version, e.g. `"0.1.0"`: a static string, never NULL, never to be freed.
  *
  * Compare with `PORTMGR_VERSION` (the header's version) to detect a header/library
@@ -689,6 +711,23 @@ portmgr_status portmgr_request_set_metadata(portmgr_request *req,
                                             const char *value);
 
 /**
+ * A module's internal ports: `portmgr_allocate` gives one external port for each of the
+ * `n` ports at `ports` (in one lease, all or none: the request's count becomes `n`) and
+ * records the map, which `portmgr_lease_port_map`, the views and every export show.
+ * `n == 0` clears them. The array is read during the call only.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, `ports` NULL with `n > 0`,
+ * port 0, a port given twice, or more than 4096 ports. Thread-safe: calls on one
+ * request take turns.
+ *
+ * # Safety
+ * `ports` is NULL or valid for reading `n` `uint16_t`s.
+ */
+portmgr_status portmgr_request_set_internal_ports(portmgr_request *req,
+                                                  const uint16_t *ports,
+                                                  size_t n);
+
+/**
  * Reserve the ports `start..=end` registry-wide (`start == end` for one port), with an
  * optional reason (UTF-8, at most 232 bytes, no control characters; NULL or "" for none):
  * no process or language is handed them until `portmgr_unreserve`. The same span
@@ -765,6 +804,21 @@ uint64_t portmgr_lease_id(const portmgr_lease *lease);
 size_t portmgr_lease_ports(const portmgr_lease *lease, uint16_t *ports, size_t len);
 
 /**
+ * A module's port map (a lease allocated with `portmgr_request_set_internal_ports`):
+ * writes up to `len` pairs, ordered by internal port, `internal[i]` -> `external[i]`,
+ * and returns how many pairs the lease has (0 for a lease without internal ports, for
+ * NULL or an invalid lease; the thread's last error says which). Call with
+ * `(lease, NULL, NULL, 0)` to learn the count. Thread-safe.
+ *
+ * # Safety
+ * `internal` and `external` are NULL or each valid for writing `len` `uint16_t`s.
+ */
+size_t portmgr_lease_port_map(const portmgr_lease *lease,
+                              uint16_t *internal,
+                              uint16_t *external,
+                              size_t len);
+
+/**
  * Give the lease a TTL of `ttl_ms` milliseconds from now: from then on it lives by its
  * TTL (renew it before it ends), no longer by this process.
  *
@@ -826,8 +880,8 @@ portmgr_status portmgr_services_json(const portmgr_registry *reg,
 /**
  * Export the live named services in `format`: `"json"` (`{"portmgr_export": 1,
  * "services": [{"name", "port", "ports", "protocols", "type", "group", "member",
- * "metadata"}]}`), `"env"` (`NAME_PORT=1234` lines, each after a `# portmgr {...}`
- * comment) or `"nginx"` (`location` blocks for inclusion inside a `server { }`). See
+ * "metadata", "port_map" (a module's only)}]}`), `"env"` (`NAME_PORT=1234` lines, each
+ * after a `# portmgr {...}` comment, and a module's `NAME_8080_PORT=...` lines) or `"nginx"` (`location` blocks for inclusion inside a `server { }`). See
  * docs/mapping.md for the formats.
  *
  * Copied into `buf` snprintf-style: at most `len - 1` bytes and a NUL. On `PORTMGR_OK`,

@@ -36,6 +36,8 @@ pub(crate) struct LeaseEntry {
     pub(crate) id: u64,
     /// The process that allocated it: in a forked child the lease is the parent's.
     pub(crate) pid: u32,
+    /// A module's internal -> external ports, by internal port (empty for other leases).
+    pub(crate) port_map: Vec<(u16, u16)>,
     pub(crate) lease: Mutex<Option<Lease>>,
 }
 

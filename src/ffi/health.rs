@@ -1,4 +1,5 @@
-//! The health report through the C ABI: `portmgr_registry_health_json`.
+//! The health report and the overview through the C ABI: `portmgr_registry_health_json`,
+//! `portmgr_registry_overview_json`.
 
 use std::os::raw::c_char;
 
@@ -32,4 +33,30 @@ pub unsafe extern "C" fn portmgr_registry_health_json(
 ) -> portmgr_status {
     // SAFETY: forwarded contract.
     unsafe { registry_json(reg, buf, len, out_len, |r| Services::new(r)?.health(threshold)) }
+}
+
+/// The overview (the one `portmgr overview --json` and Python's `portmgr.overview()`
+/// give) as a JSON object: `services` (every live named service by name: `name`,
+/// `port`, `ports`, `protocols`, `type`, `group`, `member`, `metadata`, `lease_id`,
+/// `owner_pid`, `expires_ms`, `state`, and `port_map` for a module), `ports` (port, as a
+/// string key, -> service name), `by_type` (type -> names), and `stats` (the fields of
+/// `portmgr_registry_stats_json`, plus `ranges`, every range in use, and `types`, per
+/// service type: `type`, `range`, `size`, `total`, `active`, `expired`, `reserved`,
+/// `utilization`). New keys may be added. Copied into `buf` and sized as
+/// `portmgr_registry_stats_json`.
+///
+/// Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL `out_len`, a broken types
+/// config), `PORTMGR_TIMEOUT`. Thread-safe.
+///
+/// # Safety
+/// As `portmgr_registry_list_json`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn portmgr_registry_overview_json(
+    reg: *const portmgr_registry,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> portmgr_status {
+    // SAFETY: forwarded contract.
+    unsafe { registry_json(reg, buf, len, out_len, |r| Services::new(r)?.overview()) }
 }

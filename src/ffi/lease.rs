@@ -63,6 +63,38 @@ pub unsafe extern "C" fn portmgr_lease_ports(lease: *const portmgr_lease, ports:
     })
 }
 
+/// A module's port map (a lease allocated with `portmgr_request_set_internal_ports`):
+/// writes up to `len` pairs, ordered by internal port, `internal[i]` -> `external[i]`,
+/// and returns how many pairs the lease has (0 for a lease without internal ports, for
+/// NULL or an invalid lease; the thread's last error says which). Call with
+/// `(lease, NULL, NULL, 0)` to learn the count. Thread-safe.
+///
+/// # Safety
+/// `internal` and `external` are NULL or each valid for writing `len` `uint16_t`s.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn portmgr_lease_port_map(
+    lease: *const portmgr_lease,
+    internal: *mut u16,
+    external: *mut u16,
+    len: usize,
+) -> usize {
+    guard_or(0, || {
+        let entry = handles::lease(lease, "lease", false)?;
+        if len > 0 && (internal.is_null() || external.is_null()) {
+            return Err(Error::invalid("`internal` or `external` is NULL but `len` is not 0"));
+        }
+        for (i, &(a, b)) in entry.port_map.iter().take(len).enumerate() {
+            // SAFETY: both are non-NULL (checked: len > 0) and valid for `len` > i writes
+            // (contract).
+            unsafe {
+                internal.add(i).write(a);
+                external.add(i).write(b);
+            }
+        }
+        Ok(entry.port_map.len())
+    })
+}
+
 /// Give the lease a TTL of `ttl_ms` milliseconds from now: from then on it lives by its
 /// TTL (renew it before it ends), no longer by this process.
 ///

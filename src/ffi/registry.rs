@@ -112,11 +112,12 @@ pub(crate) fn request_of(req: *const portmgr_request) -> Result<RequestEntry> {
     }
 }
 
-pub(crate) fn new_lease(lease: crate::registry::Lease) -> usize {
+pub(crate) fn new_lease(lease: crate::registry::Lease, spec: &mapping::ServiceSpec) -> usize {
     let ports = lease.ports().to_vec();
     let id = lease.id();
     let pid = std::process::id();
-    handles::insert(Entry::Lease(Arc::new(LeaseEntry { ports, id, pid, lease: Mutex::new(Some(lease)) })))
+    let port_map = mapping::port_map(&spec.internal_ports, ports.iter().copied()).into_iter().flatten().collect();
+    handles::insert(Entry::Lease(Arc::new(LeaseEntry { ports, id, pid, port_map, lease: Mutex::new(Some(lease)) })))
 }
 
 /// Allocate ports as `req` asks (NULL: one TCP port from the default pool, random
@@ -154,7 +155,7 @@ pub unsafe extern "C" fn portmgr_allocate(
         let request = request_of(req)?;
         need(out, "out")?;
         let lease = mapping::allocate(&registry, &request.req, &request.spec)?;
-        let id = new_lease(lease);
+        let id = new_lease(lease, &request.spec);
         // SAFETY: checked non-NULL above; valid for writes by the contract.
         unsafe { put(out, handles::to_ptr(id)) };
         Ok(())
@@ -197,7 +198,7 @@ pub unsafe extern "C" fn portmgr_allocate_bound(
         let RequestEntry { req: request, spec } = request_of(req)?;
         if spec != ServiceSpec::default() {
             return Err(Error::invalid(
-                "portmgr_allocate_bound does not record a service type or metadata; use portmgr_allocate for those",
+                "portmgr_allocate_bound does not record a service type, metadata or internal ports; use portmgr_allocate for those",
             ));
         }
         need(out, "out")?;
@@ -216,7 +217,7 @@ pub unsafe extern "C" fn portmgr_allocate_bound(
         }
         let order: Vec<u16> = lease.ports().to_vec();
         socks.sort_by_key(|s| (order.iter().position(|&p| p == s.port), s.protocol.bits()));
-        let id = new_lease(lease);
+        let id = new_lease(lease, &spec);
         let n = socks.len();
         for (i, s) in socks.into_iter().enumerate() {
             // SAFETY: `fds` is non-NULL (checked) and has room for `fds_len` >= n ints (contract).

@@ -394,3 +394,37 @@ pub unsafe extern "C" fn portmgr_request_set_metadata(
         })
     })
 }
+
+/// A module's internal ports: `portmgr_allocate` gives one external port for each of the
+/// `n` ports at `ports` (in one lease, all or none: the request's count becomes `n`) and
+/// records the map, which `portmgr_lease_port_map`, the views and every export show.
+/// `n == 0` clears them. The array is read during the call only.
+///
+/// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle, `ports` NULL with `n > 0`,
+/// port 0, a port given twice, or more than 4096 ports. Thread-safe: calls on one
+/// request take turns.
+///
+/// # Safety
+/// `ports` is NULL or valid for reading `n` `uint16_t`s.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn portmgr_request_set_internal_ports(
+    req: *mut portmgr_request,
+    ports: *const u16,
+    n: usize,
+) -> portmgr_status {
+    guard(|| {
+        let list: Vec<u16> = if n == 0 {
+            Vec::new()
+        } else if ports.is_null() {
+            return Err(Error::invalid("`ports` is NULL"));
+        } else {
+            // SAFETY: non-NULL, and valid for reading `n` u16s by the contract.
+            unsafe { std::slice::from_raw_parts(ports, n) }.to_vec()
+        };
+        crate::mapping::validate_internal_ports(&list)?;
+        edit_entry(req, |e| {
+            e.spec.internal_ports = list;
+            Ok(())
+        })
+    })
+}

@@ -74,8 +74,8 @@ pub unsafe extern "C" fn portmgr_services_json(
 
 /// Export the live named services in `format`: `"json"` (`{"portmgr_export": 1,
 /// "services": [{"name", "port", "ports", "protocols", "type", "group", "member",
-/// "metadata"}]}`), `"env"` (`NAME_PORT=1234` lines, each after a `# portmgr {...}`
-/// comment) or `"nginx"` (`location` blocks for inclusion inside a `server { }`). See
+/// "metadata", "port_map" (a module's only)}]}`), `"env"` (`NAME_PORT=1234` lines, each
+/// after a `# portmgr {...}` comment, and a module's `NAME_8080_PORT=...` lines) or `"nginx"` (`location` blocks for inclusion inside a `server { }`). See
 /// docs/mapping.md for the formats.
 ///
 /// Copied into `buf` snprintf-style: at most `len - 1` bytes and a NUL. On `PORTMGR_OK`,

@@ -429,6 +429,57 @@ static void test_layout_rules(void) {
     portmgr_request_free(req);
 }
 
+/* Issue 13.3/13.4: a module's internal -> external ports (27870-27879) and the
+ * overview with its per-type statistics. */
+static void test_module_and_overview(void) {
+    portmgr_request *req = request_in(27870, 27879);
+    CHECK_OK(portmgr_request_set_name(req, "shop"));
+    uint16_t dup[] = {8080, 8080}, zero[] = {0}, internal[] = {9090, 8080};
+    CHECK_ST(portmgr_request_set_internal_ports(req, dup, 2), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_internal_ports(req, zero, 1), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_request_set_internal_ports(req, NULL, 2), PORTMGR_INVALID_ARGUMENT);
+    CHECK_OK(portmgr_request_set_internal_ports(req, internal, 2));
+    int fds[4];
+    portmgr_lease *none = NULL;
+    CHECK_ST(portmgr_allocate_bound(reg, req, &none, fds, 4, NULL), PORTMGR_INVALID_ARGUMENT);
+    portmgr_lease *lease = NULL;
+    REQUIRE_OK(portmgr_allocate(reg, req, &lease));
+    CHECK(portmgr_lease_ports(lease, NULL, 0) == 2);
+    uint16_t in[4] = {0}, ex[4] = {0}, ports[2] = {0};
+    CHECK(portmgr_lease_port_map(lease, NULL, NULL, 0) == 2);
+    CHECK(portmgr_lease_port_map(lease, NULL, ex, 2) == 0); /* NULL with len > 0 */
+    CHECK(portmgr_lease_port_map(lease, in, ex, 4) == 2);
+    portmgr_lease_ports(lease, ports, 2);
+    uint16_t lo = ports[0] < ports[1] ? ports[0] : ports[1], hi = ports[0] ^ ports[1] ^ lo;
+    /* 9090 was given first: internal ports in order get the ports in ascending order. */
+    CHECK(in[0] == 8080 && in[1] == 9090);
+    CHECK(ex[1] == lo && ex[0] == hi);
+    char want[128];
+    snprintf(want, sizeof want, "\"port_map\":{\"8080\":%u,\"9090\":%u}", (unsigned)hi, (unsigned)lo);
+    size_t n = 0;
+    CHECK_OK(portmgr_registry_overview_json(reg, big, sizeof big, &n));
+    CHECK(n < sizeof big && strlen(big) == n);
+    CHECK(strstr(big, want) != NULL);
+    snprintf(want, sizeof want, "\"%u\":\"shop\"", (unsigned)lo);
+    CHECK(strstr(big, want) != NULL);
+    CHECK(strstr(big, "\"by_type\":{") != NULL && strstr(big, "\"types\":[") != NULL);
+    CHECK(strstr(big, "\"type\":\"t-one\"") != NULL);
+    CHECK_ST(portmgr_registry_overview_json(reg, big, sizeof big, NULL), PORTMGR_INVALID_ARGUMENT);
+    /* The .env export carries the map. */
+    CHECK_OK(portmgr_export(reg, "env", big, sizeof big, &n));
+    snprintf(want, sizeof want, "SHOP_9090_PORT=%u\n", (unsigned)lo);
+    CHECK(strstr(big, want) != NULL);
+    /* A plain lease has no map. */
+    portmgr_lease *plain = NULL;
+    portmgr_request *r2 = request_in(27870, 27879);
+    REQUIRE_OK(portmgr_allocate(reg, r2, &plain));
+    CHECK(portmgr_lease_port_map(plain, in, ex, 4) == 0);
+    CHECK_OK(portmgr_lease_release(plain));
+    CHECK_OK(portmgr_lease_release(lease));
+    portmgr_request_free(r2);
+    portmgr_request_free(req);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s REGISTRY_DIR\n", argv[0]);
@@ -444,6 +495,7 @@ int main(int argc, char **argv) {
     test_groups();
     test_group_threads();
     test_layout_rules();
+    test_module_and_overview();
     portmgr_registry_close(reg);
     return check_done("test_mapping");
 }
