@@ -197,6 +197,13 @@ public:
         detail::check(portmgr_request_set_preferred(h_, port, required));
         return *this;
     }
+    /// A module's internal ports: one external port each, in one lease (see
+    /// portmgr_request_set_internal_ports); lease::port_map() gives the map.
+    request &internal_ports(const std::vector<std::uint16_t> &ports) {
+        detail::check(portmgr_request_set_internal_ports(h_, ports.data(), ports.size()));
+        if (!ports.empty()) count_ = ports.size();
+        return *this;
+    }
     request &probe_addr(const std::string &addr) {
         detail::check(portmgr_request_set_probe_addr(h_, detail::c_arg(addr, "addr")));
         return *this;
@@ -243,6 +250,19 @@ public:
         if (!h_) return {};
         std::vector<std::uint16_t> v(portmgr_lease_ports(h_, nullptr, 0));
         v.resize(portmgr_lease_ports(h_, v.data(), v.size()));
+        return v;
+    }
+    /// The lease id (`lease_id` in the JSON views; release_id / renew_id take it); 0 once
+    /// released or kept.
+    std::uint64_t id() const noexcept { return h_ ? portmgr_lease_id(h_) : 0; }
+    /// A module's internal -> external ports, by internal port; empty for other leases.
+    std::vector<std::pair<std::uint16_t, std::uint16_t>> port_map() const {
+        if (!h_) return {};
+        std::size_t n = portmgr_lease_port_map(h_, nullptr, nullptr, 0);
+        std::vector<std::uint16_t> in(n), ex(n);
+        n = portmgr_lease_port_map(h_, in.data(), ex.data(), n);
+        std::vector<std::pair<std::uint16_t, std::uint16_t>> v;
+        for (std::size_t i = 0; i < n && i < in.size(); i++) v.emplace_back(in[i], ex[i]);
         return v;
     }
     /// Give the lease a TTL from now (it then lives by its TTL, not by this process).
@@ -319,6 +339,28 @@ public:
     void release_port(std::uint16_t port) { detail::check(portmgr_release_port(h_, port)); }
     void release_name(const std::string &name) {
         detail::check(portmgr_release_name(h_, detail::c_arg(name, "name")));
+    }
+    /// Release lease `id` (all its ports); throws PORTMGR_NOT_FOUND for an unknown or
+    /// released id.
+    void release_id(std::uint64_t id) { detail::check(portmgr_release_id(h_, id)); }
+    /// Extend lease `id`'s TTL (0 ms: by its own TTL again).
+    void renew_id(std::uint64_t id, std::chrono::milliseconds ttl = std::chrono::milliseconds(0)) {
+        detail::check(portmgr_renew_id(h_, id, static_cast<std::uint64_t>(ttl.count())));
+    }
+    /// Reserve ports `start..end` registry-wide: never handed out until unreserve().
+    void reserve(std::uint16_t start, std::uint16_t end, const std::string &reason = std::string()) {
+        detail::check(portmgr_reserve(h_, start, end, reason.empty() ? nullptr : detail::c_arg(reason, "reason")));
+    }
+    /// Unreserve the reserved ports of `start..end`; throws PORTMGR_NOT_FOUND when none.
+    void unreserve(std::uint16_t start, std::uint16_t end) { detail::check(portmgr_unreserve(h_, start, end)); }
+    /// The reservations, as JSON (see portmgr_reserved_json).
+    std::string reserved_json() const {
+        return detail::json([this](char *b, std::size_t l, std::size_t *n) { return portmgr_reserved_json(h_, b, l, n); });
+    }
+    /// Services by name, port -> name, names by type and the statistics, as JSON (see
+    /// portmgr_registry_overview_json).
+    std::string overview_json() const {
+        return detail::json([this](char *b, std::size_t l, std::size_t *n) { return portmgr_registry_overview_json(h_, b, l, n); });
     }
     /// Extend a lease's TTL (0 ms: by its own TTL again).
     void renew_port(std::uint16_t port, std::chrono::milliseconds ttl = std::chrono::milliseconds(0)) {

@@ -145,6 +145,40 @@ int main(int argc, char **argv) {
         CHECK(reg.list_json() == "[]");
         CHECK(reg.gc() == 0);
 
+        // Lease ids: release and renew by id; an unknown id throws NOT_FOUND.
+        {
+            portmgr::lease a = reg.allocate(portmgr::request().range(26440, 26449).ttl(std::chrono::seconds(60)));
+            std::uint64_t id = a.id();
+            CHECK(id != 0);
+            reg.renew_id(id, std::chrono::seconds(120));
+            a.keep();
+            CHECK(a.id() == 0);
+            reg.release_id(id);
+            CHECK_THROWS(reg.release_id(id), PORTMGR_NOT_FOUND);
+            CHECK_THROWS(reg.renew_id(id), PORTMGR_NOT_FOUND);
+        }
+        // Reservations: a reserved port is never handed out; the reason is in the error.
+        {
+            reg.reserve(26450, 26451, "cpp test");
+            CHECK(reg.reserved_json().find("\"reason\":\"cpp test\"") != std::string::npos);
+            CHECK_THROWS(reg.allocate(portmgr::request().range(26450, 26452).preferred(26451, true)), PORTMGR_IN_USE);
+            portmgr::lease only = reg.allocate(portmgr::request().range(26450, 26452));
+            CHECK(only.port() == 26452);
+            reg.unreserve(26450, 26451);
+            CHECK_THROWS(reg.unreserve(26450, 26451), PORTMGR_NOT_FOUND);
+            CHECK_THROWS(reg.reserve(26455, 26454), PORTMGR_INVALID_ARGUMENT);
+        }
+        // A module's port map, and the overview.
+        {
+            portmgr::lease m = reg.allocate(portmgr::request().name("cppmod").range(26453, 26459).internal_ports({7000, 7001}));
+            auto map = m.port_map();
+            CHECK(map.size() == 2 && map[0].first == 7000 && map[1].first == 7001 && map[0].second < map[1].second);
+            CHECK(m.ports().size() == 2);
+            std::string ov = reg.overview_json();
+            CHECK(ov.find("\"cppmod\":{") != std::string::npos && ov.find("\"port_map\":{\"7000\":") != std::string::npos);
+            CHECK_THROWS(portmgr::request().internal_ports({1, 1}), PORTMGR_INVALID_ARGUMENT);
+        }
+
         // 8 threads x 200, one shared registry: 0 duplicates.
         constexpr int threads = 8, per = 200;
         std::vector<std::vector<portmgr::lease>> held(threads);
