@@ -56,8 +56,9 @@ impl ReservedRange {
     }
 }
 
-/// Check a reservation reason: at most 232 bytes of UTF-8, no control characters
-/// (it is shown in listings, JSON and error messages).
+/// Check a reservation reason: at most 232 bytes of UTF-8, no control characters and no
+/// Unicode line or paragraph separator (it is shown in listings, JSON and error
+/// messages, one line each).
 pub fn validate_reason(reason: &str) -> Result<()> {
     if reason.len() > REASON_MAX {
         return Err(Error::invalid(format!(
@@ -65,7 +66,9 @@ pub fn validate_reason(reason: &str) -> Result<()> {
             reason.len()
         )));
     }
-    if let Some(c) = reason.chars().find(|c| c.is_control()) {
+    // Control characters and the Unicode line and paragraph separators: a reason is one
+    // line wherever it is shown.
+    if let Some(c) = reason.chars().find(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) {
         return Err(Error::invalid(format!(
             "a reservation reason may not contain control characters such as {c:?}: give one line of text"
         )));

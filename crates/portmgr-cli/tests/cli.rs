@@ -1210,3 +1210,53 @@ fn reserved_ports_through_the_command() {
     let o = r.run(&["alloc", "--exclude", "x-y"]);
     assert_eq!(code(&o), 2);
 }
+
+#[path = "../../../tests/common/hostile.rs"]
+mod hostile;
+
+/// Issue 13.7: every hostile reservation reason is refused (status 2) or stored and shown
+/// harmlessly: one line in `reserved list`, the same string back from `--json`, one line
+/// in the error of a required allocation; every hostile internal-port list and port span
+/// is refused (ports 13896-13899).
+#[test]
+fn hostile_reasons_port_maps_and_spans() {
+    let r = reg();
+    let mut stored = 0;
+    for v in hostile::hostile_values() {
+        if v.contains('\0') {
+            continue; // cannot be an argument
+        }
+        let o = r.run(&["reserved", "add", "13896", "--reason", &v]);
+        match code(&o) {
+            2 => {
+                assert_eq!(stderr(&o).lines().count(), 1, "{v:?}: {}", stderr(&o));
+                continue;
+            }
+            0 => stored += 1,
+            c => panic!("{v:?}: status {c}: {}", stderr(&o)),
+        }
+        let plain = stdout(&r.run(&["reserved", "list"]));
+        assert_eq!(plain.lines().count(), 1, "{v:?}: {plain:?}");
+        let json: serde_json::Value = serde_json::from_slice(&r.run(&["reserved", "list", "--json"]).stdout).unwrap();
+        let want = if v.is_empty() { serde_json::Value::Null } else { serde_json::Value::String(v.clone()) };
+        assert_eq!(json[0]["reason"], want, "{v:?}");
+        let o = r.run(&["alloc", "--preferred", "13896", "--required", "--ttl", "1m"]);
+        assert_eq!(code(&o), 4);
+        assert_eq!(stderr(&o).lines().count(), 1, "{v:?}: {}", stderr(&o));
+        r.run(&["reserved", "remove", "13896"]);
+    }
+    assert!(stored > 20, "only {stored} hostile reasons were stored: the test would not see their output");
+    for v in hostile::hostile_values() {
+        if v.contains('\0') {
+            continue;
+        }
+        let o = r.run(&["alloc", "--name", "m", "--map", &v, "--range", "13897-13899"]);
+        assert_eq!(code(&o), 2, "--map {v:?}: {}", stdout(&o));
+        let o = r.run(&["reserved", "add", &v]);
+        assert_eq!(code(&o), 2, "reserved add {v:?}");
+        let o = r.run(&["alloc", "--exclude", &v, "--range", "13897-13899", "--ttl", "1m"]);
+        assert_eq!(code(&o), 2, "--exclude {v:?}: {}", stdout(&o));
+    }
+    assert!(r.held().is_empty());
+    assert!(!r.dir.join("pwned").exists() && !std::path::Path::new("pwned").exists());
+}
