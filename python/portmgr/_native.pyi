@@ -554,7 +554,11 @@ class RangeUse:
     @property
     def held(self) -> int: ...
     @property
-    def utilization(self) -> float: ...
+    def reserved(self) -> int:
+        """Ports in it that reservations block and no lease holds."""
+    @property
+    def utilization(self) -> float:
+        """(held + reserved) / size, 0 to 1."""
 
 @final
 class Health:
@@ -568,6 +572,9 @@ class Health:
     @property
     def held(self) -> int:
         """Live ports in the registry, all ranges."""
+    @property
+    def reserved(self) -> int:
+        """Ports the registry's reservations block, all ranges."""
     @property
     def ranges(self) -> builtins.list[RangeUse]:
         """Every range in use: the pool first."""

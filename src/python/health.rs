@@ -62,7 +62,9 @@ pub(super) struct PyRangeUse {
     size: usize,
     /// Live ports in it.
     held: usize,
-    /// held / size, 0 to 1.
+    /// Ports in it that the registry's reservations block and no lease holds.
+    reserved: usize,
+    /// (held + reserved) / size, 0 to 1.
     utilization: f64,
 }
 
@@ -79,6 +81,7 @@ impl From<RangeUse> for PyRangeUse {
             service_type: r.service_type,
             size: r.size,
             held: r.held,
+            reserved: r.reserved,
             utilization: r.utilization,
         }
     }
@@ -104,6 +107,8 @@ pub(super) struct PyHealth {
     threshold: f64,
     /// Live ports in the registry, all ranges.
     held: usize,
+    /// Ports the registry's reservations block, all ranges.
+    reserved: usize,
     /// Every range in use: the pool first.
     ranges: Vec<Py<PyRangeUse>>,
     /// Every problem found.
@@ -116,6 +121,7 @@ impl PyHealth {
             ok: h.ok,
             threshold: h.threshold,
             held: h.held,
+            reserved: h.reserved,
             ranges: h
                 .ranges
                 .into_iter()

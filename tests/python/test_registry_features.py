@@ -124,3 +124,13 @@ def test_overview_and_per_type_stats() -> None:
     assert rng and rng[0]["held"] == 3 and rng[0]["reserved"] == 2, st["ranges"]
     assert {t["type"] for t in st["types"]} >= {"rest-api", "database"}
     assert portmgr.stats_full()["types"] == st["types"]
+
+
+def test_health_counts_reserved_ports() -> None:
+    portmgr.reserve((10260, 10268))
+    portmgr.allocate(range=(10260, 10269))
+    h = portmgr.health(threshold=0.9)
+    r = [u for u in h.ranges if u.range == (10260, 10269)][0]
+    assert (r.held, r.reserved, r.utilization) == (1, 9, 1.0)
+    assert h.reserved == 9
+    assert any(p.kind == "exhausted" and "9 reserved" in p.message for p in h.problems)
