@@ -935,3 +935,62 @@ fn one_env_name_rule() {
         assert_eq!(env_key(n), format!("{}_PORT", env_stem(n)));
     }
 }
+
+// Issue 13 (ports 23700-23749).
+
+/// A module's internal ports: one lease, all or nothing, the map in every view.
+#[test]
+fn module_port_maps_are_one_lease_all_or_nothing() {
+    let (_d, svc) = services();
+    let lease = svc.allocate(&req_in(23700, 10).name("shop"), &ServiceSpec::new().map([9090, 8080])).unwrap();
+    assert_eq!(lease.ports().len(), 2);
+    let s = svc.by_name("shop").unwrap().unwrap();
+    let map = s.port_map.clone().unwrap();
+    let mut ext = lease.ports().to_vec();
+    ext.sort_unstable();
+    // 9090 was given first: the internal ports in order get the ports in ascending order.
+    assert_eq!(map, BTreeMap::from([(9090, ext[0]), (8080, ext[1])]));
+    assert_eq!(portmgr::mapping::port_map(&[9090, 8080], lease.ports().iter().copied()), Some(map.clone()));
+    // All or nothing: 3 internal ports, 2 free ports left in a range of 3 -> nothing held.
+    let (_d2, svc2) = services();
+    let _one = svc2.registry().allocate(&req_in(23710, 1)).unwrap();
+    let e = svc2.allocate(&req_in(23710, 3).name("big"), &ServiceSpec::new().map([1, 2, 3])).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Exhausted);
+    assert_eq!(svc2.registry().list().unwrap().len(), 1);
+    // The count must agree; internal ports are validated.
+    for (req, internal) in [(req_in(23720, 5).count(3), vec![1, 2]), (req_in(23720, 5), vec![1, 1]), (req_in(23720, 5), vec![0])] {
+        assert_eq!(svc.allocate(&req.name("bad"), &ServiceSpec::new().map(internal)).unwrap_err().code(), ErrorCode::InvalidArgument);
+    }
+    // JSON round trip through import keeps the map.
+    let json = svc.export(ExportFormat::Json).unwrap();
+    drop(lease);
+    let (_d3, svc3) = services();
+    let out = svc3.import(&parse_import(&json, Some(ImportFormat::Json)).unwrap(), &ImportOptions::default()).unwrap();
+    let _held = out.leases;
+    assert_eq!(svc3.by_name("shop").unwrap().unwrap().port_map, Some(map));
+}
+
+/// Per-type statistics and the overview, from the core.
+#[test]
+fn stats_full_and_overview_count_by_type() {
+    let (d, reg) = temp_registry();
+    let types = d.path().join("types.json");
+    std::fs::write(&types, r#"{"types": {"t-a": {"range": "23730-23739"}}}"#).unwrap();
+    let svc = Services::with_types(reg, TypeTable::load(&types).unwrap());
+    svc.registry().reserve(&[(23738, 23739)], Some("x")).unwrap();
+    let a = svc.allocate(&Request::new().name("a"), &ServiceSpec::typed("t-a")).unwrap();
+    let _b = svc.allocate(&Request::new().name("b").ttl(Duration::from_secs(1)), &ServiceSpec::typed("t-a")).unwrap();
+    let _c = svc.allocate(&req_in(23740, 5).name("c"), &ServiceSpec::new()).unwrap();
+    _b.keep().unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let st = svc.stats_full().unwrap();
+    let t = st.types.iter().find(|t| t.service_type == "t-a").unwrap();
+    assert_eq!((t.active, t.expired, t.total, t.reserved, t.size), (1, 1, 2, 2, 10), "{t:?}");
+    assert_eq!(t.range, Some((23730, 23739)));
+    assert!(st.ranges.iter().any(|u| u.range == (23740, 23744) && u.held == 1));
+    let ov = svc.overview().unwrap();
+    assert_eq!(ov.services.keys().collect::<Vec<_>>(), vec!["a", "c"]);
+    assert_eq!(ov.ports.get(&a.port()).map(String::as_str), Some("a"));
+    assert_eq!(ov.by_type.get("t-a"), Some(&vec!["a".to_string()]));
+    assert_eq!(ov.stats, st);
+}
