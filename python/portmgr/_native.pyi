@@ -505,6 +505,9 @@ class NginxApplied:
     def files(self) -> builtins.list[str]:
         """The files written (one per service), sorted."""
     @property
+    def removed(self) -> builtins.list[str]:
+        """Files of an earlier export removed (their services are gone), sorted."""
+    @property
     def skipped(self) -> builtins.list[str]:
         """Services left out, and why."""
     @property

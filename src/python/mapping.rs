@@ -239,6 +239,8 @@ pub(super) struct PyNginxApplied {
     dir: String,
     /// The files written (one per service), sorted.
     files: Vec<String>,
+    /// Files of an earlier export removed (their services are gone), sorted.
+    removed: Vec<String>,
     /// Services left out, and why.
     skipped: Vec<String>,
     /// Whether the configuration test ran and passed.
@@ -252,6 +254,7 @@ impl From<NginxApplied> for PyNginxApplied {
         PyNginxApplied {
             dir: a.dir.to_string_lossy().into_owned(),
             files: a.files,
+            removed: a.removed,
             skipped: a.skipped,
             tested: a.tested,
             reloaded: a.reloaded,

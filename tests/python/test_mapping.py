@@ -439,6 +439,10 @@ def test_write_and_apply_nginx_dir(tmp_path: Path) -> None:
     with portmgr.allocate(name="web", range=(LO, HI)):
         assert portmgr.write_nginx_dir(foreign).files == ["web.conf"]
     assert (foreign / "mine.conf").read_text() == "# not portmgr's\n"
+    # web is released: its file goes at the next export, the user's stays.
+    pruned = portmgr.write_nginx_dir(foreign)
+    assert pruned.files == [] and pruned.removed == ["web.conf"]
+    assert sorted(p.name for p in foreign.glob("*.conf")) == ["mine.conf"]
 
 
 # ---------------------------------------------------------------------------------------
