@@ -251,7 +251,7 @@ impl Ctx<'_> {
                 if req.required {
                     return Err(Error::PortInUse { port: pref, holder: "the end of the port space".into() });
                 }
-            } else if let Some(&p) = block.iter().find(|&&p| plan.range.excluded().binary_search(&p).is_ok()) {
+            } else if let Some(&p) = block.iter().find(|&&p| req.exclude.contains(&p)) {
                 if req.required {
                     return Err(Error::invalid(format!(
                         "port {p} is both required and in the request's exclude list: drop one of them"

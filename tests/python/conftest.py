@@ -14,13 +14,15 @@ from typing import Iterator
 import pytest
 
 # Ports: the Python suite owns 10000-12699, below the kernel's ephemeral range (32768-60999)
-# and outside every other suite's: 10000-11999 is the default pool (RANGE, test_stress.py)
-# with the exact ports of test_api.py, test_errors.py, test_plugin.py and
-# test_lease_handle.py (10100-10199) inside it; test_mapping.py's explicit ranges are
-# 12000-12699. Other suites: the fuzz replay 12700-12999, the CLI 13000-13999, 15000-15999
+# and outside every other suite's: 10300-11999 is the default pool (RANGE, test_stress.py)
+# with the exact ports of test_api.py, test_errors.py and test_plugin.py inside it;
+# 10000-10299 is outside the pool, for exact ports that must not meet a random
+# allocation's socket (test_lease_handle.py 10100-10199, test_registry_features.py
+# 10200-10299); test_mapping.py's explicit ranges are 12000-12699. Other suites: the
+# fuzz replay 12700-12999, the CLI 13000-13999, 15000-15999
 # and 31620-32767, reliability 14000-14999 and 29800-29999, Rust core/C/multiprocess
 # 16000-31601.
-RANGE = (10000, 11999)
+RANGE = (10300, 11999)
 RANGE_STR = f"{RANGE[0]}-{RANGE[1]}"
 
 

@@ -21,7 +21,7 @@ import pytest
 import portmgr
 
 PER_WORKER = 200
-STRESS_RANGE = (10000, 11999)
+STRESS_RANGE = (10300, 11999)
 
 
 @pytest.fixture
