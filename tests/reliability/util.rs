@@ -270,7 +270,9 @@ pub mod raw {
     pub const RECORD_SIZE: usize = 128;
     /// The range table (a u32 per port) follows the records (layout version 2).
     pub const RANGES_OFF: usize = RECORDS_OFF + 65536 * RECORD_SIZE;
-    pub const FILE_SIZE: usize = RANGES_OFF + 65536 * 4;
+    /// The reservation table (512 entries of 256 B) follows the range table.
+    pub const RESERVED_OFF: usize = RANGES_OFF + 65536 * 4;
+    pub const FILE_SIZE: usize = RESERVED_OFF + 512 * 256;
     pub const FILE_SIZE_V1: usize = RANGES_OFF;
 
     pub fn record_off(port: u16) -> usize {
