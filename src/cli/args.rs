@@ -286,6 +286,22 @@ rest of a range stays reserved); status 5 when none covers them.")]
         #[command(subcommand)]
         cmd: ReservedCmd,
     },
+    /// Serve the registry over HTTP (REST API, /get) and portpicker's portserver protocol
+    #[command(after_help = "\
+Examples:
+  portmgr serve --http 127.0.0.1:8080
+  portmgr serve --portserver @unittest-portserver     # then PORTSERVER_ADDRESS=@unittest-portserver
+  portmgr serve --http 127.0.0.1:0 --portserver /run/user/1000/portserver.sock
+  portmgr serve --http 0.0.0.0:8080 --token-file ~/.config/portmgr/token
+
+Prints one line per listener once all are bound (`http http://127.0.0.1:41234`,
+`portserver @unittest-portserver`); SIGTERM and SIGINT stop it (status 0). Sockets
+passed by systemd socket activation (LISTEN_FDS) are served too. Only this user (or
+root) may use it: Unix peers are checked with SO_PEERCRED, loopback TCP peers by the
+kernel's socket table; a non-loopback address needs --token-file, and then every
+request needs `Authorization: Bearer TOKEN`. Leases it grants are ordinary registry
+leases: stopping the server loses nothing. See docs/serve.md.")]
+    Serve(ServeArgs),
     /// Groups: named members at offsets from one base port, allocated all or none
     #[command(after_help = "\
 Examples:
@@ -297,6 +313,36 @@ Examples:
         #[command(subcommand)]
         cmd: GroupCmd,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+pub(super) struct ServeArgs {
+    /// Serve HTTP on this address (port 0: any free port); repeatable
+    #[arg(long, value_name = "ADDR")]
+    pub(super) http: Vec<std::net::SocketAddr>,
+    /// Serve portpicker's portserver protocol on this Unix socket (@NAME: the abstract
+    /// namespace); repeatable
+    #[arg(long, value_name = "ADDR")]
+    pub(super) portserver: Vec<String>,
+    /// A file holding the bearer token every HTTP request must carry (needed to serve a
+    /// non-loopback address)
+    #[arg(long, value_name = "FILE")]
+    pub(super) token_file: Option<PathBuf>,
+    /// Send CORS headers for this origin (repeatable); none by default
+    #[arg(long, value_name = "ORIGIN")]
+    pub(super) cors_origin: Vec<String>,
+    /// How long a REST allocation without a process_id lives without a heartbeat
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(super) heartbeat_timeout: Duration,
+    /// Requests per second each client may make (beyond a burst of twice as many: 429)
+    #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) rate_limit: u32,
+    /// Largest request body, in bytes (larger: 413)
+    #[arg(long, default_value_t = 65536, value_name = "BYTES")]
+    pub(super) max_body: usize,
+    /// Print the OpenAPI document of the REST API and exit
+    #[arg(long)]
+    pub(super) openapi: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -3,7 +3,8 @@
 //! Where things are: `args` holds the clap definitions and value parsers, `output`
 //! the rendering helpers (escaping, JSON, `.env` lines, durations), `leases` the
 //! commands on ports (alloc, release, renew, gc, list, stats, check, scan, wait),
-//! `reserved` the registry's reserved ports, `overview` the stats and overview,
+//! `reserved` the registry's reserved ports, `overview` the stats and overview, `serve`
+//! the hand-over to the server (the `portmgr-serve` crate),
 //! `services` export, import and groups, `health` the health report, `run` the `run`
 //! command (spawn, fd hand-over, signal forwarding); this file the entry point, the
 //! dispatch and the exit statuses.
@@ -48,6 +49,7 @@ mod output;
 mod overview;
 mod reserved;
 mod run;
+mod serve;
 mod services;
 
 use std::ffi::OsString;
@@ -61,6 +63,7 @@ use crate::registry::{Registry, Request};
 
 use args::{Cli, Cmd, Format, GroupCmd};
 pub use args::{MAX_DURATION, parse_duration};
+pub use serve::{ServeFn, ServeOptions, set_serve};
 use output::{one_line, shown};
 
 /// Exit status: success.
@@ -236,6 +239,7 @@ fn dispatch(cli: &Cli) -> R<i32> {
         Cmd::Wait { target, timeout } => leases::wait(fmt, target, *timeout),
         Cmd::Run(r) => run::run(cli, r),
         Cmd::Reserved { cmd } => reserved::reserved(cli, fmt, cmd),
+        Cmd::Serve(a) => serve::serve(cli, a),
     }
 }
 

@@ -159,6 +159,9 @@ pub struct LeaseInfo {
     pub created_ms: u64,
     /// When its TTL ends, milliseconds since the Unix epoch; `None` without a TTL.
     pub expires_ms: Option<u64>,
+    /// The TTL it was given (or last renewed with), milliseconds; `None` without one. With
+    /// `expires_ms`, when it was last renewed: `expires_ms - ttl_ms`.
+    pub ttl_ms: Option<u64>,
     /// The watched process, if any.
     pub watch_pid: Option<u32>,
     /// Kept or detached: any process of the user may release it.

@@ -394,6 +394,7 @@ impl Ctx<'_> {
                     Some(ahead) => sys::wall_ms().saturating_add(ahead),
                     None => sys::wall_ms().saturating_sub(self.now_boot - expires),
                 }),
+            ttl_ms: Some(r.ttl_ms.load(Relaxed)).filter(|&t| t != 0 && expires != 0),
             watch_pid: Some(r.watch_pid.load(Relaxed)).filter(|&w| w != 0),
             detached: flags & FLAG_DETACHED != 0,
             bound: flags & FLAG_BOUND != 0,
