@@ -87,6 +87,9 @@ async fn run(opts: ServeOptions) -> Result<(), Fail> {
         Some(path) => Some(peer::read_token(path).map_err(|e| Fail(EXIT_USAGE, e))?),
         None => None,
     };
+    // The handlers first: a SIGTERM sent as soon as the listener lines appear must stop
+    // the server cleanly, not kill it.
+    let signals = Signals::install().map_err(|e| Fail(EXIT_OTHER, format!("installing the signal handlers: {e}")))?;
     let bound = listen::bind(&opts, token.is_some()).await?;
     let state = Arc::new(State {
         reg,
@@ -127,7 +130,7 @@ async fn run(opts: ServeOptions) -> Result<(), Fail> {
         let stop = stop_rx.clone();
         tasks.spawn(portserver::serve(p, state, stop));
     }
-    wait_for_signal().await.map_err(|e| Fail(EXIT_OTHER, format!("installing the signal handlers: {e}")))?;
+    signals.wait().await;
     let _ = stop_tx.send(true);
     // In-flight requests finish; a client holding a connection open does not keep the
     // server up past a few seconds.
@@ -135,13 +138,21 @@ async fn run(opts: ServeOptions) -> Result<(), Fail> {
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
     }
-    Ok(())
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -107,12 +107,13 @@ where
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(r) => {
-                let status = r.status();
-                let (code, kind) = match status {
-                    StatusCode::PAYLOAD_TOO_LARGE => (104, "body too large"),
-                    _ => (1, "invalid argument"),
+                // Bad input is 400 (a malformed or mistyped body alike), a body past the
+                // limit 413, a body that does not say it is JSON 415.
+                let (status, code, kind) = match r.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, 104, "body too large"),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => (StatusCode::UNSUPPORTED_MEDIA_TYPE, 1, "invalid argument"),
+                    _ => (StatusCode::BAD_REQUEST, 1, "invalid argument"),
                 };
-                let status = if status.is_server_error() { StatusCode::BAD_REQUEST } else { status };
                 Err(ApiError::new(status, code, kind, r.body_text()))
             }
         }
