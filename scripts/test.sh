@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of portmgr: Rust (unit, integration, multi-process, reliability, nginx),
 # C/C++ (plus valgrind and AddressSanitizer), Python (pytest, xdist, mypy, stubtest), and
-# the benchmarks' smoke test and, with a nightly toolchain, 60 s of fuzzing per target
-# (on stable the fuzz corpora are replayed by cargo test). Installs what it needs
-# itself (a venv, maturin, pytest, valgrind, nginx, cargo-fuzz).
+# portmgr serve against portpicker and schemathesis, the benchmarks' smoke test and,
+# with a nightly toolchain, 60 s of fuzzing per target (on stable the fuzz corpora are
+# replayed by cargo test). Installs what it needs itself (venvs, maturin, pytest,
+# portpicker, schemathesis, valgrind, nginx, cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Tests never touch the user's real registry.
@@ -30,6 +31,12 @@ bash tests/c/run.sh
 
 echo "== tests/python/run.sh (Python package, pytest plugin, xdist stress, mypy, stubtest)"
 bash tests/python/run.sh
+
+echo "== tests/serve/run.sh (portmgr serve: the real portpicker from 8 processes, schemathesis on the REST API)"
+bash tests/serve/run.sh
+
+echo "== bindings/go/run.sh (Go binding: go vet, go test, many test binaries, bench smoke test, Go clients in the cross-language run)"
+bash bindings/go/run.sh
 
 echo "== bench --quick (smoke test of the benchmarks against the peers; no figures asserted)"
 # Reuses the Python build of tests/python/run.sh.
