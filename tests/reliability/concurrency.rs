@@ -144,6 +144,10 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
     // Python clients when a Python with the portmgr package is there.
     let python = find_python();
     let py_procs = if python.is_some() { knob("PORTMGR_RELIABILITY_PY_PROCS", 4).min(procs - c_procs) } else { 0 };
+    // Go clients (bindings/go/cmd/portmgr-worker, built by bindings/go/run.sh) when
+    // PORTMGR_RELIABILITY_GO_WORKER names the binary.
+    let go_worker = std::env::var_os("PORTMGR_RELIABILITY_GO_WORKER").map(std::path::PathBuf::from).filter(|p| p.exists());
+    let go_procs = if go_worker.is_some() { knob("PORTMGR_RELIABILITY_GO_PROCS", 4).min(procs - c_procs - py_procs) } else { 0 };
     let args = |i: u64| [START.to_string(), LEN.to_string(), secs.to_string(), (i + 1).to_string()];
     let mut kids: Vec<Kid> = (0..procs)
         .map(|i| {
@@ -154,6 +158,10 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
             } else if i < c_procs + py_procs {
                 let mut cmd = std::process::Command::new(python.as_ref().unwrap());
                 cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reliability/py_worker.py")).arg(&dir).args(args(i));
+                spawn_cmd(cmd)
+            } else if i < c_procs + py_procs + go_procs {
+                let mut cmd = std::process::Command::new(go_worker.as_ref().unwrap());
+                cmd.arg(&dir).args(args(i));
                 spawn_cmd(cmd)
             } else {
                 spawn(crate::TEST, &dir, &format!("worker {secs} {}", i + 1), &[])
@@ -205,7 +213,7 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
     let s = reg.stats().unwrap();
     let audit = s.allocations as i64 - s.releases as i64 - s.reclaimed as i64 - s.held as i64;
     eprintln!(
-        "RESULT concurrency: procs={procs} (C clients {c_procs}{}, Python clients {py_procs}) threads_each=4 seconds={secs} ports_allocated={allocated} released={released} intervals={held_ports} exhausted_retries={exhausted} other_errors={errors} duplicates={} bind_failures={} audit(alloc-rel-recl-live)={audit} live={} reclaimed={} file_reads={reads}",
+        "RESULT concurrency: procs={procs} (C clients {c_procs}{}, Python clients {py_procs}, Go clients {go_procs}) threads_each=4 seconds={secs} ports_allocated={allocated} released={released} intervals={held_ports} exhausted_retries={exhausted} other_errors={errors} duplicates={} bind_failures={} audit(alloc-rel-recl-live)={audit} live={} reclaimed={} file_reads={reads}",
         if c_worker.is_some() { "" } else { "; libportmgr.so not built: cargo build --release -p portmgr-capi" },
         dups.len(),
         bindfails.len(),
