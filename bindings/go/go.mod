@@ -1,0 +1,3 @@
+module portmgr/bindings/go
+
+go 1.22

@@ -1,0 +1,9 @@
+package p2
+
+import (
+	"testing"
+
+	"manybins/common"
+)
+
+func TestPorts(t *testing.T) { common.Run(t) }

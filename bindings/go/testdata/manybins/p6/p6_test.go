@@ -1,0 +1,9 @@
+package p6
+
+import (
+	"testing"
+
+	"manybins/common"
+)
+
+func TestPorts(t *testing.T) { common.Run(t) }

@@ -1,0 +1,9 @@
+package p8
+
+import (
+	"testing"
+
+	"manybins/common"
+)
+
+func TestPorts(t *testing.T) { common.Run(t) }
