@@ -9,7 +9,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use portmgr::mapping::Service;
 use portmgr::{Error, ErrorCode, LeaseInfo};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoResponses, OpenApi, ToSchema};
@@ -79,8 +78,8 @@ pub struct Allocation {
 }
 
 impl Allocation {
-    /// From the registry's rows of one lease (`infos`, ascending) and its service view.
-    pub(crate) fn new(infos: &[&LeaseInfo], service: Option<&Service>, host: &str) -> Option<Allocation> {
+    /// From the registry's rows of one lease (`infos`, ascending) and its service type.
+    pub(crate) fn new(infos: &[&LeaseInfo], service_type: Option<String>, host: &str) -> Option<Allocation> {
         let first = infos.first()?;
         let renewed = match (first.expires_ms, first.ttl_ms) {
             (Some(e), Some(t)) => e.saturating_sub(t).max(first.created_ms),
@@ -90,7 +89,7 @@ impl Allocation {
             port: first.port,
             ports: infos.iter().map(|i| i.port).collect(),
             service_name: first.name.clone(),
-            service_type: service.and_then(|s| s.service_type.clone()),
+            service_type,
             allocation_id: first.lease_id.to_string(),
             allocated_at: rfc3339(first.created_ms),
             last_heartbeat: rfc3339(renewed),

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use portmgr::cli::ServeOptions;
-use portmgr::mapping::{ServiceSpec, Services};
+use portmgr::mapping::ServiceSpec;
 use portmgr::{LeaseInfo, Request as PortRequest};
 
 use crate::State;
@@ -147,7 +147,10 @@ fn allocations(state: &State, only: impl Fn(&LeaseInfo) -> bool) -> Result<Vec<A
     let host = host();
     Ok(by_lease
         .values()
-        .filter_map(|infos| Allocation::new(infos, services.iter().find(|s| s.lease_id == infos[0].lease_id), &host))
+        .filter_map(|infos| {
+            let service_type = services.iter().find(|s| s.lease_id == infos[0].lease_id).and_then(|s| s.service_type.clone());
+            Allocation::new(infos, service_type, &host)
+        })
         .collect())
 }
 
@@ -202,10 +205,16 @@ pub(crate) async fn allocate(AxState(state): AxState<St>, ApiJson(body): ApiJson
         }
         let spec = ServiceSpec { service_type: body.service_type.clone(), ..ServiceSpec::new() };
         let lease = portmgr::mapping::allocate(&st.reg, &req, &spec)?;
-        let id = lease.id();
+        let (id, port) = (lease.id(), lease.port());
         // Detached: it lives by its process or TTL, never by this server.
         lease.keep()?;
-        one(st, id)
+        // The new lease's own record (one port): no scan of the whole table.
+        let info = st.reg.get_by_port(port)?.filter(|i| i.lease_id == id);
+        match info {
+            Some(i) => Allocation::new(&[&i], body.service_type, &host())
+                .ok_or_else(|| ApiError::not_found(format!("allocation {id} ended at once"))),
+            None => Err(ApiError::not_found(format!("allocation {id} ended at once (a TTL shorter than the call?)"))),
+        }
     })
     .await?;
     let message = format!("allocated port {} to {:?}", allocation.port, allocation.service_name.as_deref().unwrap_or(""));
@@ -366,9 +375,4 @@ pub(crate) async fn grpc_dump(AxState(state): AxState<St>) -> Result<Json<Dump>,
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], openapi_json())
-}
-
-#[allow(dead_code)]
-fn _assert_services_send(s: &Services) -> &Services {
-    s
 }
