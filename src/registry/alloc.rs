@@ -183,6 +183,8 @@ impl Registry {
                 owner,
                 fork_gen: lock::fork_generation(),
                 active: true,
+                // As mark_pending flags the records.
+                detached: req.ttl.is_some() || req.watch_pid.is_some(),
             },
             items,
         ))

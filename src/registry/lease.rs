@@ -20,6 +20,9 @@ pub struct Lease {
     pub(super) owner: OwnerId,
     pub(super) fork_gen: u64,
     pub(super) active: bool,
+    /// Its records were flagged detached when allocated (a TTL or a watched process), so
+    /// `keep` has nothing to write.
+    pub(super) detached: bool,
 }
 
 impl Lease {
@@ -98,6 +101,13 @@ impl Lease {
         if !self.is_mine() {
             return Ok(std::mem::take(&mut self.ports));
         }
+        if self.detached {
+            // Flagged detached when allocated: nothing to write in the file (no file
+            // lock), only KEPT to update, under the process lock as always.
+            let _process = lock::lock_process(Instant::now() + self.registry.timeout())?;
+            remember_kept(&self.registry);
+            return Ok(std::mem::take(&mut self.ports));
+        }
         let (id, owner, ports) = (self.lease_id, self.owner, &self.ports);
         self.registry.with_lock(false, |ctx| {
             for &p in ports {
@@ -111,13 +121,18 @@ impl Lease {
                     ctx.seal(p);
                 }
             }
-            let mut kept = KEPT.lock();
-            if !kept.iter().any(|r| Arc::ptr_eq(&r.inner, &self.registry.inner)) {
-                kept.push(self.registry.clone());
-            }
+            remember_kept(&self.registry);
             Ok(())
         })?;
         Ok(std::mem::take(&mut self.ports))
+    }
+}
+
+/// Hold `registry` in KEPT (once per handle).
+fn remember_kept(registry: &Registry) {
+    let mut kept = KEPT.lock();
+    if !kept.iter().any(|r| Arc::ptr_eq(&r.inner, &registry.inner)) {
+        kept.push(registry.clone());
     }
 }
 

@@ -63,15 +63,13 @@ async fn one(mut stream: UnixStream, state: &Arc<State>) -> Result<(), String> {
         .and_then(|s| s.trim().parse().ok())
         .filter(|&p| p > 0)
         .ok_or_else(|| format!("{:?} is not a pid", String::from_utf8_lossy(line)))?;
-    let st = Arc::clone(state);
-    let port = tokio::task::spawn_blocking(move || {
-        let lease = st.reg.allocate(&Request::new().watch_pid(pid))?;
+    // On this worker, the runtime told it blocks (see rest::blocking).
+    let port = tokio::task::block_in_place(|| {
+        let lease = state.reg.allocate(&Request::new().watch_pid(pid))?;
         let port = lease.port();
         lease.keep()?;
         Ok::<u16, portmgr::Error>(port)
     })
-    .await
-    .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
     stream.write_all(format!("{port}\n").as_bytes()).await.map_err(|e| e.to_string())?;
     let _ = stream.shutdown().await;

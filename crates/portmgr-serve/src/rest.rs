@@ -120,20 +120,23 @@ where
     }
 }
 
-/// Run a core call off the async workers.
+/// Run a core call (it may wait for the registry lock) on this worker, with the runtime
+/// told that it blocks (`block_in_place`: other tasks move to the other worker; no hand-
+/// over to a thread pool, which costs more than most core calls take).
 async fn blocking<T: Send + 'static>(
     state: &St,
     f: impl FnOnce(&State) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let state = Arc::clone(state);
-    tokio::task::spawn_blocking(move || f(&state))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 10, "internal error", format!("a request failed: {e}")))?
+    tokio::task::block_in_place(|| f(state))
 }
 
-/// This host's name, for `Allocation::host`.
+/// This host's name, for `Allocation::host` (read once).
 fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    })
+    .clone()
 }
 
 /// The allocations of the registry, by lease id (views over both tables).
