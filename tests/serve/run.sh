@@ -44,3 +44,7 @@ echo "== schemathesis against $url/openapi.json"
 "$VENV/bin/schemathesis" run "$url/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-examples 30 --no-color 2>&1 | tail -n 25
+
+echo "== bench/serve.py --quick (smoke test of the server's benchmark; figures reported, not asserted)"
+bash scripts/ensure-deb.sh wrk wrk >/dev/null
+"$PY" bench/serve.py --quick | grep -E 'median:|pairs/s|adds'
