@@ -32,15 +32,38 @@ so the server under test can bind it. The socket fixtures are the race-free form
 Options (command line / ini): ``--portmgr-dir`` / ``portmgr_dir`` (the registry
 directory; exported as ``PORTMGR_DIR`` so subprocesses share it), ``--portmgr-range``
 / ``portmgr_range`` (where fixture ports come from; default: the default pool), and
-the ini keys ``portmgr_block_size`` and ``portmgr_replace_unused_port``: when true,
-pytest-asyncio's ``unused_tcp_port``, ``unused_udp_port``, ``unused_tcp_port_factory``
-and ``unused_udp_port_factory`` are replaced by registry-backed versions.
+the ini key ``portmgr_block_size``.
+
+Existing port fixtures, wherever they are defined (a ``conftest.py`` at any depth, a
+plugin, pytest-asyncio), get their value from the registry instead of their own code
+when named in ``portmgr_port_fixtures`` (ini, a list) or ``--portmgr-port-fixtures``::
+
+    [pytest]
+    portmgr_port_fixtures = unused_tcp_port unused_tcp_port_factory unused_udp_port free_port:udp
+
+Each is an ``int`` port leased for the fixture's own scope and released at its
+teardown; a name ending in ``_factory`` gets a factory returning a new leased port per
+call; ``:udp`` / ``:both`` choose the protocol (TCP by default; a name containing
+``udp`` defaults to UDP). ``portmgr_replace_unused_port = true`` is the shorthand for
+pytest-asyncio's four (``unused_tcp_port``, ``unused_udp_port`` and their factories),
+and defines them when nothing else does.
+
+Pickers that tests call directly return registry ports for the whole session (in every
+xdist worker) when named in ``portmgr_patch`` (``--portmgr-patch``): ``portpicker``
+(``pick_unused_port``, ``return_port``), ``ephemeral_port_reserve`` (``reserve``),
+``pytest_asyncio`` (its ``_unused_port`` helper). Signatures and exceptions are kept; a
+port picked in a test's body is held until that test ends, one picked during setup (a
+fixture) until the session ends; a library that is not installed is skipped with a note.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
+import importlib
 import os
 import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Optional, Union, overload
 
 import pytest
@@ -74,6 +97,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=False,
     )
+    group.addoption(
+        "--portmgr-port-fixtures",
+        dest="portmgr_port_fixtures",
+        default=None,
+        help="fixtures whose value portmgr provides, wherever defined: NAME[:tcp|udp|both], comma- or space-separated",
+    )
+    parser.addini(
+        "portmgr_port_fixtures",
+        "fixtures whose value portmgr provides, wherever they are defined: NAME[:tcp|udp|both] ...",
+        type="args",
+        default=[],
+    )
+    group.addoption(
+        "--portmgr-patch",
+        dest="portmgr_patch",
+        default=None,
+        help="pickers to back by the registry: portpicker, ephemeral_port_reserve, pytest_asyncio (comma- or space-separated)",
+    )
+    parser.addini(
+        "portmgr_patch",
+        "pickers to back by the registry: portpicker ephemeral_port_reserve pytest_asyncio",
+        type="args",
+        default=[],
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -85,8 +132,17 @@ def pytest_configure(config: pytest.Config) -> None:
         # Subprocesses (and xdist workers) inherit it: one registry for the whole run.
         os.environ["PORTMGR_DIR"] = os.path.abspath(str(directory))
     if config.getini("portmgr_replace_unused_port"):
-        # Registered after pytest-asyncio, so these definitions win.
+        # Defines them when nothing else does; the fixture-setup hook below replaces the
+        # value of every definition (a conftest copy included).
         config.pluginmanager.register(_UnusedPortFixtures(), "portmgr-unused-port")
+    specs = _port_fixture_specs(config)
+    if specs:
+        config.pluginmanager.register(_PortFixtures(specs), "portmgr-port-fixtures")
+    patch = _words(config.getoption("portmgr_patch")) or [str(w) for w in config.getini("portmgr_patch")]
+    if patch:
+        patcher = _Patcher(config, patch)
+        config.pluginmanager.register(patcher, "portmgr-patch")
+        patcher.install()
 
 
 def _range(config: pytest.Config) -> Optional[str]:
@@ -311,3 +367,220 @@ class _UnusedPortFixtures:
     def unused_udp_port_factory(self, portmgr_session_port_factory: PortFactory) -> Callable[[], int]:
         """A factory of UDP ports leased in the portmgr registry for the session."""
         return lambda: portmgr_session_port_factory(proto="udp")
+
+
+# ---------------------------------------------------------------------------------------
+# Port fixtures by name (portmgr_port_fixtures)
+
+#: pytest-asyncio's port fixtures: what ``portmgr_replace_unused_port`` stands for.
+UNUSED_PORT_FIXTURES = ("unused_tcp_port", "unused_udp_port", "unused_tcp_port_factory", "unused_udp_port_factory")
+
+
+@dataclass(frozen=True)
+class PortFixtureSpec:
+    """One entry of ``portmgr_port_fixtures``: a fixture name, its protocol, and whether
+    it is a factory."""
+
+    name: str
+    proto: _Proto
+    factory: bool
+
+    @staticmethod
+    def parse(entry: str) -> "PortFixtureSpec":
+        name, _, proto = entry.partition(":")
+        name = name.strip()
+        if not name.isidentifier():
+            raise pytest.UsageError(f"portmgr_port_fixtures: {entry!r} is not a fixture name (NAME or NAME:tcp|udp|both)")
+        if not proto:
+            proto = "udp" if "udp" in name else "tcp"
+        if proto not in ("tcp", "udp", "both"):
+            raise pytest.UsageError(f"portmgr_port_fixtures: {entry!r}: the protocol is tcp, udp or both, not {proto!r}")
+        return PortFixtureSpec(name, proto, name.endswith("_factory"))  # type: ignore[arg-type]
+
+
+def _words(value: Optional[str]) -> list[str]:
+    return [w for w in (value or "").replace(",", " ").split() if w]
+
+
+def _port_fixture_specs(config: pytest.Config) -> dict[str, PortFixtureSpec]:
+    entries = _words(config.getoption("portmgr_port_fixtures")) or [str(e) for e in config.getini("portmgr_port_fixtures")]
+    if config.getini("portmgr_replace_unused_port"):
+        entries = list(UNUSED_PORT_FIXTURES) + entries
+    specs: dict[str, PortFixtureSpec] = {}
+    for e in entries:
+        spec = PortFixtureSpec.parse(e)
+        specs[spec.name] = spec
+    return specs
+
+
+class _PortFixtures:
+    """Gives the named fixtures their value from the registry, wherever they are
+    defined: the fixture's own function is not called."""
+
+    def __init__(self, specs: dict[str, PortFixtureSpec]) -> None:
+        self.specs = specs
+        self.unknown: list[str] = []
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_fixture_setup(self, fixturedef: Any, request: pytest.FixtureRequest) -> Optional[object]:
+        spec = self.specs.get(fixturedef.argname)
+        if spec is None:
+            return None
+        registry = _registry(request.config)
+        rng = _range(request.config)
+        value: object
+        if spec.factory:
+            factory = PortFactory(registry, rng)
+            proto = spec.proto
+
+            def make() -> int:
+                return factory(proto=proto)
+
+            value = make
+            fixturedef.addfinalizer(factory.close)
+        else:
+            lease = registry.allocate(proto=spec.proto, range=rng)
+            value = lease.port
+            fixturedef.addfinalizer(lease.release)
+        # What pytest's own fixture setup records: the value, cached for the fixture's scope.
+        fixturedef.cached_result = (value, fixturedef.cache_key(request), None)
+        return value
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        fm = getattr(session, "_fixturemanager", None)
+        # The name of pytest's table of fixture definitions (pytest 8, pytest 9).
+        known = getattr(fm, "_arg2fixturedefs", None) or getattr(fm, "_arg2node2fixturedefs", None)
+        if known is None:
+            return
+        # A note, not a Python warning: a suite run with -W error must not fail on it.
+        self.unknown = sorted(set(self.specs) - set(known) - set(UNUSED_PORT_FIXTURES))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for name in self.unknown:
+            terminalreporter.write_line(
+                f"portmgr: warning: portmgr_port_fixtures names {name!r}, but no fixture of that name is defined",
+                yellow=True,
+            )
+
+
+# ---------------------------------------------------------------------------------------
+# Pickers called directly (portmgr_patch)
+
+PATCHABLE = ("portpicker", "ephemeral_port_reserve", "pytest_asyncio")
+
+
+class _Patcher:
+    """Backs the named pickers by the registry for the session; restores them at the end."""
+
+    def __init__(self, config: pytest.Config, names: list[str]) -> None:
+        for n in names:
+            if n not in PATCHABLE:
+                raise pytest.UsageError(f"portmgr_patch: {n!r} is not one of {', '.join(PATCHABLE)}")
+        self.config = config
+        self.names = names
+        self.notes: list[str] = []
+        self.restore: list[tuple[object, str, object]] = []
+        self.session_leases: list[Lease] = []
+        self.test_leases: Optional[list[Lease]] = None
+        self.by_port: dict[int, Lease] = {}
+
+    def _lease(self, **options: Any) -> Lease:
+        options.setdefault("range", _range(self.config))
+        lease = _registry(self.config).allocate(**options)
+        (self.test_leases if self.test_leases is not None else self.session_leases).append(lease)
+        self.by_port[lease.port] = lease
+        return lease
+
+    def _set(self, obj: object, attr: str, value: object) -> None:
+        self.restore.append((obj, attr, getattr(obj, attr)))
+        setattr(obj, attr, value)
+
+    def install(self) -> None:
+        import portmgr
+
+        for name in self.names:
+            try:
+                mod = importlib.import_module("pytest_asyncio.plugin" if name == "pytest_asyncio" else name)
+            except ImportError:
+                self.notes.append(f"portmgr_patch: {name} is not installed; nothing to patch")
+                continue
+            if name == "portpicker":
+                self._patch_portpicker(mod, portmgr)
+            elif name == "ephemeral_port_reserve":
+                self._patch_epr(mod, portmgr)
+            else:
+                self._patch_pytest_asyncio(mod)
+
+    def _patch_portpicker(self, mod: Any, portmgr: Any) -> None:
+        original_pick = mod.pick_unused_port
+        original_return = mod.return_port
+
+        @functools.wraps(original_pick)
+        def pick_unused_port(pid: Optional[int] = None, portserver_address: Optional[str] = None) -> int:
+            try:
+                return self._lease(proto="both").port
+            except portmgr.PortsExhausted as e:
+                raise mod.NoFreePortFoundError(str(e)) from e
+
+        @functools.wraps(original_return)
+        def return_port(port: int) -> None:
+            lease = self.by_port.pop(port, None)
+            if lease is None:
+                original_return(port)
+            else:
+                lease.release()
+
+        self._set(mod, "pick_unused_port", pick_unused_port)
+        self._set(mod, "return_port", return_port)
+        if getattr(mod, "PickUnusedPort", None) is original_pick:
+            self._set(mod, "PickUnusedPort", pick_unused_port)
+        if getattr(mod, "ReturnPort", None) is original_return:
+            self._set(mod, "ReturnPort", return_port)
+
+    def _patch_epr(self, mod: Any, portmgr: Any) -> None:
+        original = mod.reserve
+
+        @functools.wraps(original)
+        def reserve(ip: str = getattr(mod, "LOCALHOST", "127.0.0.1"), port: int = 0) -> int:
+            options: dict[str, Any] = {"proto": "tcp", "host": ip}
+            if port:
+                options.update(preferred=port, required=True)
+            try:
+                return self._lease(**options).port
+            except portmgr.PortInUse as e:
+                raise OSError(errno.EADDRINUSE, str(e)) from e
+
+        self._set(mod, "reserve", reserve)
+
+    def _patch_pytest_asyncio(self, mod: Any) -> None:
+        original = mod._unused_port
+
+        @functools.wraps(original)
+        def _unused_port(socket_type: int) -> int:
+            return self._lease(proto="udp" if socket_type == socket.SOCK_DGRAM else "tcp").port
+
+        self._set(mod, "_unused_port", _unused_port)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
+        # Ports picked in the test's body are held until it ends.
+        self.test_leases = []
+        try:
+            return (yield)
+        finally:
+            leases, self.test_leases = self.test_leases, None
+            for lease in leases:
+                self.by_port.pop(lease.port, None)
+                lease.release()
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        done = [n for n in self.names if not any(n in note for note in self.notes)]
+        return [f"portmgr: registry-backed pickers: {', '.join(done) or 'none'}"] + self.notes
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        for obj, attr, value in reversed(self.restore):
+            setattr(obj, attr, value)
+        self.restore.clear()
+        for lease in self.session_leases:
+            lease.release()
+        self.session_leases.clear()

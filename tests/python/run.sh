@@ -16,7 +16,7 @@ fi
 PY="$(cd "$VENV" && pwd)/bin/python"
 echo "== installing the test tools"
 "$PY" -m pip install -q --disable-pip-version-check \
-  "maturin>=1.8,<2" pytest pytest-xdist pytest-asyncio mypy typing_extensions
+  "maturin>=1.8,<2" pytest pytest-xdist pytest-asyncio mypy typing_extensions portpicker ephemeral-port-reserve
 
 echo "== pip install . (maturin, abi3 wheel)"
 # A target dir of its own: the python feature does not thrash other cargo builds.
