@@ -152,6 +152,10 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
     // bindings/java/run.sh) when PORTMGR_RELIABILITY_JAVA_WORKER names it.
     let java_worker = std::env::var_os("PORTMGR_RELIABILITY_JAVA_WORKER").map(std::path::PathBuf::from).filter(|p| p.exists());
     let java_procs = if java_worker.is_some() { knob("PORTMGR_RELIABILITY_JAVA_PROCS", 4).min(procs - c_procs - py_procs - go_procs) } else { 0 };
+    // Node clients (bindings/node/bin/reliability-worker.js, run by bindings/node/run.sh)
+    // when PORTMGR_RELIABILITY_NODE_WORKER names the (executable) script.
+    let node_worker = std::env::var_os("PORTMGR_RELIABILITY_NODE_WORKER").map(std::path::PathBuf::from).filter(|p| p.exists());
+    let node_procs = if node_worker.is_some() { knob("PORTMGR_RELIABILITY_NODE_PROCS", 4).min(procs - c_procs - py_procs - go_procs - java_procs) } else { 0 };
     let args = |i: u64| [START.to_string(), LEN.to_string(), secs.to_string(), (i + 1).to_string()];
     let mut kids: Vec<Kid> = (0..procs)
         .map(|i| {
@@ -169,6 +173,10 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
                 spawn_cmd(cmd)
             } else if i < c_procs + py_procs + go_procs + java_procs {
                 let mut cmd = std::process::Command::new(java_worker.as_ref().unwrap());
+                cmd.arg(&dir).args(args(i));
+                spawn_cmd(cmd)
+            } else if i < c_procs + py_procs + go_procs + java_procs + node_procs {
+                let mut cmd = std::process::Command::new(node_worker.as_ref().unwrap());
                 cmd.arg(&dir).args(args(i));
                 spawn_cmd(cmd)
             } else {
@@ -221,7 +229,7 @@ fn sixteen_processes_four_threads_no_duplicates_exact_audit() {
     let s = reg.stats().unwrap();
     let audit = s.allocations as i64 - s.releases as i64 - s.reclaimed as i64 - s.held as i64;
     eprintln!(
-        "RESULT concurrency: procs={procs} (C clients {c_procs}{}, Python clients {py_procs}, Go clients {go_procs}, Java clients {java_procs}) threads_each=4 seconds={secs} ports_allocated={allocated} released={released} intervals={held_ports} exhausted_retries={exhausted} other_errors={errors} duplicates={} bind_failures={} audit(alloc-rel-recl-live)={audit} live={} reclaimed={} file_reads={reads}",
+        "RESULT concurrency: procs={procs} (C clients {c_procs}{}, Python clients {py_procs}, Go clients {go_procs}, Java clients {java_procs}, Node clients {node_procs}) threads_each=4 seconds={secs} ports_allocated={allocated} released={released} intervals={held_ports} exhausted_retries={exhausted} other_errors={errors} duplicates={} bind_failures={} audit(alloc-rel-recl-live)={audit} live={} reclaimed={} file_reads={reads}",
         if c_worker.is_some() { "" } else { "; libportmgr.so not built: cargo build --release -p portmgr-capi" },
         dups.len(),
         bindfails.len(),
