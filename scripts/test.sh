@@ -38,6 +38,9 @@ bash tests/serve/run.sh
 echo "== bindings/go/run.sh (Go binding: go vet, go test, many test binaries, bench smoke test, Go clients in the cross-language run)"
 bash bindings/go/run.sh
 
+echo "== bindings/java/run.sh (Java binding: mvn verify with 4 Surefire forks, bench smoke test, Java clients in the cross-language run)"
+bash bindings/java/run.sh
+
 echo "== bench --quick (smoke test of the benchmarks against the peers; no figures asserted)"
 # Reuses the Python build of tests/python/run.sh.
 PORTMGR_BENCH_PY_TARGET="$PWD/target/python" python3 bench/run.py --quick
