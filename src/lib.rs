@@ -25,6 +25,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;
+pub mod listen;
 #[cfg(feature = "capi")]
 pub mod ffi;
 pub mod mapping;
@@ -43,7 +44,7 @@ pub mod python;
 
 pub use error::{Error, ErrorCode, Result};
 pub use range::{PortRange, Protocols};
-pub use registry::{BoundSocket, Lease, LeaseInfo, Registry, Request, ReservedRange, Stats, default_dir};
+pub use registry::{BoundSocket, Lease, LeaseInfo, Registry, Request, ReservedRange, Stats, UnixPath, default_dir};
 pub use reservation::Reservation;
 pub use strategy::Strategy;
 

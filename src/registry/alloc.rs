@@ -38,6 +38,30 @@ impl Registry {
             }
             Ok(Some(out))
         })?;
+        self.mark_bound(&lease)?;
+        Ok((lease, socks.into_iter().flatten().collect()))
+    }
+
+    /// Allocate ports and bind each on every address of `opts`, for the request's
+    /// protocols, with `opts`' socket options (`reuse_port` with N workers gives N sockets
+    /// per address and protocol): a listener set, held as one lease, all or nothing — a
+    /// port in use on any address is skipped for another, and any other failure closes
+    /// what was bound and frees the ports. For one port on `127.0.0.1` and `::1` at once,
+    /// `SO_REUSEPORT` workers, or TCP and UDP together.
+    pub fn allocate_listeners(
+        &self,
+        req: &Request,
+        opts: &crate::listen::ListenOptions,
+    ) -> Result<(Lease, Vec<crate::listen::Listener>)> {
+        opts.validate(req.protocols)?;
+        let protocols = req.protocols;
+        let (lease, sets) = self.allocate_with(req, &mut |p| crate::listen::bind_set(p, protocols, opts))?;
+        self.mark_bound(&lease)?;
+        Ok((lease, sets.into_iter().flatten().collect()))
+    }
+
+    /// Flag the lease's records as handed out bound (the views show it).
+    fn mark_bound(&self, lease: &Lease) -> Result<()> {
         let ports = lease.ports.clone();
         self.with_lock(true, |ctx| {
             for &p in &ports {
@@ -49,8 +73,7 @@ impl Registry {
                 }
             }
             Ok(())
-        })?;
-        Ok((lease, socks.into_iter().flatten().collect()))
+        })
     }
 
     /// Return the live lease named `req`'s name if there is one (as a [`LeaseInfo`] list),

@@ -53,6 +53,7 @@ mod owner;
 mod request;
 mod reserved;
 mod table;
+mod unix;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -81,6 +82,7 @@ use layout::*;
 
 pub use lease::Lease;
 pub use reserved::{ReservedRange, reserved_ports, validate_reason};
+pub use unix::{SOCKETS_DIR, SUN_PATH_MAX, UnixPath};
 use failpoint::failpoint;
 use owner::{OwnerFields, OwnerId, claim_owner, repair_owner_slot};
 use table::{Ctx, Map, finish_interrupted_write};
