@@ -38,6 +38,9 @@ bash tests/serve/run.sh
 echo "== bindings/go/run.sh (Go binding: go vet, go test, many test binaries, bench smoke test, Go clients in the cross-language run)"
 bash bindings/go/run.sh
 
+echo "== bindings/node/run.sh (Node binding: npm install ./bindings/node, node --test incl. get-port drop-in and 8 processes x 200 x 5, bench smoke test, Node clients in the cross-language run)"
+bash bindings/node/run.sh
+
 echo "== bindings/java/run.sh (Java binding: mvn verify with 4 Surefire forks, bench smoke test, Java clients in the cross-language run)"
 bash bindings/java/run.sh
 
