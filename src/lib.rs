@@ -29,10 +29,14 @@ pub mod listen;
 #[cfg(feature = "capi")]
 pub mod ffi;
 pub mod mapping;
+#[cfg(feature = "nat")]
+pub mod nat;
 pub mod probe;
 pub mod range;
 pub mod registry;
 pub mod reservation;
+#[cfg(feature = "resolve")]
+pub mod resolve;
 pub mod strategy;
 mod sys;
 

@@ -1,0 +1,176 @@
+//! Real DNS and STUN servers for the resolver and NAT tests (issue 19): dnsmasq and
+//! coturn, installed from Debian's packages by scripts/ensure-deb.sh, started on
+//! 127.0.0.1 at the exact port a test gives, in a temp dir of their own, and killed
+//! when the handle drops (also when the test fails). Shared by tests/resolve_nat.rs and
+//! crates/portmgr-cli/tests/resolve_nat.rs.
+#![allow(dead_code)]
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).ancestors().find(|d| d.join("scripts/ensure-deb.sh").exists()).unwrap().to_path_buf()
+}
+
+/// The path of `binary`, installing `package` when it is missing (fails the test when
+/// it cannot be had: never a silent skip).
+pub fn ensure(binary: &str, package: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/ensure-deb.sh"))
+        .args([binary, package])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/ensure-deb.sh");
+    assert!(out.status.success(), "{binary} ({package}) is needed by this test and could not be installed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim())
+}
+
+fn wait_for(what: &str, child: &mut Child, log: &Path, mut ready: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before it was ready:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} was not ready within 15 s:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+}
+
+/// A dnsmasq answering A/AAAA from a hosts file (reread on [`Dnsmasq::set_hosts`]) and
+/// SRV records from `--srv-host`, authoritative for `example.test` (unknown names there
+/// are NXDOMAIN), every answer with TTL `ttl`, logging each query.
+pub struct Dnsmasq {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    hosts: PathBuf,
+    log: PathBuf,
+}
+
+impl Dnsmasq {
+    /// `srv`: dnsmasq `--srv-host` values (`_svc._tcp.example.test,target,port,priority,weight`).
+    pub fn start(port: u16, ttl: u32, hosts: &str, srv: &[&str]) -> Dnsmasq {
+        let bin = ensure("dnsmasq", "dnsmasq");
+        let dir = tempfile::tempdir().unwrap();
+        let hosts_path = dir.path().join("hosts");
+        std::fs::write(&hosts_path, hosts).unwrap();
+        let log = dir.path().join("dnsmasq.log");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--conf-file=/dev/null")
+            .arg("--keep-in-foreground")
+            .arg("--no-resolv")
+            .arg("--no-hosts")
+            .arg("--bind-interfaces")
+            .arg("--listen-address=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--addn-hosts={}", hosts_path.display()))
+            .arg(format!("--local-ttl={ttl}"))
+            .arg("--local=/example.test/")
+            .arg("--log-queries")
+            .arg(format!("--log-facility={}", log.display()))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .arg("--user=root")
+            .arg("--group=root");
+        for s in srv {
+            cmd.arg(format!("--srv-host={s}"));
+        }
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting dnsmasq");
+        let l = log.clone();
+        wait_for("dnsmasq", &mut child, &log, || {
+            std::fs::read_to_string(&l).is_ok_and(|s| s.contains("read ") && s.contains("addresses"))
+        });
+        Dnsmasq { child, port, dir, hosts: hosts_path, log }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    /// Replace the hosts file and make dnsmasq reread it (SIGHUP); returns once the log
+    /// says it was read again.
+    pub fn set_hosts(&self, hosts: &str) {
+        let reads = self.log_text().matches("read ").count();
+        std::fs::write(&self.hosts, hosts).unwrap();
+        // SAFETY: kill(2) with our own child's pid and a valid signal number.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) }, 0);
+        let t = Instant::now();
+        while self.log_text().matches("read ").count() <= reads {
+            assert!(t.elapsed() < Duration::from_secs(10), "dnsmasq did not reread its hosts file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many queries of `qtype` (`A`, `AAAA`, `SRV`) for `name` dnsmasq logged.
+    pub fn queries(&self, qtype: &str, name: &str) -> usize {
+        // dnsmasq writes its log asynchronously: give it a moment.
+        std::thread::sleep(Duration::from_millis(150));
+        let needle = format!("query[{qtype}] {name} from");
+        self.log_text().matches(&needle).count()
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A coturn in STUN-only mode on 127.0.0.1:`port` (UDP and TCP, no TLS/DTLS, no CLI).
+pub struct Coturn {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Coturn {
+    pub fn start(port: u16) -> Coturn {
+        let bin = ensure("turnserver", "coturn");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("turn.log");
+        let mut child = Command::new(bin)
+            .arg("-n")
+            .arg("--listening-ip=127.0.0.1")
+            .arg(format!("--listening-port={port}"))
+            .args(["--no-tls", "--no-dtls", "--stun-only", "--no-cli", "--simple-log"])
+            .arg(format!("--log-file={}", log.display()))
+            .arg(format!("--pidfile={}", dir.path().join("pid").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting turnserver");
+        // Ready when it answers a binding request (sent raw: 20 bytes, magic cookie).
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut req = vec![0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+        req.extend_from_slice(&[9; 12]);
+        wait_for("turnserver", &mut child, &log, || {
+            let _ = probe.send_to(&req, ("127.0.0.1", port));
+            let mut b = [0u8; 512];
+            probe.recv_from(&mut b).is_ok_and(|(n, _)| n >= 20 && b[0..2] == [1, 1])
+        });
+        Coturn { child, port, dir }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
