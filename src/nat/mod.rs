@@ -6,4 +6,4 @@
 
 pub mod stun;
 
-pub use stun::{StunOptions, StunResult, stun_binding, stun_external_address};
+pub use stun::{StunOptions, StunResult, stun_binding, stun_external_address, stun_query};

@@ -76,10 +76,16 @@ pub struct StunResult {
 /// This host's address as `server` (`HOST:PORT`) sees it, from `local_port` if given,
 /// with the RFC's retransmission timers.
 pub fn stun_external_address(server: &str, local_port: Option<u16>) -> Result<SocketAddr> {
+    Ok(stun_query(server, &StunOptions { local_port, ..StunOptions::default() })?.mapped)
+}
+
+/// A binding request to `server` given as `HOST:PORT` (a name is looked up with the
+/// system resolver; its first IPv4 address is used, else its first address).
+pub fn stun_query(server: &str, opts: &StunOptions) -> Result<StunResult> {
     let (host, port) = crate::probe::parse_host_port(server)?;
     let addrs = crate::probe::resolve(&host, port)?;
     let addr = addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(addrs[0]);
-    Ok(stun_binding(addr, &StunOptions { local_port, ..StunOptions::default() })?.mapped)
+    stun_binding(addr, opts)
 }
 
 fn stun_err(what: String, e: impl std::fmt::Display) -> Error {

@@ -1,0 +1,59 @@
+//! Issue 19 through the real `portmgr` binary: `portmgr resolve` against a real dnsmasq
+//! and `portmgr nat external-ip` against a real coturn, both started here on 127.0.0.1.
+//! Ports 17100-17199.
+
+#[path = "../../../tests/netserv/mod.rs"]
+mod netserv;
+
+use std::process::{Command, Output};
+
+use netserv::{Coturn, Dnsmasq};
+
+fn portmgr(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_portmgr")).env("PORTMGR_DIR", dir.path().join("registry")).args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "status {:?}, stderr: {}", o.status, String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn resolve_prints_endpoints_picks_and_json() {
+    let d = Dnsmasq::start(
+        17100,
+        60,
+        "127.0.0.21 a.example.test\n127.0.0.22 b.example.test\n::22 b.example.test\n",
+        &["_db._tcp.example.test,a.example.test,5001,20,5", "_db._tcp.example.test,b.example.test,5002,10,5"],
+    );
+    let server = d.addr().to_string();
+    let all = stdout(&portmgr(&["resolve", "_db._tcp.example.test", "--server", &server]));
+    assert_eq!(
+        all,
+        "127.0.0.22:5002 b.example.test priority=10 weight=5\n[::22]:5002 b.example.test priority=10 weight=5\n127.0.0.21:5001 a.example.test priority=20 weight=5\n"
+    );
+    let pick = stdout(&portmgr(&["resolve", "_db._tcp.example.test", "--server", &server, "--policy", "priority"]));
+    assert!(pick.contains(":5002 b.example.test"), "{pick}");
+    let j: serde_json::Value =
+        serde_json::from_str(&stdout(&portmgr(&["resolve", "a.example.test:80", "--server", &server, "--json"]))).unwrap();
+    assert_eq!(j["endpoints"][0]["address"], "127.0.0.21");
+    assert_eq!(j["pick"]["port"], 80);
+    // A name that does not exist: status 5, the message says NXDOMAIN.
+    let o = portmgr(&["resolve", "nope.example.test:80", "--server", &server]);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NXDOMAIN"));
+    // A bad policy is a usage error.
+    assert_eq!(portmgr(&["resolve", "a.example.test:80", "--policy", "random"]).status.code(), Some(2));
+}
+
+#[test]
+fn nat_external_ip_reports_the_local_port_as_coturn_sees_it() {
+    let c = Coturn::start(17150);
+    let server = c.addr().to_string();
+    assert_eq!(stdout(&portmgr(&["nat", "external-ip", "--stun", &server, "--local-port", "17151"])), "127.0.0.1:17151\n");
+    let j: serde_json::Value =
+        serde_json::from_str(&stdout(&portmgr(&["nat", "external-ip", "--stun", &server, "--json"]))).unwrap();
+    assert_eq!(j["address"], "127.0.0.1");
+    assert_eq!(j["port"], j["local_port"]);
+}
