@@ -1,4 +1,5 @@
-//! Is a port free? Is something listening? Bind and connect probes on the local host.
+//! Is a port free? Is something listening? Bind and connect probes on the local host, and
+//! the first reachable of several endpoints ([`first_reachable`]).
 //!
 //! A probe binds the port the way a consumer would, with neither `SO_REUSEADDR` nor
 //! `SO_REUSEPORT` (a probe with either option calls ports free that are taken), on the
@@ -405,6 +406,233 @@ pub fn kernel_port(protocols: Protocols) -> Result<u16> {
         return Ok(port);
     }
     Err(Error::Exhausted { what: "the kernel gave no port free for both TCP and UDP in 64 tries".into() })
+}
+
+/// What a reachability probe found for one candidate of [`first_reachable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reach {
+    /// A TCP connection was accepted.
+    Reachable,
+    /// Every address refused the connection (`ECONNREFUSED`: nothing listens there).
+    Refused,
+    /// No answer within the timeout (SYNs dropped: a firewall, a full backlog, a
+    /// blackholed address), or the name lookup itself took longer than the timeout.
+    TimedOut,
+    /// The host name has no address (the system resolver said so).
+    Unresolvable,
+    /// Another failure: no route to the host or network, a local error (see `error`).
+    Unreachable,
+}
+
+impl Reach {
+    /// `"reachable"`, `"refused"`, `"timed_out"`, `"unresolvable"` or `"unreachable"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Reachable => "reachable",
+            Reach::Refused => "refused",
+            Reach::TimedOut => "timed_out",
+            Reach::Unresolvable => "unresolvable",
+            Reach::Unreachable => "unreachable",
+        }
+    }
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis().min(u64::MAX as u128) as u64)
+}
+
+/// One candidate of [`first_reachable`] and what its probe found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Candidate {
+    /// The candidate as given (`db.internal:5432`, `[::1]:80`).
+    pub target: String,
+    /// Its host, as written (brackets removed).
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The address that accepted (reachable), else the first address tried; `None` when
+    /// the name did not resolve (in time).
+    pub address: Option<SocketAddr>,
+    /// What the probe found.
+    pub outcome: Reach,
+    /// How long the probe took (the timeout, for `timed_out`), in the JSON as `elapsed_ms`.
+    #[serde(rename = "elapsed_ms", serialize_with = "ser_ms")]
+    pub elapsed: Duration,
+    /// The error text for every outcome but `reachable`.
+    pub error: Option<String>,
+}
+
+/// The answer of [`first_reachable`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FirstReachable {
+    /// The winner's target, as given (`None`: no candidate was reachable).
+    pub reachable: Option<String>,
+    /// The index (in priority order) of the first candidate that accepted a connection.
+    pub winner: Option<usize>,
+    /// Every candidate, in the order given, with its result.
+    pub candidates: Vec<Candidate>,
+    /// How long the whole call took, in the JSON as `elapsed_ms`.
+    #[serde(rename = "elapsed_ms", serialize_with = "ser_ms")]
+    pub elapsed: Duration,
+}
+
+impl FirstReachable {
+    /// The winning candidate, if any.
+    pub fn reachable(&self) -> Option<&Candidate> {
+        self.winner.map(|i| &self.candidates[i])
+    }
+}
+
+/// The most candidates one [`first_reachable`] call takes (each is probed on its own
+/// thread).
+pub const MAX_CANDIDATES: usize = 256;
+
+/// Probe `targets` (`HOST:PORT`, `[IPV6]:PORT`, a bare `PORT` for localhost; see
+/// [`parse_host_port`]), given in priority order, all in parallel with one `timeout`,
+/// and return the first in priority order that accepted a TCP connection, with the
+/// result of every candidate. The one fallback rule of portmgr: every skin's
+/// "first reachable" comes here.
+///
+/// Host names are looked up with the system resolver; a name with several addresses is
+/// reachable when any of them accepts (they are tried in parallel too). The call returns
+/// once every candidate is decided, and at the latest about `timeout` after it began,
+/// not after the sum of the timeouts: a candidate still undecided then (its SYNs dropped,
+/// or its name lookup still running) is `timed_out`. The probe connections are closed
+/// at once; nothing is sent.
+///
+/// Errors (invalid argument): no candidates, more than [`MAX_CANDIDATES`], a candidate
+/// that is not `HOST:PORT` (port 0, an IPv6 address without brackets, ...), a zero
+/// timeout. An unresolvable name is a result (`unresolvable`), not an error.
+pub fn first_reachable<S: AsRef<str>>(targets: &[S], timeout: Duration) -> Result<FirstReachable> {
+    use std::sync::mpsc;
+    if targets.is_empty() {
+        return Err(Error::invalid("no candidate to probe: give at least one HOST:PORT"));
+    }
+    if targets.len() > MAX_CANDIDATES {
+        return Err(Error::invalid(format!(
+            "{} candidates are more than the {MAX_CANDIDATES} one call probes",
+            targets.len()
+        )));
+    }
+    if timeout.is_zero() {
+        return Err(Error::invalid("the timeout must be more than zero"));
+    }
+    let parsed: Vec<(String, String, u16)> = targets
+        .iter()
+        .map(|t| parse_host_port(t.as_ref()).map(|(h, p)| (t.as_ref().to_string(), h, p)))
+        .collect::<Result<_>>()?;
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let (tx, rx) = mpsc::channel::<(usize, Candidate)>();
+    for (i, (target, host, port)) in parsed.iter().cloned().enumerate() {
+        let tx = tx.clone();
+        // Detached threads: a name lookup has no timeout of its own, so the call does not
+        // wait for one that runs long; such a thread ends when the lookup does.
+        let spawned = std::thread::Builder::new()
+            .name("portmgr-reach".into())
+            .spawn(move || {
+                let c = probe_candidate(target, host, port, start, deadline);
+                let _ = tx.send((i, c));
+            });
+        if let Err(e) = spawned {
+            return Err(Error::os("starting a probe thread", e));
+        }
+    }
+    drop(tx);
+    let mut done: Vec<Option<Candidate>> = vec![None; parsed.len()];
+    let mut left = parsed.len();
+    while left > 0 {
+        // A little grace past the deadline for connects that end at it.
+        let wait = (deadline + Duration::from_millis(50)).saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok((i, c)) => {
+                if done[i].is_none() {
+                    left -= 1;
+                }
+                done[i] = Some(c);
+            }
+            Err(_) => break,
+        }
+    }
+    let candidates: Vec<Candidate> = done
+        .into_iter()
+        .zip(parsed)
+        .map(|(c, (target, host, port))| {
+            c.unwrap_or_else(|| Candidate {
+                error: Some(format!("no answer (or no address for {host:?}) within {timeout:?}")),
+                target,
+                host,
+                port,
+                address: None,
+                outcome: Reach::TimedOut,
+                elapsed: timeout,
+            })
+        })
+        .collect();
+    let winner = candidates.iter().position(|c| c.outcome == Reach::Reachable);
+    let reachable = winner.map(|i| candidates[i].target.clone());
+    Ok(FirstReachable { reachable, winner, candidates, elapsed: start.elapsed() })
+}
+
+/// Resolve and connect one candidate (every address at once) before `deadline`.
+fn probe_candidate(target: String, host: String, port: u16, start: Instant, deadline: Instant) -> Candidate {
+    let mut c =
+        Candidate { target, host, port, address: None, outcome: Reach::Unresolvable, elapsed: Duration::ZERO, error: None };
+    let addrs = match resolve(&c.host, port) {
+        Ok(a) => a,
+        Err(e) => {
+            c.error = Some(match e {
+                Error::InvalidArgument(m) => m,
+                e => e.to_string(),
+            });
+            c.elapsed = start.elapsed();
+            if Instant::now() >= deadline {
+                c.outcome = Reach::TimedOut;
+            }
+            return c;
+        }
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        c.outcome = Reach::TimedOut;
+        c.address = addrs.first().copied();
+        c.error = Some("the name lookup took the whole timeout".into());
+        c.elapsed = start.elapsed();
+        return c;
+    }
+    let results: Vec<io::Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = addrs
+            .iter()
+            .map(|a| s.spawn(move || TcpStream::connect_timeout(a, left).map(drop)))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a connect thread panicked"))))
+            .collect()
+    });
+    c.elapsed = start.elapsed();
+    if let Some(i) = results.iter().position(|r| r.is_ok()) {
+        c.outcome = Reach::Reachable;
+        c.address = Some(addrs[i]);
+        return c;
+    }
+    c.address = addrs.first().copied();
+    let errs: Vec<&io::Error> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    let timed_out = |e: &&io::Error| matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock);
+    let refused = |e: &&io::Error| e.kind() == io::ErrorKind::ConnectionRefused;
+    let (outcome, first) = if let Some(e) = errs.iter().copied().find(timed_out) {
+        (Reach::TimedOut, e)
+    } else if errs.iter().all(refused) {
+        (Reach::Refused, errs[0])
+    } else {
+        (Reach::Unreachable, errs.iter().copied().find(|e| !refused(e)).unwrap_or(errs[0]))
+    };
+    c.outcome = outcome;
+    c.error = Some(match outcome {
+        Reach::TimedOut => format!("no answer within {:?} (connection attempts dropped?)", deadline - start),
+        _ => first.to_string(),
+    });
+    c
 }
 
 #[cfg(test)]

@@ -1,13 +1,16 @@
 //! `portmgr health`: renders the core's health report (`Services::health`: every range in
-//! use, and the problems in it); status 9 when there is any problem.
+//! use, and the problems in it); status 9 when there is any problem. `--watch` runs the
+//! core's `HealthMonitor` and prints each change; `--history` renders the recorded checks
+//! (`mapping::health_history`).
 
 use serde_json::json;
 
-use crate::mapping::{Health, Problem, ProblemKind, RangeKind};
+use crate::mapping::{Health, HealthEntry, HealthMonitor, Problem, ProblemKind, RangeKind};
+use crate::sys::SignalSet;
 
 use super::args::{Cli, Format};
 use super::output::{emit, emit_json, lease_json, no_env, shown};
-use super::{EXIT_OK, EXIT_UNHEALTHY, R, open_registry, services};
+use super::{EXIT_OK, EXIT_OTHER, EXIT_UNHEALTHY, R, fail, open_registry, services};
 
 pub(super) fn health(cli: &Cli, fmt: Format, threshold: f64) -> R<i32> {
     no_env(fmt, "health")?;
@@ -95,6 +98,86 @@ fn report_text(h: &Health) -> String {
             if r.reserved > 0 { format!(", {} reserved", r.reserved) } else { String::new() },
             r.utilization * 100.0
         ));
+    }
+    s
+}
+
+/// `portmgr health --watch EVERY`: the core monitor, one check every `every`, each
+/// recorded in the history; each change of state printed (the first check is one).
+/// SIGINT and SIGTERM stop it with status 0.
+pub(super) fn watch(cli: &Cli, fmt: Format, threshold: f64, every: std::time::Duration) -> R<i32> {
+    no_env(fmt, "health")?;
+    let svc = services(open_registry(cli)?)?;
+    // Blocked before the monitor's thread starts (it inherits the mask), taken below.
+    let set = SignalSet::of(&[libc::SIGINT, libc::SIGTERM]);
+    let old = set.block().map_err(|e| fail(EXIT_OTHER, format!("blocking SIGINT and SIGTERM: {e}")))?;
+    let json = fmt == Format::Json;
+    let mon = HealthMonitor::start(svc, every, threshold, move |e| {
+        if e.changed {
+            let line = if json { serde_json::to_string(e).unwrap_or_default() } else { entry_text(e) };
+            // A closed stdout (the reader went away) stops nothing: SIGTERM does.
+            let _ = emit(&format!("{}\n", line.trim_end()));
+        }
+    });
+    let mon = match mon {
+        Ok(m) => m,
+        Err(e) => {
+            old.set_mask();
+            return Err(e.into());
+        }
+    };
+    loop {
+        match set.wait() {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => break,
+        }
+    }
+    mon.stop();
+    set.drain();
+    old.set_mask();
+    Ok(EXIT_OK)
+}
+
+/// `portmgr health --history`: the recorded checks, oldest first.
+pub(super) fn history(cli: &Cli, fmt: Format) -> R<i32> {
+    no_env(fmt, "health")?;
+    let entries = services(open_registry(cli)?)?.health_history()?;
+    match fmt {
+        Format::Json => emit_json(&serde_json::to_value(&entries).map_err(|e| fail(EXIT_OTHER, e.to_string()))?)?,
+        _ => {
+            let mut s = String::new();
+            for e in &entries {
+                s.push_str(&entry_text(e));
+            }
+            if entries.is_empty() {
+                s.push_str("no health checks recorded yet (`portmgr health --watch 30s` or `portmgr serve` record them)\n");
+            }
+            emit(&s)?
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `TIME healthy: N held` or `TIME unhealthy: N problems`, then one indented line per
+/// problem kept.
+fn entry_text(e: &HealthEntry) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.time_ms);
+    let mut s = if e.ok {
+        format!("{} healthy: {} held\n", humantime::format_rfc3339_millis(t), e.held)
+    } else {
+        format!(
+            "{} unhealthy: {} problem{}, {} held\n",
+            humantime::format_rfc3339_millis(t),
+            e.problem_count,
+            if e.problem_count == 1 { "" } else { "s" },
+            e.held
+        )
+    };
+    for p in &e.problems {
+        s.push_str(&format!("  {}: {}\n", shown(&p.kind), shown(&p.message)));
+    }
+    if e.problems.len() < e.problem_count {
+        s.push_str(&format!("  ... and {} more\n", e.problem_count - e.problems.len()));
     }
     s
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::args::{AllocArgs, Cli, Format, flat};
 use super::output::{describe, emit, emit_json, env_lines, human_secs, lease_json, no_env, now_ms, one_line, shown};
 use super::{
-    EXIT_IN_USE, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, Fail, R, fail, metadata, open_registry, services, with_lifetime,
+    EXIT_IN_USE, EXIT_OK, EXIT_OTHER, EXIT_TIMEOUT, EXIT_USAGE, Fail, R, fail, metadata, open_registry, services, with_lifetime,
 };
 use crate::error::{Error, ErrorCode};
 use crate::mapping::{self, Service, ServiceSpec};
@@ -391,4 +391,42 @@ pub(super) fn wait(fmt: Format, target: &str, timeout: Duration) -> R<i32> {
         _ => emit(&format!("{} accepts connections\n", shown(target)))?,
     }
     Ok(EXIT_OK)
+}
+
+/// `portmgr reach`: the core's first-reachable probe (`probe::first_reachable`). The
+/// winner on the first line, then one line per candidate; status 7 when none is reachable
+/// (the candidates' lines then go to stderr, so stdout's first line is always a winner).
+pub(super) fn reach(fmt: Format, targets: &[String], timeout: Duration) -> R<i32> {
+    no_env(fmt, "reach")?;
+    let r = probe::first_reachable(targets, timeout)?;
+    let code = if r.winner.is_some() { EXIT_OK } else { EXIT_TIMEOUT };
+    if fmt == Format::Json {
+        emit_json(&serde_json::to_value(&r).map_err(|e| fail(EXIT_OTHER, e.to_string()))?)?;
+        return Ok(code);
+    }
+    let mut lines = String::new();
+    for c in &r.candidates {
+        lines.push_str(&format!("  {} {} {}", shown(&c.target), c.outcome.as_str(), format!("{}ms", c.elapsed.as_millis())));
+        if let Some(a) = c.address.filter(|a| a.ip().to_string() != c.host) {
+            lines.push_str(&format!(" ({a})"));
+        }
+        if let Some(e) = &c.error {
+            lines.push_str(&format!(": {}", one_line(e)));
+        }
+        lines.push('\n');
+    }
+    match r.reachable() {
+        Some(w) => emit(&format!("{}\n{lines}", shown(&w.target)))?,
+        None => {
+            eprint!("{lines}");
+            return Err(fail(
+                EXIT_TIMEOUT,
+                format!(
+                    "no candidate accepted TCP connections within {} (--timeout to wait longer)",
+                    human_secs(timeout.as_millis() as u64)
+                ),
+            ));
+        }
+    }
+    Ok(code)
 }

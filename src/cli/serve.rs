@@ -31,6 +31,9 @@ pub struct ServeOptions {
     pub max_body: usize,
     /// Print the OpenAPI document and exit (`--openapi`).
     pub print_openapi: bool,
+    /// How often the server's health monitor checks and records (`--health-interval`;
+    /// zero: no monitor).
+    pub health_interval: Duration,
 }
 
 /// The server's entry point: runs until stopped and returns the exit status.
@@ -66,5 +69,6 @@ pub(super) fn serve(cli: &Cli, a: &ServeArgs) -> R<i32> {
         rate_limit: a.rate_limit,
         max_body: a.max_body,
         print_openapi: a.openapi,
+        health_interval: a.health_interval,
     }))
 }

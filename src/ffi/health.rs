@@ -60,3 +60,27 @@ pub unsafe extern "C" fn portmgr_registry_overview_json(
     // SAFETY: forwarded contract.
     unsafe { registry_json(reg, buf, len, out_len, |r| Services::new(r)?.overview()) }
 }
+
+/// The health history of the registry (the checks recorded by `portmgr health --watch`,
+/// Python's `portmgr.HealthMonitor`, `portmgr serve`'s monitor; the last 256), oldest
+/// first, as a JSON array: each `seq`, `time_ms` (milliseconds since the epoch), `ok`,
+/// `held`, `problem_count`, `problems` (each `kind`, `range`, `port`, `message`; at most
+/// 8 kept) and `changed` (its state differs from the entry before). New keys may be
+/// added. Copied into `buf` and sized as `portmgr_registry_stats_json`.
+///
+/// Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL `out_len`),
+/// `PORTMGR_INSECURE_DIRECTORY` (the history file is a symlink or not the user's),
+/// `PORTMGR_TIMEOUT` (its lock held too long), `PORTMGR_OS`. Thread-safe.
+///
+/// # Safety
+/// As `portmgr_registry_list_json`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn portmgr_registry_health_history_json(
+    reg: *const portmgr_registry,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> portmgr_status {
+    // SAFETY: forwarded contract.
+    unsafe { registry_json(reg, buf, len, out_len, |r| crate::mapping::health_history(&r)) }
+}

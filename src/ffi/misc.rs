@@ -109,3 +109,65 @@ pub unsafe extern "C" fn portmgr_probe(port: u16, protocols: u32, out_free: *mut
         Ok(())
     })
 }
+
+/// Probe the `n` candidate endpoints `targets` (each a NUL-terminated `"HOST:PORT"`,
+/// `"[IPV6]:PORT"` or bare `"PORT"` for localhost), given in priority order, all at once
+/// with one timeout of `timeout_ms` milliseconds, and report the first in that order that
+/// accepted a TCP connection, with every candidate's result, as a JSON object:
+/// `reachable` (the winner's target as given, or null), `winner` (its index, or null),
+/// `elapsed_ms`, and `candidates` (in the order given; each `target`, `host`, `port`,
+/// `address` — the address that accepted, else the first tried, or null —, `outcome` —
+/// `"reachable"`, `"refused"`, `"timed_out"`, `"unresolvable"` or `"unreachable"` —,
+/// `elapsed_ms`, `error`). New keys may be added. Host names go through the system
+/// resolver. The call returns within about `timeout_ms`, not the sum of the timeouts.
+/// Nothing is sent on the probe connections, which are closed at once.
+///
+/// `*out_found` (when not NULL) is true when a candidate was reachable. The JSON is copied
+/// into `buf` as `portmgr_registry_list_json` does; each call probes afresh, so give a
+/// buffer large enough at once (about 512 bytes per candidate).
+///
+/// Errors: `PORTMGR_INVALID_ARGUMENT` (NULL `targets` with `n > 0`, `n` 0 or above 256,
+/// a NULL or malformed target, `timeout_ms` 0, NULL `out_len`, NULL `buf` with
+/// `len > 0`); `PORTMGR_OS` when a probe thread cannot start. An unreachable or
+/// unresolvable candidate is a result, not an error. Needs no registry. Thread-safe.
+///
+/// # Safety
+/// `targets` is NULL or points to `n` pointers, each NULL or a NUL-terminated string;
+/// `buf` is NULL or valid for writing `len` bytes; `out_len` and `out_found` are NULL or
+/// valid for writing a `size_t` and a `bool`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn portmgr_first_reachable_json(
+    targets: *const *const c_char,
+    n: usize,
+    timeout_ms: u64,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+    out_found: *mut bool,
+) -> portmgr_status {
+    guard(|| {
+        need(out_len, "out_len")?;
+        if n == 0 || n > probe::MAX_CANDIDATES {
+            return Err(crate::Error::invalid(format!(
+                "`n` must be from 1 to {} candidates, not {n}",
+                probe::MAX_CANDIDATES
+            )));
+        }
+        if targets.is_null() {
+            return Err(crate::Error::invalid("`targets` is NULL"));
+        }
+        // SAFETY: `targets` is non-NULL and points to `n` pointers (this function's contract).
+        let ptrs = unsafe { std::slice::from_raw_parts(targets, n) };
+        let list = ptrs
+            .iter()
+            .enumerate()
+            // SAFETY: each pointer is NULL or a NUL-terminated string (the contract).
+            .map(|(i, &p)| unsafe { super::guard::c_str(p, &format!("targets[{i}]")) }.map(str::to_owned))
+            .collect::<crate::Result<Vec<String>>>()?;
+        let r = probe::first_reachable(&list, std::time::Duration::from_millis(timeout_ms))?;
+        // SAFETY: `out_found` is NULL or writable (the contract); put skips NULL.
+        unsafe { put(out_found, r.winner.is_some()) };
+        // SAFETY: forwarded contract; `out_len` checked non-NULL.
+        unsafe { super::registry::json_out(&r, buf, len, out_len) }
+    })
+}

@@ -23,6 +23,7 @@ mod export;
 mod group;
 mod health;
 mod import;
+mod monitor;
 mod nginx;
 mod overview;
 mod store;
@@ -45,6 +46,10 @@ pub use group::{
     LayoutSource, member_service_name,
 };
 pub use health::{Health, Problem, ProblemKind, RangeKind, RangeUse};
+pub use monitor::{
+    HISTORY_ENTRIES, HISTORY_FILE, HISTORY_SLOT, HealthEntry, HealthMonitor, HistoryProblem, MAX_ENTRY_PROBLEMS, MAX_MESSAGE,
+    MIN_INTERVAL, MonitorStop, health_history, record_health,
+};
 pub use import::{ImportEntry, ImportFormat, ImportOptions, ImportOutcome, ImportedService, parse_import};
 pub use overview::{FullStats, Overview, TypeStats};
 pub use nginx::{NginxApplied, NginxDeploy, nginx_file_name, write_nginx_dir};

@@ -541,7 +541,7 @@ pub(super) struct PyServices {
 
 impl PyServices {
     /// The core handle (reads the types config: call without the GIL).
-    fn svc(&self) -> Result<Services> {
+    pub(super) fn svc(&self) -> Result<Services> {
         let table = match &self.types {
             Some(p) => TypeTable::load(p)?,
             None => TypeTable::load_default()?,
@@ -803,6 +803,13 @@ impl PyServices {
     fn health(&self, py: Python<'_>, threshold: f64) -> PyResult<PyHealth> {
         let h = detached(py, || self.svc()?.health(threshold))?;
         PyHealth::new(py, h)
+    }
+
+    /// The recorded health checks of this registry, oldest first (`HealthEntry`; the last
+    /// 256, recorded by `HealthMonitor`, `portmgr health --watch` and `portmgr serve`).
+    fn health_history(&self, py: Python<'_>) -> PyResult<Vec<super::monitor::PyHealthEntry>> {
+        let v = detached(py, || self.svc()?.health_history())?;
+        Ok(v.into_iter().map(Into::into).collect())
     }
 
     /// Every live named service by name (`Service`), the port -> name map, the names

@@ -101,3 +101,97 @@ pub(super) fn default_pool(py: Python<'_>) -> PyResult<(u16, u16)> {
     let p = detached(py, PortRange::default_pool)?;
     Ok((p.start(), p.end()))
 }
+
+/// One candidate of `first_reachable` and what its probe found.
+#[derive(Clone)]
+#[pyclass(name = "Candidate", module = "portmgr", frozen, get_all)]
+pub(super) struct PyCandidate {
+    /// The candidate as given ("db.internal:5432").
+    target: String,
+    /// Its host, as written (brackets removed).
+    host: String,
+    /// Its port.
+    port: u16,
+    /// The address that accepted ("127.0.0.1:5432"), else the first one tried; None
+    /// when the name did not resolve.
+    address: Option<String>,
+    /// "reachable", "refused", "timed_out", "unresolvable" or "unreachable".
+    outcome: String,
+    /// How long its probe took, in seconds.
+    elapsed: f64,
+    /// The error, for every outcome but "reachable".
+    error: Option<String>,
+}
+
+#[pymethods]
+impl PyCandidate {
+    fn __repr__(&self) -> String {
+        format!("Candidate(target={:?}, outcome={:?}, elapsed={:.3})", self.target, self.outcome, self.elapsed)
+    }
+}
+
+/// The answer of `first_reachable`: the winner (first reachable in priority order) and
+/// every candidate's result. True when a candidate was reachable.
+#[pyclass(name = "FirstReachable", module = "portmgr", frozen, get_all)]
+pub(super) struct PyFirstReachable {
+    /// The winner's target as given, or None.
+    reachable: Option<String>,
+    /// The winner's index in the list given, or None.
+    winner: Option<usize>,
+    /// Every candidate, in the order given.
+    candidates: Vec<PyCandidate>,
+    /// How long the call took, in seconds.
+    elapsed: f64,
+}
+
+#[pymethods]
+impl PyFirstReachable {
+    /// The winning `Candidate`, or None.
+    #[getter]
+    fn candidate(&self) -> Option<PyCandidate> {
+        self.winner.map(|i| self.candidates[i].clone())
+    }
+
+    fn __bool__(&self) -> bool {
+        self.winner.is_some()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("FirstReachable(reachable={:?}, elapsed={:.3})", self.reachable, self.elapsed)
+    }
+}
+
+/// Probe `targets` ("HOST:PORT", "[v6]:PORT"), most preferred first, all at once with
+/// one `timeout` (seconds), and return the first in that order that accepts a TCP
+/// connection with every candidate's result (`probe::first_reachable`).
+#[pyfunction]
+#[pyo3(signature = (targets, timeout = 2.0))]
+pub(super) fn first_reachable(py: Python<'_>, targets: Vec<String>, timeout: f64) -> PyResult<PyFirstReachable> {
+    let r = detached(py, move || probe::first_reachable(&targets, seconds_arg("timeout", timeout, false)?))?;
+    Ok(PyFirstReachable {
+        reachable: r.reachable,
+        winner: r.winner,
+        elapsed: r.elapsed.as_secs_f64(),
+        candidates: r
+            .candidates
+            .into_iter()
+            .map(|c| PyCandidate {
+                target: c.target,
+                host: c.host,
+                port: c.port,
+                address: c.address.map(|a| a.to_string()),
+                outcome: c.outcome.as_str().to_string(),
+                elapsed: c.elapsed.as_secs_f64(),
+                error: c.error,
+            })
+            .collect(),
+    })
+}
+
+/// Register the first-reachable classes and function.
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyCandidate>()?;
+    m.add_class::<PyFirstReachable>()?;
+    m.add_function(wrap_pyfunction!(first_reachable, m)?)?;
+    Ok(())
+}

@@ -294,6 +294,7 @@ pub(crate) type Dump = BTreeMap<u16, Allocation>;
         crate::rest::overview,
         crate::rest::stats,
         crate::rest::health,
+        crate::rest::health_history,
         crate::rest::ranges,
         crate::rest::grpc_get,
         crate::rest::grpc_drop,

@@ -110,6 +110,18 @@ async fn run(opts: ServeOptions) -> Result<(), Fail> {
         let _ = out.flush();
     }
 
+    // The health monitor: one check every --health-interval, recorded in the registry's
+    // health history (GET /ports/health/history); stopped with the server.
+    let monitor = if opts.health_interval.is_zero() {
+        None
+    } else {
+        let interval = opts.health_interval.max(portmgr::mapping::MIN_INTERVAL);
+        Some(
+            portmgr::mapping::HealthMonitor::start(state.svc.clone(), interval, 0.9, |_| {})
+                .map_err(|e| Fail(EXIT_OTHER, format!("starting the health monitor: {e}")))?,
+        )
+    };
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let app = rest::router(Arc::clone(&state), &opts);
@@ -135,6 +147,9 @@ async fn run(opts: ServeOptions) -> Result<(), Fail> {
     // In-flight requests finish; a client holding a connection open does not keep the
     // server up past a few seconds.
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+    if let Some(m) = monitor {
+        tokio::task::block_in_place(|| m.stop());
+    }
     Ok(())
 }
 

@@ -40,6 +40,7 @@ pub(crate) fn router(state: St, opts: &ServeOptions) -> Router {
         .route("/ports/overview", get(overview))
         .route("/ports/stats", get(stats))
         .route("/ports/health", get(health))
+        .route("/ports/health/history", get(health_history))
         .route("/ports/ranges", get(ranges))
         .route("/get", get(grpc_get))
         .route("/drop/{port}", get(grpc_drop))
@@ -318,6 +319,13 @@ pub(crate) async fn stats(AxState(state): AxState<St>) -> Result<Json<serde_json
 #[utoipa::path(get, path = "/ports/health", tag = "port registry", responses((status = 200, description = "The core's health report (`ok`, `ranges`, `problems`)", body = Object), CommonErrors))]
 pub(crate) async fn health(AxState(state): AxState<St>) -> Result<Json<serde_json::Value>, ApiError> {
     blocking(&state, |st| Ok(Json(serde_json::to_value(st.svc.health(0.9)?).unwrap_or_default()))).await
+}
+
+/// The recorded health checks, oldest first (the last 256: the server's own monitor,
+/// `--health-interval`, and any `portmgr health --watch` on the host record them).
+#[utoipa::path(get, path = "/ports/health/history", tag = "port registry", responses((status = 200, description = "The health history (as `portmgr health --history --json`): an array of checks, each `seq`, `time_ms`, `ok`, `held`, `problem_count`, `problems` (`kind`, `range`, `port`, `message`) and `changed`", body = Vec<Object>), CommonErrors))]
+pub(crate) async fn health_history(AxState(state): AxState<St>) -> Result<Json<serde_json::Value>, ApiError> {
+    blocking(&state, |st| Ok(Json(serde_json::to_value(st.svc.health_history()?).unwrap_or_default()))).await
 }
 
 /// The default pool, every service type's range, and the reserved ports.
