@@ -1,0 +1,164 @@
+"""Issue 19 from Python: portmgr.Resolver against a real dnsmasq and
+portmgr.stun_external_address against a real coturn, both started here on 127.0.0.1
+(installed by scripts/ensure-deb.sh when missing) and killed at the end. Ports
+17200-17299."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import portmgr
+
+REPO = Path(__file__).resolve().parents[2]
+HOSTS = "127.0.0.21 a.example.test\n127.0.0.22 b.example.test\n127.0.0.23 c.example.test\n::21 a.example.test\n"
+SRV = [
+    "_db._tcp.example.test,a.example.test,5001,10,30",
+    "_db._tcp.example.test,b.example.test,5002,10,10",
+    "_db._tcp.example.test,c.example.test,5003,20,60",
+]
+
+
+def ensure(binary: str, package: str) -> str:
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts/ensure-deb.sh"), binary, package], stdout=subprocess.PIPE, text=True, check=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def wait_until(what: str, proc: subprocess.Popen[bytes], ready: "object") -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{what} exited with {proc.returncode}"
+        if ready():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} was not ready within 15 s")
+
+
+class Dnsmasq:
+    def __init__(self, tmp: Path, port: int, ttl: int) -> None:
+        self.port = port
+        self.hosts = tmp / "hosts"
+        self.hosts.write_text(HOSTS)
+        self.log = tmp / "dnsmasq.log"
+        args = [
+            ensure("dnsmasq", "dnsmasq"),
+            "--conf-file=/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+            "--bind-interfaces", "--listen-address=127.0.0.1", f"--port={port}",
+            f"--addn-hosts={self.hosts}", f"--local-ttl={ttl}", "--local=/example.test/",
+            "--log-queries", f"--log-facility={self.log}", f"--pid-file={tmp / 'pid'}",
+            "--user=root", "--group=root",
+        ] + [f"--srv-host={s}" for s in SRV]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until("dnsmasq", self.proc, lambda: self.reads() > 0)
+
+    def reads(self) -> int:
+        return self.log.read_text().count("read ") if self.log.exists() else 0
+
+    def set_hosts(self, text: str) -> None:
+        before = self.reads()
+        self.hosts.write_text(text)
+        os.kill(self.proc.pid, signal.SIGHUP)
+        wait_until("dnsmasq reread", self.proc, lambda: self.reads() > before)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def dnsmasq(tmp_path: Path) -> Iterator[Dnsmasq]:
+    d = Dnsmasq(tmp_path, 17200, 2)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def test_resolve_and_pick_with_every_policy(dnsmasq: Dnsmasq) -> None:
+    server = f"127.0.0.1:{dnsmasq.port}"
+    r = portmgr.Resolver(servers=[server])
+    got = [(e.address, e.port, e.target, e.priority, e.weight) for e in r.resolve("_db._tcp.example.test")]
+    assert got == [
+        ("127.0.0.21", 5001, "a.example.test", 10, 30),
+        ("::21", 5001, "a.example.test", 10, 30),
+        ("127.0.0.22", 5002, "b.example.test", 10, 10),
+        ("127.0.0.23", 5003, "c.example.test", 20, 60),
+    ]
+    assert [(e.address, e.port) for e in r.resolve("a.example.test:80")] == [("127.0.0.21", 80), ("::21", 80)]
+    # Round-robin cycles exactly.
+    everything = r.resolve("_db._tcp.example.test")
+    assert [r.pick("_db._tcp.example.test") for _ in range(8)] == everything * 2
+    # Weighted: by SRV weight, a target's two addresses share its weight.
+    w = portmgr.Resolver(servers=[server], policy="weighted")
+    n = 10_000
+    c = Counter(w.pick("_db._tcp.example.test").target for _ in range(n))
+    for target, want in [("a.example.test", 0.3), ("b.example.test", 0.1), ("c.example.test", 0.6)]:
+        assert abs(c[target] / n - want) < 0.03, c
+    # Priority: never the priority-20 target.
+    p = portmgr.Resolver(servers=[server], policy="priority")
+    c = Counter(p.pick("_db._tcp.example.test").target for _ in range(n))
+    assert c["c.example.test"] == 0 and abs(c["a.example.test"] / n - 0.75) < 0.03, c
+    with pytest.raises(portmgr.InvalidArgument):
+        portmgr.Resolver(policy="random")
+    with pytest.raises(portmgr.NotFound, match="NXDOMAIN"):
+        r.resolve("nope.example.test:80")
+
+
+def test_ttl_and_negative_cache(dnsmasq: Dnsmasq) -> None:
+    r = portmgr.Resolver(servers=[f"127.0.0.1:{dnsmasq.port}"], negative_ttl=2.0)
+    assert r.resolve("b.example.test:1")[0].address == "127.0.0.22"
+    with pytest.raises(portmgr.NotFound):
+        r.resolve("late.example.test:1")
+    asked = r.queries
+    dnsmasq.set_hosts(HOSTS.replace("127.0.0.22", "127.0.0.32") + "127.0.0.41 late.example.test\n")
+    assert r.resolve("b.example.test:1")[0].address == "127.0.0.22"  # cached for the 2 s TTL
+    with pytest.raises(portmgr.NotFound):
+        r.resolve("late.example.test:1")  # negative, for 2 s
+    assert r.queries == asked
+    time.sleep(2.3)
+    assert r.resolve("b.example.test:1")[0].address == "127.0.0.32"
+    assert r.resolve("late.example.test:1")[0].address == "127.0.0.41"
+    assert r.queries > asked
+
+
+def test_stun_external_address_against_coturn(tmp_path: Path) -> None:
+    port = 17250
+    proc = subprocess.Popen(
+        [
+            ensure("turnserver", "coturn"), "-n", "--listening-ip=127.0.0.1", f"--listening-port={port}",
+            "--no-tls", "--no-dtls", "--stun-only", "--no-cli", "--simple-log",
+            f"--log-file={tmp_path / 'turn.log'}", f"--pidfile={tmp_path / 'pid'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.settimeout(0.1)
+        request = bytes([0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42]) + bytes(12)
+
+        def answers() -> bool:
+            probe.sendto(request, ("127.0.0.1", port))
+            try:
+                return probe.recv(512)[:2] == b"\x01\x01"
+            except OSError:
+                return False
+
+        wait_until("turnserver", proc, answers)
+        probe.close()
+        assert portmgr.stun_external_address(f"127.0.0.1:{port}", local_port=17251) == ("127.0.0.1", 17251)
+        host, got_port = portmgr.stun_external_address(f"localhost:{port}")
+        assert host == "127.0.0.1" and got_port > 0
+    finally:
+        proc.kill()
+        proc.wait()
