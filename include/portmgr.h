@@ -38,6 +38,26 @@
 
 
 /**
+ * `portmgr_allocate_listeners` flag: `SO_REUSEADDR` on every socket.
+ */
+#define PORTMGR_LISTEN_REUSE_ADDR 1
+
+/**
+ * `portmgr_allocate_listeners` flag: `SO_REUSEPORT` (needed for more than one worker).
+ */
+#define PORTMGR_LISTEN_REUSE_PORT 2
+
+/**
+ * `portmgr_allocate_listeners` flag: `IPV6_V6ONLY` on IPv6 sockets.
+ */
+#define PORTMGR_LISTEN_IPV6_ONLY 4
+
+/**
+ * `portmgr_allocate_listeners` flag: IPv6 sockets dual-stack (`IPV6_V6ONLY` off).
+ */
+#define PORTMGR_LISTEN_DUAL_STACK 8
+
+/**
  * Protocol bit: TCP. Combine with `|`; used by `portmgr_probe` and
  * `portmgr_request_set_protocols`.
  */
@@ -198,6 +218,11 @@ typedef struct portmgr_registry portmgr_registry;
  */
 typedef struct portmgr_request portmgr_request;
 
+/**
+ * An opaque Unix-socket path held for this process (see `portmgr_unix_path_new`).
+ */
+typedef struct portmgr_unix_path portmgr_unix_path;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -247,6 +272,78 @@ portmgr_status portmgr_registry_overview_json(const portmgr_registry *reg,
                                               char *buf,
                                               size_t len,
                                               size_t *out_len);
+
+/**
+ * Allocate a port as `req` asks (NULL: the defaults) and bind it on each of the
+ * `n_addresses` addresses (`"127.0.0.1"`, `"::1"`, `"[::]"`...; none: the dual-stack
+ * wildcard) for the request's protocols, `workers` sockets per address and protocol
+ * (more than 1 needs `PORTMGR_LISTEN_REUSE_PORT`), with the `PORTMGR_LISTEN_*` `flags`
+ * and the TCP `backlog` (0: 1024). All or nothing: a port in use on any address is
+ * skipped for another; any other failure closes what was bound and frees the port.
+ *
+ * `fds` receives the sockets, close-on-exec, in address order, TCP before UDP, worker
+ * by worker; it must have room for addresses x protocols x workers entries; `*out_nfds`
+ * (if not NULL) receives how many were written. The caller owns and closes them. On
+ * `PORTMGR_OK`, `*out` is a new lease (release it with `portmgr_lease_release`).
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handles, NULL `out`/`fds`, `fds` too
+ * short, a bad address, an address of another host, workers without reuse-port, a
+ * request with a service type or metadata), and those of `portmgr_allocate`.
+ * Thread-safe.
+ *
+ * # Safety
+ * `addresses` is NULL (with `n_addresses` 0) or valid for reading `n_addresses`
+ * pointers to NUL-terminated strings; `out` is NULL or valid for writing a pointer;
+ * `fds` is NULL or valid for writing `fds_len` ints; `out_nfds` is NULL or valid for
+ * writing a `size_t`.
+ */
+portmgr_status portmgr_allocate_listeners(portmgr_registry *reg,
+                                          const portmgr_request *req,
+                                          const char *const *addresses,
+                                          size_t n_addresses,
+                                          uint32_t flags,
+                                          uint32_t workers,
+                                          int32_t backlog,
+                                          portmgr_lease **out,
+                                          int32_t *fds,
+                                          size_t fds_len,
+                                          size_t *out_nfds);
+
+/**
+ * A fresh Unix-socket path for `name` (UTF-8, or NULL) in the registry's private
+ * (0700) sockets directory, held for this process: removed by
+ * `portmgr_unix_path_release`, and by whoever asks next once this process is gone.
+ * With `out_fd` not NULL, a listening `AF_UNIX` stream socket is bound there and
+ * `*out_fd` receives it (close-on-exec; the caller closes it).
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL `out`, a bad name, a path
+ * longer than the 107 bytes a socket path may have: use a shorter registry directory),
+ * `PORTMGR_INSECURE_DIRECTORY`, `PORTMGR_OS`. Thread-safe.
+ *
+ * # Safety
+ * `name` is NULL or NUL-terminated; `out` is NULL or valid for writing a pointer;
+ * `out_fd` is NULL or valid for writing an int.
+ */
+portmgr_status portmgr_unix_path_new(portmgr_registry *reg,
+                                     const char *name,
+                                     portmgr_unix_path **out,
+                                     int32_t *out_fd);
+
+/**
+ * Copy the path into `buf` snprintf-style (at most `len - 1` bytes and a NUL) and return
+ * its full length (0 for an invalid handle; the last error says why).
+ *
+ * # Safety
+ * `buf` is NULL (with `len` 0) or valid for writing `len` bytes.
+ */
+size_t portmgr_unix_path_get(const portmgr_unix_path *path, char *buf, size_t len);
+
+/**
+ * Remove the path (and any socket file there) and free the handle. A second call (an
+ * invalid handle) gives `PORTMGR_INVALID_ARGUMENT` and does nothing. In a forked child
+ * the path is the parent's: the handle is freed, the path left alone. Thread-safe.
+ */
+portmgr_status portmgr_unix_path_release(portmgr_unix_path *path);
 
 /**
  * The library's version, e.g. `"0.1.0"`: a static string, never NULL, never to be freed.

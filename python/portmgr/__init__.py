@@ -62,6 +62,7 @@ from ._native import (
     ServiceType,
     ReservedRange,
     Stats,
+    UnixSocketPath,
     default_dir,
     default_pool,
     is_free,
@@ -102,6 +103,10 @@ __all__ = [
     "renew_name",
     "renew_id",
     "bound_socket",
+    "bound_sockets",
+    "unix_socket_path",
+    "bound_unix_socket",
+    "UnixSocketPath",
     "Lease",
     # registry and its views
     "Registry",
@@ -350,6 +355,60 @@ def bound_socket(**options: Unpack[_BoundSocketOptions]) -> socket.socket:
     process exits.
     """
     return registry().bound_socket(**options)
+
+
+def bound_sockets(
+    addresses: Optional[Sequence[str]] = None,
+    proto: Proto = "tcp",
+    reuse_port: bool = False,
+    workers: int = 1,
+    *,
+    reuse_addr: bool = False,
+    ipv6_only: Optional[bool] = None,
+    backlog: int = 1024,
+    **options: Any,
+) -> tuple[Lease, builtins.list[socket.socket]]:
+    """One registry-held port, bound on every address of ``addresses`` at once (default:
+    the dual-stack wildcard): a listener set, all or nothing::
+
+        lease, socks = portmgr.bound_sockets(addresses=["127.0.0.1", "::1"])
+        # one port; a "localhost" server that answers on both
+
+    ``proto`` "tcp", "udp" or "both"; ``reuse_port`` with ``workers`` N gives N sockets
+    per address and protocol (SO_REUSEPORT: the kernel spreads connections over them);
+    ``reuse_addr``, ``ipv6_only``, ``backlog`` as their socket options; other options as
+    :func:`allocate` (``range``, ``name``, ``preferred``, ``ttl``...). The sockets are
+    close-on-exec; the lease is released by ``lease.release()`` or when the process exits
+    (closing the sockets does not release it).
+    """
+    return registry().bound_sockets(
+        addresses=None if addresses is None else list(addresses),
+        proto=proto,
+        reuse_port=reuse_port,
+        workers=workers,
+        reuse_addr=reuse_addr,
+        ipv6_only=ipv6_only,
+        backlog=backlog,
+        **options,
+    )
+
+
+def unix_socket_path(name: Optional[str] = None) -> UnixSocketPath:
+    """A fresh Unix-socket path for ``name`` in the registry's private (0700) sockets
+    directory, where a TCP port is not needed ("zero-port mode")::
+
+        with portmgr.unix_socket_path("db") as p:
+            start_postgres(unix_socket=p.path)
+
+    Held for this process: removed on ``release()``, at the end of the ``with`` block,
+    or (by whoever asks next) once this process is gone. Nothing is bound there.
+    """
+    return registry().unix_socket_path(name)
+
+
+def bound_unix_socket(name: Optional[str] = None) -> tuple[UnixSocketPath, socket.socket]:
+    """:func:`unix_socket_path`, bound: the path and a listening ``AF_UNIX`` socket there."""
+    return registry().bound_unix_socket(name)
 
 
 def leases() -> builtins.list[LeaseInfo]:

@@ -15,6 +15,7 @@ __all__ = [
     "__version__",
     "Registry",
     "Lease",
+    "UnixSocketPath",
     "LeaseInfo",
     "Stats",
     "ReservedRange",
@@ -95,6 +96,23 @@ class Lease:
         *_exc: object,
     ) -> bool: ...
     def __int__(self) -> int: ...
+
+@final
+class UnixSocketPath:
+    """A Unix-socket path held for this process; removed on :meth:`release`, at the end
+    of its ``with`` block, or once this process is gone."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def released(self) -> bool: ...
+    def release(self) -> None:
+        """Remove the path (and any socket file there) now. Idempotent."""
+    def keep(self) -> str:
+        """Keep the path past this object (cleaned once this process is gone)."""
+    def __fspath__(self) -> str: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_exc: object) -> bool: ...
 
 @final
 class LeaseInfo:
@@ -270,6 +288,33 @@ class Registry:
     ) -> Union[Lease, builtins.list[LeaseInfo]]:
         """The live lease named ``name`` (as LeaseInfo rows) if there is one, else a new
         :class:`Lease` allocated with these options."""
+    def bound_sockets(
+        self,
+        *,
+        addresses: Optional[builtins.list[str]] = None,
+        reuse_addr: bool = False,
+        reuse_port: bool = False,
+        workers: int = 1,
+        ipv6_only: Optional[bool] = None,
+        backlog: int = 1024,
+        proto: _Proto = "tcp",
+        count: int = 1,
+        contiguous: bool = False,
+        range: Optional[_RangeLike] = None,
+        strategy: _StrategyName = "random",
+        name: Optional[str] = None,
+        preferred: Optional[int] = None,
+        required: bool = False,
+        ttl: Optional[float] = None,
+        watch_pid: Optional[int] = None,
+        key: Optional[str] = None,
+        exclude: Optional[_SpansLike] = None,
+    ) -> tuple[Lease, builtins.list[socket.socket]]:
+        """A listener set: one port bound on every address; see :func:`portmgr.bound_sockets`."""
+    def unix_socket_path(self, name: Optional[str] = None) -> UnixSocketPath:
+        """A fresh Unix-socket path; see :func:`portmgr.unix_socket_path`."""
+    def bound_unix_socket(self, name: Optional[str] = None) -> tuple[UnixSocketPath, socket.socket]:
+        """A fresh Unix-socket path, bound and listening."""
     def release(self, port: int) -> builtins.list[int]:
         """Release the lease that holds ``port``; returns the ports freed. For a port
         this process took with free_port/bound_socket: that lease only (NotFound if it

@@ -24,6 +24,9 @@ Fixtures (function scope; the ``portmgr_session_*`` ones live for the whole run)
 ``portmgr_session_port_factory``
 ``portmgr_session_port_block``
 ``portmgr_session_socket``
+``portmgr_unix_path``              a fresh Unix-socket path (``str``), removed after
+                                   the test: for servers that need no TCP port
+``portmgr_unix_socket``            a listening ``AF_UNIX`` socket on such a path
 =================================  ====================================================
 
 A port handed over as an ``int`` is recorded in the registry but held by no socket,
@@ -340,6 +343,30 @@ def portmgr_session_socket(portmgr_registry: Registry, pytestconfig: pytest.Conf
         def test_a(portmgr_session_socket): ...
     """
     yield from _socket(portmgr_registry, "tcp", _range(pytestconfig))
+
+
+@pytest.fixture
+def portmgr_unix_path(portmgr_registry: Registry) -> Iterator[str]:
+    """A fresh Unix-socket path (a ``str``) in the registry's private sockets directory,
+    for a server that needs no TCP port; removed after the test.
+
+        def test_redis(portmgr_unix_path):
+            start_redis(unixsocket=portmgr_unix_path)
+    """
+    with portmgr_registry.unix_socket_path() as p:
+        yield p.path
+
+
+@pytest.fixture
+def portmgr_unix_socket(portmgr_registry: Registry) -> Iterator[socket.socket]:
+    """A listening ``AF_UNIX`` socket on a fresh path; closed and removed after the test.
+
+        def test_accept(portmgr_unix_socket):
+            path = portmgr_unix_socket.getsockname()
+    """
+    path, sock = portmgr_registry.bound_unix_socket()
+    with path, sock:
+        yield sock
 
 
 class _UnusedPortFixtures:

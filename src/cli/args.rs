@@ -229,6 +229,8 @@ Examples:
   portmgr run --port web -- ./server --listen 127.0.0.1:{web}
   portmgr run --port api --port metrics:udp -- sh -c 'echo $API_PORT $METRICS_PORT'
   portmgr run --bind http -- ./socket-activated-server
+  portmgr run --bind web --addr 127.0.0.1 --addr ::1 -- ./server   # one port, both loopbacks
+  portmgr run --unix redis -- redis-server --port 0 --unixsocket {redis}
 
 Ports reach CMD as NAME_PORT environment variables (upper-cased, other characters
 as _), as PORT when there is exactly one, and as {NAME} substituted in CMD and ARGS.
@@ -236,7 +238,11 @@ as _), as PORT when there is exactly one, and as {NAME} substituted in CMD and A
 LISTEN_PID, LISTEN_FDNAMES; fds from 3, in the order given): no race with other
 programs. INT, TERM and HUP sent to portmgr are forwarded to CMD. The exit status is
 CMD's (128+N when killed by signal N). NAMEs are labels for CMD, not registry service
-names, so many runs can use the same NAMEs at once.")]
+names, so many runs can use the same NAMEs at once. --addr binds every --bind on each
+address given (all sockets of a NAME share one port, each named NAME in
+LISTEN_FDNAMES); --workers N gives N sockets per address (SO_REUSEPORT). --unix NAME
+sets NAME_SOCKET (and {NAME}) to a fresh path in the registry's private sockets
+directory, removed when CMD exits; --bind-unix NAME passes a listening socket there.")]
     Run(RunArgs),
     /// Print the live named services as JSON, .env lines or nginx locations
     #[command(after_help = "\
@@ -524,6 +530,19 @@ pub(super) struct RunArgs {
     /// Allocate a port for NAME and pass CMD a bound listening socket (LISTEN_FDS)
     #[arg(long = "bind", value_name = "NAME[:tcp|udp]", value_parser = parse_port_spec)]
     pub(super) binds: Vec<PortSpec>,
+    /// With --bind: bind on this address (repeatable: one socket per address, one port
+    /// for all; default: every address, dual-stack)
+    #[arg(long = "addr", value_name = "ADDR", requires = "binds")]
+    pub(super) addrs: Vec<std::net::IpAddr>,
+    /// With --bind: N sockets per address (SO_REUSEPORT), one per worker of CMD
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "binds", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(super) workers: u32,
+    /// A fresh Unix-socket path for NAME (NAME_SOCKET, {NAME}): no TCP port needed
+    #[arg(long = "unix", value_name = "NAME")]
+    pub(super) unix: Vec<String>,
+    /// A listening Unix socket for NAME, passed to CMD by LISTEN_FDS (NAME_SOCKET too)
+    #[arg(long = "bind-unix", value_name = "NAME")]
+    pub(super) bind_unix: Vec<String>,
     /// Draw from this range instead of the default pool
     #[arg(long, value_parser = parse_range, value_name = "A-B")]
     pub(super) range: Option<PortRange>,

@@ -6,7 +6,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
@@ -17,7 +17,8 @@ use super::args::{Cli, PortSpec, RunArgs};
 use super::output::one_line;
 use super::{EXIT_OTHER, EXIT_USAGE, R, fail, open_registry};
 use crate::mapping;
-use crate::registry::{Lease, Registry, Request};
+use crate::listen::ListenOptions;
+use crate::registry::{Lease, Registry, Request, UnixPath};
 use crate::strategy::Strategy;
 use crate::sys::{self, SignalSet};
 
@@ -44,8 +45,21 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> R<i32> {
         }
         specs.push((s.clone(), bind));
     }
-    if specs.is_empty() {
-        return Err(fail(EXIT_USAGE, "give at least one --port NAME or --bind NAME (see `portmgr run --help`)"));
+    if specs.is_empty() && a.unix.is_empty() && a.bind_unix.is_empty() {
+        return Err(fail(
+            EXIT_USAGE,
+            "give at least one --port NAME, --bind NAME, --unix NAME or --bind-unix NAME (see `portmgr run --help`)",
+        ));
+    }
+    let mut unix_names: Vec<&String> = Vec::new();
+    for n in a.unix.iter().chain(&a.bind_unix) {
+        if unix_names.iter().any(|m| mapping::env_stem(m) == mapping::env_stem(n)) {
+            return Err(fail(
+                EXIT_USAGE,
+                format!("socket name {n:?} is given twice (or another becomes {}_SOCKET too)", mapping::env_stem(n)),
+            ));
+        }
+        unix_names.push(n);
     }
     let reg = open_registry(cli)?;
     // Signals are blocked and collected before anything is allocated, so that an INT or
@@ -58,8 +72,16 @@ pub(super) fn run(cli: &Cli, a: &RunArgs) -> R<i32> {
 
 fn run_with(reg: &Registry, a: &RunArgs, specs: &[(PortSpec, bool)], fwd: &Forwarder) -> R<i32> {
     let mut leases: Vec<Lease> = Vec::new();
-    let mut sockets: Vec<(String, socket2::Socket)> = Vec::new();
+    let mut sockets: Vec<(String, OwnedFd)> = Vec::new();
     let mut vars: Vec<(String, u16)> = Vec::new();
+    let mut unix_paths: Vec<UnixPath> = Vec::new();
+    let mut unix_vars: Vec<(String, String)> = Vec::new();
+    let listen = ListenOptions {
+        addresses: a.addrs.clone(),
+        reuse_port: a.workers > 1,
+        workers: a.workers as usize,
+        ..ListenOptions::default()
+    };
     for (spec, bind) in specs {
         let mut req = Request::new().protocols(spec.proto);
         if let Some(r) = &a.range {
@@ -71,9 +93,13 @@ fn run_with(reg: &Registry, a: &RunArgs, specs: &[(PortSpec, bool)], fwd: &Forwa
                 other => other.clone(),
             });
         }
-        let lease = if *bind {
+        let lease = if *bind && (!a.addrs.is_empty() || a.workers > 1) {
+            let (lease, socks) = reg.allocate_listeners(&req, &listen)?;
+            sockets.extend(socks.into_iter().map(|l| (spec.name.clone(), OwnedFd::from(l.socket))));
+            lease
+        } else if *bind {
             let (lease, socks) = reg.allocate_bound(&req)?;
-            sockets.extend(socks.into_iter().map(|b| (spec.name.clone(), b.socket)));
+            sockets.extend(socks.into_iter().map(|b| (spec.name.clone(), OwnedFd::from(b.socket))));
             lease
         } else {
             reg.allocate(&req)?
@@ -85,8 +111,23 @@ fn run_with(reg: &Registry, a: &RunArgs, specs: &[(PortSpec, bool)], fwd: &Forwa
         }
     }
 
-    // The command line, with {NAME} replaced by the port.
-    let argv: Vec<OsString> = a.cmd.iter().map(|arg| substitute(arg, &vars)).collect();
+    for (name, bind) in a.unix.iter().map(|n| (n, false)).chain(a.bind_unix.iter().map(|n| (n, true))) {
+        if bind {
+            let (path, listener) = reg.bound_unix_socket(Some(name))?;
+            sockets.push((name.clone(), OwnedFd::from(listener)));
+            unix_vars.push((name.clone(), path.path().display().to_string()));
+            unix_paths.push(path);
+        } else {
+            let path = reg.unix_socket_path(Some(name))?;
+            unix_vars.push((name.clone(), path.path().display().to_string()));
+            unix_paths.push(path);
+        }
+    }
+
+    // The command line, with {NAME} replaced by the port (or the socket path).
+    let values: Vec<(String, String)> =
+        vars.iter().map(|(n, p)| (n.clone(), p.to_string())).chain(unix_vars.iter().cloned()).collect();
+    let argv: Vec<OsString> = a.cmd.iter().map(|arg| substitute(arg, &values)).collect();
     // The environment: ours, less any LISTEN_* meant for us, plus the ports.
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !matches!(k.as_bytes(), b"LISTEN_FDS" | b"LISTEN_PID" | b"LISTEN_FDNAMES"))
@@ -100,6 +141,9 @@ fn run_with(reg: &Registry, a: &RunArgs, specs: &[(PortSpec, bool)], fwd: &Forwa
     }
     if vars.len() == 1 {
         set("PORT".into(), vars[0].1.to_string());
+    }
+    for (name, path) in &unix_vars {
+        set(format!("{}_SOCKET", mapping::env_stem(name)), path.clone());
     }
     if !sockets.is_empty() {
         set("LISTEN_FDS".into(), sockets.len().to_string());
@@ -132,6 +176,11 @@ fn run_with(reg: &Registry, a: &RunArgs, specs: &[(PortSpec, bool)], fwd: &Forwa
             eprintln!("portmgr: releasing port {}: {}", l.port(), one_line(&e.to_string()));
         }
     }
+    for mut p in unix_paths {
+        if let Err(e) = p.release() {
+            eprintln!("portmgr: removing {}: {}", p.path().display(), one_line(&e.to_string()));
+        }
+    }
     waited.map_err(|e| fail(EXIT_OTHER, format!("waiting for the command: {e}")))?;
     let status = status.map_err(|e| fail(EXIT_OTHER, format!("waiting for the command: {e}")))?;
     Ok(match (status.code(), status.signal()) {
@@ -141,12 +190,12 @@ fn run_with(reg: &Registry, a: &RunArgs, specs: &[(PortSpec, bool)], fwd: &Forwa
     })
 }
 
-/// Replace every `{NAME}` in `arg` by NAME's port.
-fn substitute(arg: &OsStr, vars: &[(String, u16)]) -> OsString {
+/// Replace every `{NAME}` in `arg` by NAME's value (a port, a socket path).
+fn substitute(arg: &OsStr, vars: &[(String, String)]) -> OsString {
     let mut bytes = arg.as_bytes().to_vec();
-    for (name, port) in vars {
+    for (name, value) in vars {
         let pat = format!("{{{name}}}").into_bytes();
-        let rep = port.to_string().into_bytes();
+        let rep = value.as_bytes().to_vec();
         let mut out = Vec::with_capacity(bytes.len());
         let mut i = 0;
         while i < bytes.len() {
@@ -258,7 +307,7 @@ mod tests {
 
     #[test]
     fn substitution() {
-        let v = vec![("web".to_string(), 1234), ("db".to_string(), 99)];
+        let v = vec![("web".to_string(), "1234".to_string()), ("db".to_string(), "99".to_string())];
         assert_eq!(substitute(OsStr::new("--x={web},{db},{nope}{web}"), &v), "--x=1234,99,{nope}1234");
     }
 }

@@ -45,6 +45,14 @@ pub(crate) enum Entry {
     Registry(Registry),
     Request(Arc<Mutex<RequestEntry>>),
     Lease(Arc<LeaseEntry>),
+    UnixPath(Arc<UnixPathEntry>),
+}
+
+/// A Unix-socket path as the C API holds it: the path (fixed) and the core's holder
+/// (taken out when released or kept).
+pub(crate) struct UnixPathEntry {
+    pub(crate) path: std::ffi::CString,
+    pub(crate) inner: Mutex<Option<crate::registry::UnixPath>>,
 }
 
 impl Entry {
@@ -53,6 +61,7 @@ impl Entry {
             Entry::Registry(_) => "portmgr_registry",
             Entry::Request(_) => "portmgr_request",
             Entry::Lease(_) => "portmgr_lease",
+            Entry::UnixPath(_) => "portmgr_unix_path",
         }
     }
 }
@@ -137,6 +146,14 @@ pub(crate) fn request<T>(p: *const T, what: &str, take: bool) -> Result<Arc<Mute
 pub(crate) fn lease<T>(p: *const T, what: &str, take: bool) -> Result<Arc<LeaseEntry>> {
     lookup(p, what, "portmgr_lease", take, |e| match e {
         Entry::Lease(l) => Some(l.clone()),
+        _ => None,
+    })
+}
+
+/// The Unix-socket path behind handle `p`; `take` also removes the handle.
+pub(crate) fn unix_path<T>(p: *const T, what: &str, take: bool) -> Result<Arc<UnixPathEntry>> {
+    lookup(p, what, "portmgr_unix_path", take, |e| match e {
+        Entry::UnixPath(u) => Some(u.clone()),
         _ => None,
     })
 }

@@ -48,6 +48,7 @@
 mod guard;
 mod handles;
 mod health;
+mod listen;
 mod misc;
 mod registry;
 mod request;
@@ -58,6 +59,7 @@ mod services;
 
 pub use guard::{portmgr_status, portmgr_status_code};
 pub use health::*;
+pub use listen::*;
 pub use lease::*;
 pub use misc::*;
 pub use registry::*;

@@ -31,6 +31,7 @@ mod probe;
 mod registry;
 mod request;
 mod reservation;
+mod unixpath;
 mod views;
 
 #[pymodule]
@@ -39,6 +40,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::VERSION)?;
     m.add_class::<registry::PyRegistry>()?;
     m.add_class::<lease::PyLease>()?;
+    m.add_class::<unixpath::PyUnixPath>()?;
     m.add_class::<views::PyLeaseInfo>()?;
     m.add_class::<views::PyStats>()?;
     m.add_class::<views::PyReservedRange>()?;

@@ -11,6 +11,7 @@ use super::args::{port_arg, protocols_arg, seconds_arg, spans_arg};
 use super::errors::detached;
 use super::lease::{PyLease, abandon, release_abandoned, take_abandoned};
 use super::request::{RequestArgs, metadata_arg, spec_arg, with_internal_ports};
+use super::unixpath::PyUnixPath;
 use super::views::{PyLeaseInfo, PyReservedRange, PyStats};
 use crate::error::Error;
 use crate::mapping;
@@ -139,6 +140,60 @@ impl PyRegistry {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Internal("allocate_bound gave no socket".into()).into())
+    }
+
+    /// A listener set: one allocated port bound on every address of `addresses` (default:
+    /// the dual-stack wildcard), for `proto` ("tcp", "udp" or "both"), with `reuse_port`
+    /// and `workers` sockets per address and protocol, all or nothing. Returns the lease
+    /// and the sockets (`socket.socket`, close-on-exec: TCP listening, UDP bound), in
+    /// address order, TCP before UDP, worker by worker.
+    #[pyo3(signature = (*, addresses = None, reuse_addr = false, reuse_port = false, workers = 1, ipv6_only = None, backlog = 1024, **kwargs))]
+    #[allow(clippy::too_many_arguments)]
+    fn bound_sockets<'py>(
+        &self,
+        py: Python<'py>,
+        addresses: Option<Vec<String>>,
+        reuse_addr: bool,
+        reuse_port: bool,
+        workers: usize,
+        ipv6_only: Option<bool>,
+        backlog: i32,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(PyLease, Vec<Bound<'py, PyAny>>)> {
+        let args = RequestArgs::from_kwargs("bound_sockets", kwargs, &["host"])?;
+        let addresses = addresses
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                a.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().map_err(|_| {
+                    Error::invalid(format!("{a:?} is not an IP address: give addresses such as \"127.0.0.1\" or \"::1\""))
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let opts = crate::listen::ListenOptions { addresses, reuse_addr, reuse_port, workers, ipv6_only, backlog };
+        let reg = &self.reg;
+        let (lease, socks) = detached(py, || reg.allocate_listeners(&args.request()?, &opts))?;
+        let lease = PyLease::new(lease, reg);
+        let socks = socks.into_iter().map(|l| py_socket(py, l.socket)).collect::<PyResult<Vec<_>>>()?;
+        Ok((lease, socks))
+    }
+
+    /// A fresh Unix-socket path for `name` (or none) in the registry's private sockets
+    /// directory, held for this process (see `UnixSocketPath`). Nothing is bound there.
+    #[pyo3(signature = (name = None))]
+    fn unix_socket_path(&self, py: Python<'_>, name: Option<String>) -> PyResult<PyUnixPath> {
+        let reg = &self.reg;
+        Ok(PyUnixPath::new(detached(py, || reg.unix_socket_path(name.as_deref()))?))
+    }
+
+    /// `unix_socket_path`, bound: the path and a listening `socket.socket` (AF_UNIX)
+    /// there.
+    #[pyo3(signature = (name = None))]
+    fn bound_unix_socket<'py>(&self, py: Python<'py>, name: Option<String>) -> PyResult<(PyUnixPath, Bound<'py, PyAny>)> {
+        let reg = &self.reg;
+        let (path, listener) = detached(py, || reg.bound_unix_socket(name.as_deref()))?;
+        let sock = socket2::Socket::from(std::os::fd::OwnedFd::from(listener));
+        Ok((PyUnixPath::new(path), py_socket(py, sock)?))
     }
 
     /// The live lease named `name` as a list of LeaseInfo when there is one, else a new

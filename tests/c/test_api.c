@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/un.h>
+
 #include "check.h"
 
 static char dir[4096];
@@ -584,6 +586,94 @@ static void test_reserved(void) {
     portmgr_request_free(req);
 }
 
+/* Issue 18: a listener set on 127.0.0.1 (and ::1 when the host has IPv6), SO_REUSEPORT
+ * workers, and Unix-socket paths (26460-26479). */
+static int connect_to(const char *host, uint16_t port) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len;
+    int fam = strchr(host, ':') ? AF_INET6 : AF_INET;
+    if (fam == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(port);
+        inet_pton(AF_INET, host, &a->sin_addr);
+        len = sizeof *a;
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        inet_pton(AF_INET6, host, &a->sin6_addr);
+        len = sizeof *a;
+    }
+    int c = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int r = connect(c, (struct sockaddr *)&ss, len);
+    close(c);
+    return r;
+}
+
+static void test_listeners(void) {
+    int v6 = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 probe6;
+    memset(&probe6, 0, sizeof probe6);
+    probe6.sin6_family = AF_INET6;
+    probe6.sin6_addr = in6addr_loopback;
+    int have_v6 = v6 >= 0 && bind(v6, (struct sockaddr *)&probe6, sizeof probe6) == 0;
+    if (v6 >= 0) close(v6);
+    const char *addrs[] = {"127.0.0.1", "::1"};
+    size_t naddr = have_v6 ? 2 : 1;
+    portmgr_request *req = request_in(26460, 26469);
+    portmgr_lease *lease = NULL;
+    int fds[8];
+    size_t n = 0;
+    CHECK_ST(portmgr_allocate_listeners(reg, req, addrs, naddr, 0, 1, 0, &lease, fds, 0, &n), PORTMGR_INVALID_ARGUMENT);
+    REQUIRE_OK(portmgr_allocate_listeners(reg, req, addrs, naddr, 0, 1, 0, &lease, fds, 8, &n));
+    CHECK(n == naddr);
+    uint16_t port = portmgr_lease_port(lease);
+    for (size_t i = 0; i < n; i++) {
+        CHECK(fcntl(fds[i], F_GETFD) & FD_CLOEXEC);
+        CHECK(connect_to(addrs[i], port) == 0);
+        close(fds[i]);
+    }
+    CHECK_OK(portmgr_lease_release(lease));
+    /* Workers: one port, three sockets (SO_REUSEPORT); without the flag, refused. */
+    CHECK_ST(portmgr_allocate_listeners(reg, req, addrs, 1, 0, 3, 0, &lease, fds, 8, &n), PORTMGR_INVALID_ARGUMENT);
+    REQUIRE_OK(portmgr_allocate_listeners(reg, req, addrs, 1, PORTMGR_LISTEN_REUSE_PORT, 3, 16, &lease, fds, 8, &n));
+    CHECK(n == 3);
+    for (size_t i = 0; i < n; i++) close(fds[i]);
+    CHECK_OK(portmgr_lease_release(lease));
+    const char *bad[] = {"not-an-ip"};
+    CHECK_ST(portmgr_allocate_listeners(reg, req, bad, 1, 0, 1, 0, &lease, fds, 8, &n), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_allocate_listeners(reg, req, addrs, 1, 0xff00, 1, 0, &lease, fds, 8, &n), PORTMGR_INVALID_ARGUMENT);
+    portmgr_request_free(req);
+
+    /* Unix-socket paths. */
+    portmgr_unix_path *up = NULL;
+    int fd = -1;
+    REQUIRE_OK(portmgr_unix_path_new(reg, "api", &up, &fd));
+    char path[512];
+    size_t plen = portmgr_unix_path_get(up, path, sizeof path);
+    CHECK(plen > 0 && plen == strlen(path) && strstr(path, "/sockets/api-") != NULL);
+    CHECK(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    CHECK(plen < sizeof sun.sun_path);
+    memcpy(sun.sun_path, path, plen + 1);
+    int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(connect(c, (struct sockaddr *)&sun, sizeof sun) == 0);
+    close(c);
+    close(fd);
+    CHECK(access(path, F_OK) == 0);
+    CHECK_OK(portmgr_unix_path_release(up));
+    CHECK(access(path, F_OK) != 0);
+    CHECK_ST(portmgr_unix_path_release(up), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_unix_path_new(reg, "bad\nname", &up, NULL), PORTMGR_INVALID_ARGUMENT);
+    REQUIRE_OK(portmgr_unix_path_new(reg, NULL, &up, NULL));
+    CHECK(portmgr_unix_path_get(up, NULL, 0) > 0);
+    CHECK_OK(portmgr_unix_path_release(up));
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s REGISTRY_DIR\n", argv[0]);
@@ -603,6 +693,7 @@ int main(int argc, char **argv) {
     test_lease_ids();
     test_health();
     test_reserved();
+    test_listeners();
     test_fork();
     portmgr_registry_close(reg);
     return check_done("test_api");
