@@ -1,0 +1,78 @@
+//! Issue 19 through the C ABI (the functions include/portmgr.h declares, called as a C
+//! program would): the resolver against a real dnsmasq, STUN against a real coturn.
+//! Ports 17010-17019 (the Rust suite's 17000-17099).
+
+mod netserv;
+
+use std::ffi::{CStr, CString, c_char};
+use std::ptr;
+
+use netserv::{Coturn, Dnsmasq};
+use portmgr::ffi::*;
+
+fn ok(s: portmgr_status) {
+    assert_eq!(s as u32, 0, "status {}", s as u32);
+}
+
+#[test]
+fn resolver_handle_resolve_pick_free() {
+    let d = Dnsmasq::start(
+        17010,
+        60,
+        "127.0.0.21 a.example.test\n127.0.0.22 b.example.test\n",
+        &["_db._tcp.example.test,a.example.test,5001,20,5", "_db._tcp.example.test,b.example.test,5002,10,5"],
+    );
+    let servers = CString::new(d.addr().to_string()).unwrap();
+    let policy = CString::new("priority").unwrap();
+    let mut r: *mut portmgr_resolver = ptr::null_mut();
+    // SAFETY: valid NUL-terminated strings and a writable out-pointer.
+    ok(unsafe { portmgr_resolver_new(servers.as_ptr(), policy.as_ptr(), 0, 0, 0, &mut r) });
+    let name = CString::new("_db._tcp.example.test").unwrap();
+    let mut len = 0usize;
+    let mut buf = vec![0 as c_char; 1024];
+    // SAFETY: buf is writable for its length; len is writable.
+    ok(unsafe { portmgr_resolver_resolve_json(r, name.as_ptr(), buf.as_mut_ptr(), buf.len(), &mut len) });
+    // SAFETY: the call NUL-terminated buf.
+    let json: serde_json::Value = serde_json::from_str(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap()).unwrap();
+    assert_eq!(json[0]["target"], "b.example.test");
+    assert_eq!(json[1]["port"], 5001);
+    let mut port = 0u16;
+    let mut ip = [0 as c_char; 46];
+    for _ in 0..100 {
+        // SAFETY: as above.
+        ok(unsafe { portmgr_resolver_pick(r, name.as_ptr(), ip.as_mut_ptr(), ip.len(), &mut port) });
+        // SAFETY: NUL-terminated by the call.
+        assert_eq!(unsafe { CStr::from_ptr(ip.as_ptr()) }.to_str().unwrap(), "127.0.0.22");
+        assert_eq!(port, 5002, "priority 10 before 20");
+    }
+    let nx = CString::new("nope.example.test:1").unwrap();
+    // SAFETY: as above.
+    let s = unsafe { portmgr_resolver_pick(r, nx.as_ptr(), ip.as_mut_ptr(), ip.len(), &mut port) };
+    assert_eq!(s as u32, 4, "NXDOMAIN is PORTMGR_NOT_FOUND");
+    ok(portmgr_resolver_free(r));
+    assert_eq!(portmgr_resolver_free(r) as u32, 1, "a second free is an invalid argument");
+    // SAFETY: a freed handle is looked up, never dereferenced.
+    let s = unsafe { portmgr_resolver_pick(r, name.as_ptr(), ip.as_mut_ptr(), ip.len(), &mut port) };
+    assert_eq!(s as u32, 1);
+    let bad = CString::new("random").unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { portmgr_resolver_new(ptr::null(), bad.as_ptr(), 0, 0, 0, &mut r) } as u32, 1);
+}
+
+#[test]
+fn stun_external_address_through_the_c_abi() {
+    let c = Coturn::start(17015);
+    let server = CString::new(c.addr().to_string()).unwrap();
+    let mut port = 0u16;
+    let mut ip = [0 as c_char; 46];
+    // SAFETY: valid string, writable buffer and port.
+    ok(unsafe { portmgr_stun_external_address(server.as_ptr(), 17016, ip.as_mut_ptr(), ip.len(), &mut port) });
+    // SAFETY: NUL-terminated by the call.
+    assert_eq!(unsafe { CStr::from_ptr(ip.as_ptr()) }.to_str().unwrap(), "127.0.0.1");
+    assert_eq!(port, 17016);
+    // A buffer too small for the address: invalid argument.
+    let mut tiny = [0 as c_char; 4];
+    // SAFETY: as above.
+    let s = unsafe { portmgr_stun_external_address(server.as_ptr(), 0, tiny.as_mut_ptr(), tiny.len(), &mut port) };
+    assert_eq!(s as u32, 1);
+}
