@@ -163,7 +163,9 @@ fn stun_reports_the_local_address_and_port() {
 }
 
 /// A UDP "server" that drops every request, recording when each came.
-fn silent_server(port: u16, reply: Option<fn(&[u8]) -> Vec<u8>>) -> std::thread::JoinHandle<Vec<Instant>> {
+type Reply = fn(&[u8]) -> Vec<u8>;
+
+fn silent_server(port: u16, reply: Option<Reply>) -> std::thread::JoinHandle<Vec<Instant>> {
     let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
     std::thread::spawn(move || {

@@ -196,6 +196,9 @@ enum Answer {
     Negative(String),
 }
 
+/// The most answers one resolver keeps.
+const MAX_CACHED: usize = 4096;
+
 struct Cached {
     answer: Answer,
     until: Instant,
@@ -386,17 +389,26 @@ impl Resolver {
     fn query(&self, name: &str, srv: bool) -> Result<Answer> {
         let key = (name.to_ascii_lowercase(), srv);
         let now = Instant::now();
-        if let Some(c) = self.cache.lock().get(&key) {
-            if c.until > now {
-                return Ok(c.answer.clone());
-            }
+        if let Some(c) = self.cache.lock().get(&key)
+            && c.until > now
+        {
+            return Ok(c.answer.clone());
         }
         let (answer, ttl) = self.ask(name, srv)?;
         let ttl = match answer {
             Answer::Negative(_) => self.opts.negative_ttl,
             _ => Duration::from_secs(u64::from(ttl)).clamp(self.opts.min_ttl, self.opts.max_ttl),
         };
-        self.cache.lock().insert(key, Cached { answer: answer.clone(), until: Instant::now() + ttl });
+        let mut cache = self.cache.lock();
+        if cache.len() >= MAX_CACHED {
+            // Bounded: drop what has expired, and everything if that was not enough.
+            let now = Instant::now();
+            cache.retain(|_, c| c.until > now);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(key, Cached { answer: answer.clone(), until: Instant::now() + ttl });
         Ok(answer)
     }
 
