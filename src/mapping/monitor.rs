@@ -517,12 +517,14 @@ impl HealthMonitor {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
-    /// Stop the monitor and wait for its thread (a check under way finishes first).
-    pub fn stop(mut self) {
+    /// Stop the monitor and wait for its thread (a check under way finishes first);
+    /// returns how many checks ran.
+    pub fn stop(mut self) -> u64 {
         self.stop.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.checks()
     }
 }
 

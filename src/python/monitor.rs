@@ -99,6 +99,8 @@ impl PyHealthEntry {
 pub(super) struct PyHealthMonitor {
     inner: Mutex<Option<HealthMonitor>>,
     interval: f64,
+    /// The checks of a stopped monitor.
+    stopped_checks: std::sync::atomic::AtomicU64,
 }
 
 #[pymethods]
@@ -131,7 +133,7 @@ impl PyHealthMonitor {
                 });
             })
         })?;
-        Ok(PyHealthMonitor { inner: Mutex::new(Some(m)), interval })
+        Ok(PyHealthMonitor { inner: Mutex::new(Some(m)), interval, stopped_checks: Default::default() })
     }
 
     /// Stop the monitor and wait for its thread (a check or callback under way finishes
@@ -140,7 +142,8 @@ impl PyHealthMonitor {
         let m = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(m) = m {
             // Without the GIL: the monitor's callback may be waiting for it.
-            py.detach(move || m.stop());
+            let n = py.detach(move || m.stop());
+            self.stopped_checks.store(n, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -153,7 +156,8 @@ impl PyHealthMonitor {
     /// How many checks ran so far.
     #[getter]
     fn checks(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, HealthMonitor::checks)
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref().map_or_else(|| self.stopped_checks.load(std::sync::atomic::Ordering::Relaxed), HealthMonitor::checks)
     }
 
     /// The last error recording a check, or None.
