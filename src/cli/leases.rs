@@ -406,7 +406,7 @@ pub(super) fn reach(fmt: Format, targets: &[String], timeout: Duration) -> R<i32
     }
     let mut lines = String::new();
     for c in &r.candidates {
-        lines.push_str(&format!("  {} {} {}", shown(&c.target), c.outcome.as_str(), format!("{}ms", c.elapsed.as_millis())));
+        lines.push_str(&format!("  {} {} {}ms", shown(&c.target), c.outcome.as_str(), c.elapsed.as_millis()));
         if let Some(a) = c.address.filter(|a| a.ip().to_string() != c.host) {
             lines.push_str(&format!(" ({a})"));
         }

@@ -155,10 +155,11 @@ impl HealthEntry {
     /// such as how full a range is, do not count). What "each change" of
     /// `portmgr health --watch` means.
     pub fn same_state(&self, other: &HealthEntry) -> bool {
-        let key = |e: &HealthEntry| -> Vec<(String, Option<(u16, u16)>, Option<u16>)> {
-            e.problems.iter().map(|p| (p.kind.clone(), p.range, p.port)).collect()
-        };
-        self.ok == other.ok && self.problem_count == other.problem_count && key(self) == key(other)
+        let same = |a: &HistoryProblem, b: &HistoryProblem| a.kind == b.kind && a.range == b.range && a.port == b.port;
+        self.ok == other.ok
+            && self.problem_count == other.problem_count
+            && self.problems.len() == other.problems.len()
+            && self.problems.iter().zip(&other.problems).all(|(a, b)| same(a, b))
     }
 
     /// The payload as stored: JSON within one slot (problems dropped from the end until
