@@ -174,3 +174,138 @@ impl Drop for Coturn {
         let _ = self.child.wait();
     }
 }
+
+/// Three network namespaces made for one test: a client behind a router that
+/// masquerades onto an outer link, with miniupnpd (nftables backend, NAT-PMP and UPnP
+/// on) as the router's gateway daemon. Addresses exist only inside these namespaces:
+/// client 10.77.0.2/24, router 10.77.0.1 inside and 11.77.0.1/24 outside (miniupnpd
+/// refuses private external addresses), outer 11.77.0.2. Removed on drop.
+pub struct NatLab {
+    tag: String,
+    miniupnpd: Option<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+pub const LAB_ROUTER_INSIDE: &str = "10.77.0.1";
+pub const LAB_ROUTER_OUTSIDE: &str = "11.77.0.1";
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh").arg("-ec").arg(cmd).output().unwrap();
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl NatLab {
+    /// `n`: a small number that makes the names unique with the pid.
+    pub fn start(n: u32) -> NatLab {
+        let mini = ensure("miniupnpd", "miniupnpd-nftables");
+        ensure("nft", "nftables");
+        let tag = format!("{}{n}", std::process::id() % 100_000);
+        let dir = tempfile::tempdir().unwrap();
+        let mut lab = NatLab { tag: tag.clone(), miniupnpd: None, dir };
+        let (r, c, o) = (lab.ns("r"), lab.ns("c"), lab.ns("o"));
+        sh(&format!(
+            "for n in {r} {c} {o}; do ip netns add $n; ip -n $n link set lo up; done
+             ip link add pc{tag} type veth peer name pr{tag}
+             ip link add po{tag} type veth peer name px{tag}
+             ip link set pc{tag} netns {c}; ip link set pr{tag} netns {r}
+             ip link set po{tag} netns {o}; ip link set px{tag} netns {r}
+             ip -n {c} addr add 10.77.0.2/24 dev pc{tag}; ip -n {c} link set pc{tag} up; ip -n {c} route add default via 10.77.0.1
+             ip -n {r} addr add 10.77.0.1/24 dev pr{tag}; ip -n {r} link set pr{tag} up
+             ip -n {r} addr add 11.77.0.1/24 dev px{tag}; ip -n {r} link set px{tag} up
+             ip -n {o} addr add 11.77.0.2/24 dev po{tag}; ip -n {o} link set po{tag} up
+             ip netns exec {r} sysctl -qw net.ipv4.ip_forward=1"
+        ));
+        let nft = lab.dir.path().join("router.nft");
+        std::fs::write(
+            &nft,
+            format!(
+                "table inet miniupnpd {{
+  chain forward {{ type filter hook forward priority 0; policy drop; ct state established,related accept; iifname \"pr{tag}\" accept; jump miniupnpd; }}
+  chain miniupnpd {{ }}
+  chain prerouting {{ type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }}
+  chain postrouting {{ type nat hook postrouting priority 100; policy accept; oifname \"px{tag}\" masquerade; jump postrouting_miniupnpd; }}
+  chain prerouting_miniupnpd {{ }}
+  chain postrouting_miniupnpd {{ }}
+}}\n"
+            ),
+        )
+        .unwrap();
+        sh(&format!("ip netns exec {r} nft -f {}", nft.display()));
+        let conf = lab.dir.path().join("miniupnpd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "ext_ifname=px{tag}\nlisting_ip=pr{tag}\nenable_natpmp=yes\nenable_upnp=yes\nsecure_mode=yes\n\
+upnp_table_name=miniupnpd\nupnp_nat_table_name=miniupnpd\nupnp_forward_chain=miniupnpd\n\
+upnp_nat_chain=prerouting_miniupnpd\nupnp_nat_postrouting_chain=postrouting_miniupnpd\n\
+uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07d\nlease_file={}\n\
+allow 1024-65535 10.77.0.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+                lab.dir.path().join("leases").display()
+            )
+            .replace("listing_ip", "listening_ip"),
+        )
+        .unwrap();
+        let log = lab.dir.path().join("miniupnpd.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &r])
+            .arg(mini)
+            .arg("-d")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-P")
+            .arg(lab.dir.path().join("pid"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(lab.dir.path().join("miniupnpd.err")).unwrap())
+            .spawn()
+            .expect("starting miniupnpd");
+        lab.miniupnpd = Some(child);
+        let err = lab.dir.path().join("miniupnpd.err");
+        let t = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&err).unwrap_or_default() + &std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Listening for NAT-PMP") {
+                break;
+            }
+            if let Ok(Some(s)) = lab.miniupnpd.as_mut().unwrap().try_wait() {
+                panic!("miniupnpd exited ({s}):\n{text}");
+            }
+            assert!(t.elapsed() < Duration::from_secs(15), "miniupnpd not ready:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lab
+    }
+
+    /// The name of namespace `which` ("r" router, "c" client, "o" outer).
+    pub fn ns(&self, which: &str) -> String {
+        format!("h19{which}{}", self.tag)
+    }
+
+    /// Run `f` on a thread that entered namespace `which` (network namespaces are per
+    /// thread: the rest of the test stays on the host).
+    pub fn run_in<T: Send + 'static>(&self, which: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.ns(which));
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let fd = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns(2) on a valid namespace fd, changing only this thread's network namespace.
+            assert_eq!(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns {path}");
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for NatLab {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.miniupnpd {
+            // `ip netns exec` execs miniupnpd: the child is miniupnpd itself.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for w in ["r", "c", "o"] {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(w)]).status();
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Issue 19.3: NAT-PMP (RFC 6886) against a real miniupnpd (nftables backend) as the
+//! gateway of a router namespace that masquerades a client namespace onto an outer
+//! one, all made by this test (tests/netserv) and removed at the end. Ports
+//! 17030-17049 (inside the namespaces only).
+
+mod netserv;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use netserv::{LAB_ROUTER_INSIDE, LAB_ROUTER_OUTSIDE, NatLab};
+use portmgr::ErrorCode;
+use portmgr::nat::natpmp::{self, MapProtocol, NatPmpOptions};
+
+fn opts() -> NatPmpOptions {
+    NatPmpOptions { gateway: Some(LAB_ROUTER_INSIDE.parse().unwrap()), ..Default::default() }
+}
+
+/// Connect from the outer namespace to the router's external address and `port`; the
+/// bytes read back, or the error kind.
+fn from_outside(lab: &NatLab, port: u16) -> Result<Vec<u8>, std::io::ErrorKind> {
+    lab.run_in("o", move || {
+        let addr = format!("{LAB_ROUTER_OUTSIDE}:{port}").parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.kind())?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut b = Vec::new();
+        s.read_to_end(&mut b).map_err(|e| e.kind())?;
+        Ok(b)
+    })
+}
+
+#[test]
+fn natpmp_maps_reaches_the_inner_listener_and_unmaps() {
+    let lab = NatLab::start(1);
+    // The external address is the router's outer one.
+    let ext = lab.run_in("c", || natpmp::external_address(&opts()).unwrap());
+    assert_eq!(ext, LAB_ROUTER_OUTSIDE.parse::<Ipv4Addr>().unwrap());
+
+    // A listener in the client namespace answers "hello" to each connection.
+    let listener = lab.run_in("c", || TcpListener::bind("0.0.0.0:17030").unwrap());
+    let server = std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        for c in listener.incoming().take(1) {
+            let _ = c.unwrap().write_all(b"hello");
+        }
+    });
+    let m = lab.run_in("c", || natpmp::map(17030, MapProtocol::Tcp, 17031, Duration::from_secs(600), &opts()).unwrap());
+    assert_eq!((m.internal_port, m.external_port, m.protocol), (17030, 17031, MapProtocol::Tcp));
+    assert!(m.lifetime > Duration::ZERO && m.lifetime <= Duration::from_secs(600), "{m:?}");
+    assert_eq!(from_outside(&lab, 17031).unwrap(), b"hello");
+    server.join().unwrap();
+
+    // Renewing is mapping again: the same external port.
+    let again = lab.run_in("c", || natpmp::map(17030, MapProtocol::Tcp, 17031, Duration::from_secs(600), &opts()).unwrap());
+    assert_eq!(again.external_port, 17031);
+
+    lab.run_in("c", || natpmp::unmap(17030, MapProtocol::Tcp, &opts()).unwrap());
+    assert_eq!(from_outside(&lab, 17031).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn a_dead_gateway_is_a_timeout_after_the_doubling_waits() {
+    let lab = NatLab::start(2);
+    // The outer namespace has no NAT-PMP server: asking 11.77.0.2 from there gets ICMP
+    // port unreachable; a silent UDP socket on 5351 gets nothing at all.
+    let silent = lab.run_in("o", || UdpSocket::bind("11.77.0.2:5351").unwrap());
+    let o = NatPmpOptions { gateway: Some("11.77.0.2".parse().unwrap()), initial_timeout: Duration::from_millis(20), sends: 5 };
+    let t = Instant::now();
+    let e = lab.run_in("o", move || natpmp::external_address(&o).unwrap_err());
+    let took = t.elapsed();
+    drop(silent);
+    assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+    // 20 + 40 + 80 + 160 + 320 ms.
+    assert!(took >= Duration::from_millis(600) && took < Duration::from_millis(1500), "{took:?}");
+}
+
+#[test]
+fn the_default_gateway_is_read_from_the_routing_table() {
+    let lab = NatLab::start(3);
+    let gw = lab.run_in("c", || natpmp::default_gateway().unwrap());
+    assert_eq!(gw, LAB_ROUTER_INSIDE.parse::<Ipv4Addr>().unwrap());
+    // And without a gateway option the mapping goes there.
+    let ext = lab.run_in("c", || natpmp::external_address(&NatPmpOptions::default()).unwrap());
+    assert_eq!(ext.to_string(), LAB_ROUTER_OUTSIDE);
+}
