@@ -12,7 +12,7 @@ PORTMGR_DIR="$(mktemp -d)/registry"
 export PORTMGR_DIR
 
 echo "== the core crate alone compiles no skin's stack (a Rust program that depends on portmgr)"
-if cargo tree -p portmgr -e normal,build --prefix none | grep -E '^(clap|pyo3|cbindgen|humantime|hickory-[a-z]+|tokio|stun_codec|bytecodec) '; then
+if cargo tree -p portmgr -e normal,build --prefix none | grep -E '^(clap|pyo3|cbindgen|humantime|hickory-[a-z]+|tokio|stun_codec|bytecodec|igd-next|attohttpc) '; then
   echo "the portmgr library crate pulls in a skin's dependency above: keep it behind its feature" >&2
   exit 1
 fi

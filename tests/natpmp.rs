@@ -84,3 +84,49 @@ fn the_default_gateway_is_read_from_the_routing_table() {
     let ext = lab.run_in("c", || natpmp::external_address(&NatPmpOptions::default()).unwrap());
     assert_eq!(ext.to_string(), LAB_ROUTER_OUTSIDE);
 }
+
+/// A listener in the client namespace at `port` that answers "hello" once.
+fn hello_listener(lab: &NatLab, port: u16) -> std::thread::JoinHandle<()> {
+    let listener = lab.run_in("c", move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    std::thread::spawn(move || {
+        if let Some(c) = listener.incoming().next() {
+            let _ = c.unwrap().write_all(b"hello");
+        }
+    })
+}
+
+#[test]
+fn upnp_igd_maps_reaches_the_inner_listener_and_unmaps() {
+    use portmgr::nat::upnp::{self, UpnpOptions};
+    let lab = NatLab::start(6);
+    // Discovery by multicast SSDP (no gateway given).
+    let ext = lab.run_in("c", || upnp::external_address(&UpnpOptions::default()).unwrap());
+    assert_eq!(ext.to_string(), LAB_ROUTER_OUTSIDE);
+    let server = hello_listener(&lab, 17035);
+    let m = lab.run_in("c", || upnp::map(17035, MapProtocol::Tcp, 17036, Duration::from_secs(600), &UpnpOptions::default()).unwrap());
+    assert_eq!((m.gateway.to_string().as_str(), m.external_port), (LAB_ROUTER_INSIDE, 17036));
+    assert_eq!(from_outside(&lab, 17036).unwrap(), b"hello");
+    server.join().unwrap();
+    // Unicast discovery of a given gateway, then DeletePortMapping.
+    let o = UpnpOptions { gateway: Some(LAB_ROUTER_INSIDE.parse().unwrap()), ..Default::default() };
+    lab.run_in("c", move || upnp::unmap(17036, MapProtocol::Tcp, &o).unwrap());
+    assert_eq!(from_outside(&lab, 17036).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn auto_falls_back_to_upnp_when_the_gateway_has_no_natpmp() {
+    use portmgr::nat::{MapMethod, map_port, unmap_port};
+    let lab = NatLab::start_with(7, false);
+    let server = hello_listener(&lab, 17040);
+    let t = Instant::now();
+    let m = lab.run_in("c", || map_port(17040, MapProtocol::Tcp, MapMethod::Auto, None, Duration::from_secs(600)).unwrap());
+    assert!(t.elapsed() < Duration::from_secs(5), "a closed NAT-PMP port ends NAT-PMP at once: {:?}", t.elapsed());
+    assert_eq!(m.external_port, 17040);
+    assert_eq!(from_outside(&lab, 17040).unwrap(), b"hello");
+    server.join().unwrap();
+    // NAT-PMP alone says the port is closed.
+    let e = lab.run_in("c", || map_port(17041, MapProtocol::Tcp, MapMethod::NatPmp, None, Duration::from_secs(60)).unwrap_err());
+    assert!(e.to_string().contains("no NAT-PMP server"), "{e}");
+    lab.run_in("c", || unmap_port(17040, MapProtocol::Tcp, MapMethod::Auto, None).unwrap());
+    assert_eq!(from_outside(&lab, 17040).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+}

@@ -30,15 +30,15 @@ then 8 s), so a silent server is given up on after 39.5 s with status 7.")]
         #[arg(long, value_name = "PORT")]
         local_port: Option<u16>,
     },
-    /// Map PORT of this host on the gateway (NAT-PMP), so it is reachable from outside
+    /// Map PORT of this host on the gateway (NAT-PMP or UPnP IGD), so it is reachable from outside
     #[command(after_help = "\
 Examples:
   portmgr nat map 8080
   portmgr nat map 5353 --udp --lifetime 2h --gateway 192.168.1.1 --json
 
 Asks for the same external port; prints the gateway's external address and the port
-granted. Run it again before the lifetime ends to renew. `--protocol upnp` is not
-implemented yet; auto is NAT-PMP.")]
+granted. Run it again before the lifetime ends to renew. auto tries NAT-PMP, then
+UPnP IGD (SSDP discovery; --gateway sends the search to that address only).")]
     Map {
         /// This host's port
         port: u16,
@@ -99,10 +99,8 @@ pub(super) fn nat(fmt: Format, cmd: &NatCmd) -> R<i32> {
         NatCmd::Map { port, protocol, gateway, lifetime, udp } => {
             no_env(fmt, "nat map")?;
             let m = map_port(*port, transport(*udp), *protocol, *gateway, *lifetime)?;
-            // The external address is the gateway's: asked for the output only.
-            let ext = crate::nat::natpmp::external_address(&crate::nat::NatPmpOptions { gateway: Some(m.gateway), ..Default::default() })
-                .map(|a| a.to_string())
-                .ok();
+            // The external address, for the output only (a failure leaves it out).
+            let ext = crate::nat::external_address(*protocol, Some(m.gateway)).map(|a| a.to_string()).ok();
             if fmt == Format::Json {
                 emit_json(&json!({
                     "gateway": m.gateway.to_string(),

@@ -5,7 +5,7 @@
 //! unit test). Requests go over UDP to the gateway's port 5351 from a socket
 //! connected to it, so only the gateway's datagrams are read; they are retransmitted
 //! per RFC 6886 §3.1: the wait starts at 250 ms and doubles, 9 sends in all (about
-//! 128 s with the defaults).
+//! 128 s with the defaults). A closed port 5351 (ICMP port unreachable) ends it at once.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -202,11 +202,9 @@ fn exchange(opts: &NatPmpOptions, request: &[u8], op: u8, accept: impl Fn(&Reply
     let started = Instant::now();
     let mut wait = opts.initial_timeout;
     let mut buf = [0u8; 64];
-    let mut refused = false;
     for _ in 0..opts.sends {
         match sock.send(request) {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused = true,
             Err(e) => return Err(Error::os(format!("sending a NAT-PMP request to {server}"), e)),
         }
         let until = Instant::now() + wait;
@@ -225,16 +223,17 @@ fn exchange(opts: &NatPmpOptions, request: &[u8], op: u8, accept: impl Fn(&Reply
                     }
                 }
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
-                // ICMP port unreachable: nobody listens on 5351 (yet); keep trying.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused = true,
+                // ICMP port unreachable: nothing listens on 5351 there, a definite answer.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(Error::os(format!("no NAT-PMP server at {server} (its port {NATPMP_PORT} is closed)"), e));
+                }
                 Err(e) => return Err(Error::os(format!("receiving from the NAT-PMP gateway {server}"), e)),
             }
         }
         wait *= 2;
     }
-    let why = if refused { " (its port 5351 was closed: no NAT-PMP server there)" } else { "" };
     Err(Error::wait_timeout(format!(
-        "no NAT-PMP answer from {server} after {} send(s) over {:.1?}{why}",
+        "no NAT-PMP answer from {server} after {} send(s) over {:.1?}",
         opts.sends,
         started.elapsed()
     )))

@@ -197,6 +197,11 @@ fn sh(cmd: &str) {
 impl NatLab {
     /// `n`: a small number that makes the names unique with the pid.
     pub fn start(n: u32) -> NatLab {
+        NatLab::start_with(n, true)
+    }
+
+    /// As [`NatLab::start`], with miniupnpd's NAT-PMP on or off (UPnP IGD is always on).
+    pub fn start_with(n: u32, natpmp: bool) -> NatLab {
         let mini = ensure("miniupnpd", "miniupnpd-nftables");
         ensure("nft", "nftables");
         let tag = format!("{}{n}", std::process::id() % 100_000);
@@ -235,11 +240,12 @@ impl NatLab {
         std::fs::write(
             &conf,
             format!(
-                "ext_ifname=px{tag}\nlisting_ip=pr{tag}\nenable_natpmp=yes\nenable_upnp=yes\nsecure_mode=yes\n\
+                "ext_ifname=px{tag}\nlisting_ip=pr{tag}\nenable_natpmp={}\nenable_upnp=yes\nsecure_mode=yes\n\
 upnp_table_name=miniupnpd\nupnp_nat_table_name=miniupnpd\nupnp_forward_chain=miniupnpd\n\
 upnp_nat_chain=prerouting_miniupnpd\nupnp_nat_postrouting_chain=postrouting_miniupnpd\n\
 uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07d\nlease_file={}\n\
 allow 1024-65535 10.77.0.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+                if natpmp { "yes" } else { "no" },
                 lab.dir.path().join("leases").display()
             )
             .replace("listing_ip", "listening_ip"),
@@ -264,7 +270,7 @@ allow 1024-65535 10.77.0.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
         let t = Instant::now();
         loop {
             let text = std::fs::read_to_string(&err).unwrap_or_default() + &std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("Listening for NAT-PMP") {
+            if text.contains("HTTP listening on port") && (!natpmp || text.contains("Listening for NAT-PMP")) {
                 break;
             }
             if let Ok(Some(s)) = lab.miniupnpd.as_mut().unwrap().try_wait() {

@@ -102,8 +102,25 @@ fn nat_map_and_unmap_through_a_real_miniupnpd() {
     let plain = stdout(&portmgr_in(&c, &["nat", "unmap", "17130", "--gateway", netserv::LAB_ROUTER_INSIDE]));
     assert_eq!(plain, "unmapped 17130 (tcp)\n");
     assert_eq!(outside(&lab).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
-    // UPnP is not there yet: a usage error that says so.
-    let o = portmgr_in(&c, &["nat", "map", "17130", "--protocol", "upnp"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not implemented"));
+    // The same through UPnP IGD, asked for by name.
+    let listener = lab.run_in("c", || TcpListener::bind("0.0.0.0:17131").unwrap());
+    let server = std::thread::spawn(move || {
+        if let Some(s) = listener.incoming().next() {
+            let _ = s.unwrap().write_all(b"hello");
+        }
+    });
+    let plain = stdout(&portmgr_in(&c, &["nat", "map", "17131", "--protocol", "upnp"]));
+    assert_eq!(plain, format!("{}:17131 (tcp) -> this host's port 17131 for 3600 s\n", netserv::LAB_ROUTER_OUTSIDE));
+    let reach = |port: u16| {
+        lab.run_in("o", move || {
+            let addr = format!("{}:{port}", netserv::LAB_ROUTER_OUTSIDE).parse().unwrap();
+            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map(drop).map_err(|e| e.kind())
+        })
+    };
+    assert_eq!(reach(17131), Ok(()));
+    server.join().unwrap();
+    stdout(&portmgr_in(&c, &["nat", "unmap", "17131", "--protocol", "upnp"]));
+    assert_eq!(reach(17131), Err(std::io::ErrorKind::ConnectionRefused));
+    // An unknown protocol is a usage error.
+    assert_eq!(portmgr_in(&c, &["nat", "map", "17131", "--protocol", "pcp"]).status.code(), Some(2));
 }
