@@ -53,6 +53,7 @@ mod misc;
 mod registry;
 mod request;
 mod reserved;
+mod resolve;
 
 mod lease;
 mod services;
@@ -65,4 +66,5 @@ pub use misc::*;
 pub use registry::*;
 pub use request::*;
 pub use reserved::*;
+pub use resolve::*;
 pub use services::*;
