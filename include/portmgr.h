@@ -274,6 +274,26 @@ portmgr_status portmgr_registry_overview_json(const portmgr_registry *reg,
                                               size_t *out_len);
 
 /**
+ * The health history of the registry (the checks recorded by `portmgr health --watch`,
+ * Python's `portmgr.HealthMonitor`, `portmgr serve`'s monitor; the last 256), oldest
+ * first, as a JSON array: each `seq`, `time_ms` (milliseconds since the epoch), `ok`,
+ * `held`, `problem_count`, `problems` (each `kind`, `range`, `port`, `message`; at most
+ * 8 kept) and `changed` (its state differs from the entry before). New keys may be
+ * added. Copied into `buf` and sized as `portmgr_registry_stats_json`.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (invalid handle, NULL `out_len`),
+ * `PORTMGR_INSECURE_DIRECTORY` (the history file is a symlink or not the user's),
+ * `PORTMGR_TIMEOUT` (its lock held too long), `PORTMGR_OS`. Thread-safe.
+ *
+ * # Safety
+ * As `portmgr_registry_list_json`.
+ */
+portmgr_status portmgr_registry_health_history_json(const portmgr_registry *reg,
+                                                    char *buf,
+                                                    size_t len,
+                                                    size_t *out_len);
+
+/**
  * Allocate a port as `req` asks (NULL: the defaults) and bind it on each of the
  * `n_addresses` addresses (`"127.0.0.1"`, `"::1"`, `"[::]"`...; none: the dual-stack
  * wildcard) for the request's protocols, `workers` sockets per address and protocol
@@ -401,6 +421,41 @@ int portmgr_last_os_error(void);
  * `out_free` is NULL or valid for writing a `bool`.
  */
 portmgr_status portmgr_probe(uint16_t port, uint32_t protocols, bool *out_free);
+
+/**
+ * Probe the `n` candidate endpoints `targets` (each a NUL-terminated `"HOST:PORT"`,
+ * `"[IPV6]:PORT"` or bare `"PORT"` for localhost), given in priority order, all at once
+ * with one timeout of `timeout_ms` milliseconds, and report the first in that order that
+ * accepted a TCP connection, with every candidate's result, as a JSON object:
+ * `reachable` (the winner's target as given, or null), `winner` (its index, or null),
+ * `elapsed_ms`, and `candidates` (in the order given; each `target`, `host`, `port`,
+ * `address` — the address that accepted, else the first tried, or null —, `outcome` —
+ * `"reachable"`, `"refused"`, `"timed_out"`, `"unresolvable"` or `"unreachable"` —,
+ * `elapsed_ms`, `error`). New keys may be added. Host names go through the system
+ * resolver. The call returns within about `timeout_ms`, not the sum of the timeouts.
+ * Nothing is sent on the probe connections, which are closed at once.
+ *
+ * `*out_found` (when not NULL) is true when a candidate was reachable. The JSON is copied
+ * into `buf` as `portmgr_registry_list_json` does; each call probes afresh, so give a
+ * buffer large enough at once (about 512 bytes per candidate).
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (NULL `targets` with `n > 0`, `n` 0 or above 256,
+ * a NULL or malformed target, `timeout_ms` 0, NULL `out_len`, NULL `buf` with
+ * `len > 0`); `PORTMGR_OS` when a probe thread cannot start. An unreachable or
+ * unresolvable candidate is a result, not an error. Needs no registry. Thread-safe.
+ *
+ * # Safety
+ * `targets` is NULL or points to `n` pointers, each NULL or a NUL-terminated string;
+ * `buf` is NULL or valid for writing `len` bytes; `out_len` and `out_found` are NULL or
+ * valid for writing a `size_t` and a `bool`.
+ */
+portmgr_status portmgr_first_reachable_json(const char *const *targets,
+                                            size_t n,
+                                            uint64_t timeout_ms,
+                                            char *buf,
+                                            size_t len,
+                                            size_t *out_len,
+                                            bool *out_found);
 
 /**
  * Open (creating it if needed) the registry in directory `dir`, or, when `dir` is NULL,

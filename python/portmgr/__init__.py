@@ -36,15 +36,21 @@ ephemeral range (``$PORTMGR_RANGE`` overrides it).
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import os
 import socket
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Optional, Sequence, TypedDict, Union
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Optional, Sequence, TypedDict, Union
 
 from . import _native
 from ._native import (
+    Candidate,
+    FirstReachable,
+    HealthEntry,
+    HistoryProblem,
     Group,
     GroupMember,
     Health,
@@ -65,6 +71,7 @@ from ._native import (
     UnixSocketPath,
     default_dir,
     default_pool,
+    first_reachable,
     is_free,
     reachable,
     scan,
@@ -117,6 +124,10 @@ __all__ = [
     "stats",
     "gc",
     "health",
+    "health_history",
+    "HealthMonitor",
+    "HealthEntry",
+    "HistoryProblem",
     "overview",
     "stats_full",
     "Health",
@@ -130,6 +141,10 @@ __all__ = [
     "reserved",
     "default_dir",
     "default_pool",
+    # probes
+    "first_reachable",
+    "FirstReachable",
+    "Candidate",
     # named services, types, groups, export and import
     "Services",
     "services",
@@ -470,6 +485,86 @@ def health(threshold: float = 0.9) -> Health:
     return services().health(threshold)
 
 
+def health_history() -> builtins.list[HealthEntry]:
+    """The recorded health checks of the default registry, oldest first (the last 256;
+    recorded by :class:`HealthMonitor`, ``portmgr health --watch`` and ``portmgr
+    serve``; ``portmgr health --history``). Each :class:`HealthEntry` has ``seq``,
+    ``time`` (seconds since the epoch), ``ok``, ``held``, ``problem_count``,
+    ``problems`` (:class:`HistoryProblem`: ``kind``, ``range``, ``port``, ``message``) and
+    ``changed`` (its state differs from the entry before)."""
+    return services().health_history()
+
+
+_monitors: "weakref.WeakSet[_native.HealthMonitor]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_monitors() -> None:
+    # Before the interpreter finalizes: a monitor thread must not call back into it then.
+    for m in builtins.list(_monitors):
+        m.stop()
+
+
+class HealthMonitor:
+    """The core's health monitor: a background thread that runs the health check every
+    ``interval`` seconds, records each result in the registry's health history (see
+    :func:`health_history`) and calls ``callback(entry)`` with the :class:`HealthEntry`
+    (``entry.changed``: its state differs from the monitor's previous check; the first
+    check, at once, is a change). An exception in the callback is reported as
+    unraisable and the monitor goes on.
+
+    Stop it with :meth:`stop` (it waits for the thread), or use it as a context manager::
+
+        with portmgr.HealthMonitor(10.0, lambda e: e.changed and print(e)):
+            run_the_tests()
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        callback: Optional[Callable[[HealthEntry], Any]] = None,
+        *,
+        threshold: float = 0.9,
+        services: Optional[Services] = None,
+    ) -> None:
+        svc = services if services is not None else _services()
+        self._m = _native.HealthMonitor(svc, interval, callback, threshold)
+        _monitors.add(self._m)
+
+    def stop(self) -> None:
+        """Stop the monitor and wait for its thread; stopping twice is harmless."""
+        self._m.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the monitor's thread runs."""
+        return self._m.running
+
+    @property
+    def checks(self) -> int:
+        """How many checks ran so far."""
+        return self._m.checks
+
+    @property
+    def interval(self) -> float:
+        """The interval, in seconds."""
+        return self._m.interval
+
+    @property
+    def last_error(self) -> Optional[str]:
+        """The last error recording a check in the history, or None."""
+        return self._m.last_error
+
+    def __enter__(self) -> "HealthMonitor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"HealthMonitor(interval={self.interval}, running={self.running}, checks={self.checks})"
+
+
 # ---------------------------------------------------------------------------------------
 # Named services, types, groups, export and import: each a call into portmgr::mapping.
 
@@ -497,6 +592,10 @@ def services() -> Services:
     config (``$PORTMGR_TYPES``, else ``~/.config/portmgr/types.json``) is read at each
     call; ``Services(Registry(path), types=FILE)`` for another registry or config."""
     return Services(registry())
+
+
+# The module function, for HealthMonitor, whose keyword `services` hides it.
+_services = services
 
 
 def get_or_allocate_service(

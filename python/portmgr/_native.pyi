@@ -7,7 +7,7 @@ releases the GIL. Errors are subclasses of :class:`portmgr.errors.PortError`.
 import builtins
 import os
 import socket
-from typing import Any, Iterable, Literal, Mapping, Optional, Sequence, Union, final
+from typing import Any, Callable, Iterable, Literal, Mapping, Optional, Sequence, Union, final
 
 from typing_extensions import Self
 
@@ -36,6 +36,12 @@ __all__ = [
     "wait_listening",
     "wait_free",
     "reachable",
+    "first_reachable",
+    "FirstReachable",
+    "Candidate",
+    "HealthMonitor",
+    "HealthEntry",
+    "HistoryProblem",
     "default_dir",
     "default_pool",
     "cli_main",
@@ -746,6 +752,8 @@ class Services:
         :func:`portmgr.import_services`."""
     def health(self, threshold: float = 0.9) -> Health:
         """The health report over every range in use; see :func:`portmgr.health`."""
+    def health_history(self) -> builtins.list[HealthEntry]:
+        """The recorded health checks, oldest first; see :func:`portmgr.health_history`."""
     def overview(self) -> dict[str, Any]:
         """Every live named service by name, ``ports`` (port -> name), ``by_type`` and
         ``stats``; see :func:`portmgr.overview`."""
@@ -768,6 +776,113 @@ def wait_free(port: int, proto: _Proto = "tcp", *, timeout: float = 10.0) -> Non
 
 def reachable(addrs: builtins.list[tuple[str, int]], *, timeout: float = 1.0) -> builtins.list[bool]:
     """For each ``(host, port)``, whether it accepts a TCP connection within ``timeout``."""
+
+@final
+class Candidate:
+    """One candidate of :func:`first_reachable` and what its probe found."""
+
+    @property
+    def target(self) -> str:
+        """The candidate as given (``"db.internal:5432"``)."""
+    @property
+    def host(self) -> str:
+        """Its host, as written (brackets removed)."""
+    @property
+    def port(self) -> int: ...
+    @property
+    def address(self) -> Optional[str]:
+        """The address that accepted, else the first tried; None when unresolved."""
+    @property
+    def outcome(self) -> Literal["reachable", "refused", "timed_out", "unresolvable", "unreachable"]: ...
+    @property
+    def elapsed(self) -> float:
+        """How long its probe took, in seconds."""
+    @property
+    def error(self) -> Optional[str]: ...
+
+@final
+class FirstReachable:
+    """The answer of :func:`first_reachable`; true when a candidate was reachable."""
+
+    @property
+    def reachable(self) -> Optional[str]:
+        """The winner's target as given, or None."""
+    @property
+    def winner(self) -> Optional[int]:
+        """The winner's index in the list given, or None."""
+    @property
+    def candidate(self) -> Optional[Candidate]:
+        """The winning candidate, or None."""
+    @property
+    def candidates(self) -> builtins.list[Candidate]:
+        """Every candidate, in the order given."""
+    @property
+    def elapsed(self) -> float:
+        """How long the call took, in seconds."""
+    def __bool__(self) -> bool: ...
+
+def first_reachable(targets: builtins.list[str], timeout: float = 2.0) -> FirstReachable:
+    """Probe ``targets`` (``"HOST:PORT"``, ``"[v6]:PORT"``), most preferred first, all at
+    once with one ``timeout``; the first in that order that accepts a TCP connection, with
+    every candidate's result."""
+
+@final
+class HistoryProblem:
+    """One problem of a recorded health check."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def range(self) -> Optional[tuple[int, int]]: ...
+    @property
+    def port(self) -> Optional[int]: ...
+    @property
+    def message(self) -> str: ...
+
+@final
+class HealthEntry:
+    """One recorded health check."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def time(self) -> float:
+        """When the check ran, in seconds since the epoch."""
+    @property
+    def time_ms(self) -> int: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def held(self) -> int: ...
+    @property
+    def problem_count(self) -> int: ...
+    @property
+    def problems(self) -> builtins.list[HistoryProblem]:
+        """The first 8 problems."""
+    @property
+    def changed(self) -> bool:
+        """Its state differs from the check before."""
+
+@final
+class HealthMonitor:
+    """The core's health monitor (wrapped by :class:`portmgr.HealthMonitor`)."""
+
+    def __new__(
+        cls,
+        services: Services,
+        interval: float,
+        callback: Optional[Callable[[HealthEntry], Any]] = None,
+        threshold: float = 0.9,
+    ) -> Self: ...
+    def stop(self) -> None: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def checks(self) -> int: ...
+    @property
+    def last_error(self) -> Optional[str]: ...
+    @property
+    def interval(self) -> float: ...
 
 def default_dir() -> str:
     """The default registry directory (``PORTMGR_DIR`` honoured; InvalidArgument when

@@ -177,11 +177,23 @@ Examples:
     #[command(after_help = "\
 Examples:
   portmgr health || echo \"portmgr needs attention\"
-  portmgr health --threshold 75% --json")]
+  portmgr health --threshold 75% --json
+  portmgr health --watch 10s            # one line per change of state, until Ctrl-C
+  portmgr health --history --json
+
+--watch records every check in the registry directory's health history (the last 256
+checks, shared by every process: `portmgr serve` keeps one too); --history prints it.")]
     Health {
         /// Warn when the default pool is at least this full (0.9 or 90%)
         #[arg(long, default_value = "0.9", value_parser = parse_fraction)]
         threshold: f64,
+        /// Check every DURATION, record each check in the history, print each change of
+        /// state; SIGINT or SIGTERM stops it (status 0)
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "history")]
+        watch: Option<Duration>,
+        /// Print the recorded checks (oldest first) instead of checking
+        #[arg(long)]
+        history: bool,
     },
     /// Check that ports are free (not bound, not held in the registry); status 4 if not
     #[command(after_help = "\
@@ -221,6 +233,24 @@ Examples:
         target: String,
         /// Give up after this long, e.g. 500ms, 30s, 2m
         #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+        timeout: Duration,
+    },
+    /// Print the first of several HOST:PORTs (in priority order) that accepts TCP connections; status 7 if none does
+    #[command(after_help = "\
+Examples:
+  portmgr reach db.internal:5432 db.internal:443 127.0.0.1:5432
+  portmgr reach [::1]:8080 127.0.0.1:8080 --timeout 500ms --json
+
+Every candidate is probed at once (host names through the system resolver), so the
+answer comes within about --timeout. The first line is the winner (HOST:PORT as
+given); then one line per candidate: reachable, refused, timed_out, unresolvable or
+unreachable, and how long its probe took.")]
+    Reach {
+        /// The candidates, most preferred first (HOST:PORT, [v6addr]:PORT, or a bare PORT for localhost)
+        #[arg(required = true, value_name = "HOST:PORT")]
+        targets: Vec<String>,
+        /// How long to wait for any candidate, e.g. 500ms, 2s
+        #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
         timeout: Duration,
     },
     /// Run a command with freshly allocated ports; release them when it exits
@@ -346,6 +376,10 @@ pub(super) struct ServeArgs {
     /// Largest request body, in bytes (larger: 413)
     #[arg(long, default_value_t = 65536, value_name = "BYTES")]
     pub(super) max_body: usize,
+    /// Run a health check this often and record it in the health history (served at
+    /// GET /ports/health/history); 0 turns the monitor off
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(super) health_interval: Duration,
     /// Print the OpenAPI document of the REST API and exit
     #[arg(long)]
     pub(super) openapi: bool,

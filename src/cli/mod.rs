@@ -25,7 +25,7 @@
 //! | 4 | in use: the port or service name is held (`check`: some port is in use) |
 //! | 5 | not found: no lease with that port or name |
 //! | 6 | registry problem: the registry directory or file cannot be used |
-//! | 7 | timeout (`wait`, or the registry lock) |
+//! | 7 | timeout (`wait`, or the registry lock); `reach`: no candidate is reachable |
 //! | 8 | not owner: the lease belongs to another live process |
 //! | 9 | unhealthy (`health`) |
 //!
@@ -233,7 +233,10 @@ fn dispatch(cli: &Cli) -> R<i32> {
         }
         Cmd::Stats => overview::stats(cli, fmt),
         Cmd::Overview => overview::overview(cli, fmt),
-        Cmd::Health { threshold } => health::health(cli, fmt, *threshold),
+        Cmd::Health { threshold, watch: Some(every), .. } => health::watch(cli, fmt, *threshold, *every),
+        Cmd::Health { history: true, .. } => health::history(cli, fmt),
+        Cmd::Health { threshold, .. } => health::health(cli, fmt, *threshold),
+        Cmd::Reach { targets, timeout } => leases::reach(fmt, targets, *timeout),
         Cmd::Check { ports, proto } => leases::check(cli, fmt, ports, *proto),
         Cmd::Scan { range, proto } => leases::scan(cli, fmt, range, *proto),
         Cmd::Wait { target, timeout } => leases::wait(fmt, target, *timeout),

@@ -17,7 +17,9 @@
 //! - `probe.rs`: the probes and the defaults (`is_free`, `wait_listening`, ...);
 //! - `command.rs`: `cli_main`, the command line;
 //! - `mapping.rs`: `Services`, groups, export and import (`portmgr::mapping`);
-//! - `health.rs`: the health report (`Health`, `Problem`, `RangeUse`).
+//! - `health.rs`: the health report (`Health`, `Problem`, `RangeUse`);
+//! - `monitor.rs`: health monitoring with history (`HealthMonitor`, `HealthEntry`);
+//! - `probe.rs` also holds `first_reachable` (`FirstReachable`, `Candidate`).
 
 use pyo3::prelude::*;
 
@@ -27,6 +29,7 @@ mod errors;
 mod health;
 mod lease;
 mod mapping;
+mod monitor;
 mod probe;
 mod registry;
 mod request;
@@ -56,5 +59,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lease::_after_fork_child, m)?)?;
     mapping::register(m)?;
     health::register(m)?;
+    monitor::register(m)?;
+    probe::register(m)?;
     Ok(())
 }
