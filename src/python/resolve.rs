@@ -1,5 +1,6 @@
-//! The resolver (`Resolver`, `Endpoint`) and STUN (`stun_external_address`): each call
-//! one core call without the GIL (`crate::resolve`, `crate::nat`).
+//! The resolver (`Resolver`, `Endpoint`), STUN (`stun_external_address`) and gateway
+//! port mapping (`nat_map`, `nat_unmap`, `PortMapping`): each call one core call without
+//! the GIL (`crate::resolve`, `crate::nat`).
 
 use pyo3::prelude::*;
 
@@ -117,9 +118,83 @@ pub(super) fn stun_external_address(py: Python<'_>, server: &str, local_port: Op
     Ok((a.ip().to_string(), a.port()))
 }
 
+/// A port mapping a gateway granted.
+#[pyclass(name = "PortMapping", module = "portmgr", frozen, get_all)]
+pub(super) struct PyMapping {
+    /// The gateway's address.
+    gateway: String,
+    /// "tcp" or "udp".
+    protocol: &'static str,
+    /// This host's port.
+    internal_port: u16,
+    /// The port on the gateway's external address.
+    external_port: u16,
+    /// Seconds the gateway keeps it unless renewed (map again to renew).
+    lifetime: f64,
+}
+
+#[pymethods]
+impl PyMapping {
+    fn __repr__(&self) -> String {
+        format!(
+            "PortMapping(gateway={:?}, protocol={:?}, internal_port={}, external_port={}, lifetime={})",
+            self.gateway, self.protocol, self.internal_port, self.external_port, self.lifetime
+        )
+    }
+}
+
+fn gateway_arg(gateway: Option<&str>) -> crate::Result<Option<std::net::Ipv4Addr>> {
+    gateway
+        .map(|g| g.parse().map_err(|_| Error::InvalidArgument(format!("gateway {g:?} must be an IPv4 address"))))
+        .transpose()
+}
+
+fn transport(udp: bool) -> crate::nat::MapProtocol {
+    if udp { crate::nat::MapProtocol::Udp } else { crate::nat::MapProtocol::Tcp }
+}
+
+/// Map `port` of this host on the gateway ("natpmp", "upnp" or "auto": NAT-PMP, then
+/// UPnP IGD) for `lifetime` seconds; call again to renew.
+#[pyfunction]
+#[pyo3(signature = (port, protocol = "auto", *, gateway = None, lifetime = 3600.0, udp = false))]
+pub(super) fn nat_map(
+    py: Python<'_>,
+    port: u16,
+    protocol: &str,
+    gateway: Option<&str>,
+    lifetime: f64,
+    udp: bool,
+) -> PyResult<PyMapping> {
+    let m = detached(py, || {
+        let method = protocol.parse::<crate::nat::MapMethod>()?;
+        crate::nat::map_port(port, transport(udp), method, gateway_arg(gateway)?, seconds_arg("lifetime", lifetime, false)?)
+    })?;
+    Ok(PyMapping {
+        gateway: m.gateway.to_string(),
+        protocol: m.protocol.as_str(),
+        internal_port: m.internal_port,
+        external_port: m.external_port,
+        lifetime: m.lifetime.as_secs_f64(),
+    })
+}
+
+/// Delete the gateway's mapping of `port`.
+#[pyfunction]
+#[pyo3(signature = (port, protocol = "auto", *, gateway = None, udp = false))]
+pub(super) fn nat_unmap(py: Python<'_>, port: u16, protocol: &str, gateway: Option<&str>, udp: bool) -> PyResult<()> {
+    detached(py, || {
+        let method = protocol.parse::<crate::nat::MapMethod>()?;
+        crate::nat::unmap_port(port, transport(udp), method, gateway_arg(gateway)?)
+    })?;
+    Ok(())
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEndpoint>()?;
     m.add_class::<PyResolver>()?;
     m.add_function(wrap_pyfunction!(stun_external_address, m)?)?;
+    m.add_class::<PyMapping>()?;
+    m.add_function(wrap_pyfunction!(nat_map, m)?)?;
+    m.add_function(wrap_pyfunction!(nat_unmap, m)?)?;
     Ok(())
 }

@@ -162,3 +162,118 @@ def test_stun_external_address_against_coturn(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def sh(cmd: str) -> None:
+    subprocess.run(["sh", "-ec", cmd], check=True, stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def natlab(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A client namespace behind a masquerading router namespace running miniupnpd
+    (nftables; NAT-PMP and UPnP IGD), and an outer namespace: made here, removed at the
+    end. Addresses exist only inside them (see tests/netserv/mod.rs, the same lab)."""
+    mini = ensure("miniupnpd", "miniupnpd-nftables")
+    ensure("nft", "nftables")
+    t = f"{os.getpid() % 100000}p"
+    r, c, o = f"h19r{t}", f"h19c{t}", f"h19o{t}"
+    proc = None
+    try:
+        sh(
+            f"""for n in {r} {c} {o}; do ip netns add $n; ip -n $n link set lo up; done
+            ip link add pc{t} type veth peer name pr{t}; ip link add po{t} type veth peer name px{t}
+            ip link set pc{t} netns {c}; ip link set pr{t} netns {r}; ip link set po{t} netns {o}; ip link set px{t} netns {r}
+            ip -n {c} addr add 10.77.0.2/24 dev pc{t}; ip -n {c} link set pc{t} up; ip -n {c} route add default via 10.77.0.1
+            ip -n {r} addr add 10.77.0.1/24 dev pr{t}; ip -n {r} link set pr{t} up
+            ip -n {r} addr add 11.77.0.1/24 dev px{t}; ip -n {r} link set px{t} up
+            ip -n {o} addr add 11.77.0.2/24 dev po{t}; ip -n {o} link set po{t} up
+            ip netns exec {r} sysctl -qw net.ipv4.ip_forward=1"""
+        )
+        (tmp_path / "r.nft").write_text(
+            "table inet miniupnpd {\n"
+            f' chain forward {{ type filter hook forward priority 0; policy drop; ct state established,related accept; iifname "pr{t}" accept; jump miniupnpd; }}\n'
+            " chain miniupnpd { }\n"
+            " chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }\n"
+            f' chain postrouting {{ type nat hook postrouting priority 100; policy accept; oifname "px{t}" masquerade; jump postrouting_miniupnpd; }}\n'
+            " chain prerouting_miniupnpd { }\n chain postrouting_miniupnpd { }\n}\n"
+        )
+        sh(f"ip netns exec {r} nft -f {tmp_path / 'r.nft'}")
+        conf = tmp_path / "miniupnpd.conf"
+        conf.write_text(
+            f"ext_ifname=px{t}\nlistening_ip=pr{t}\nenable_natpmp=yes\nenable_upnp=yes\nsecure_mode=yes\n"
+            "upnp_table_name=miniupnpd\nupnp_nat_table_name=miniupnpd\nupnp_forward_chain=miniupnpd\n"
+            "upnp_nat_chain=prerouting_miniupnpd\nupnp_nat_postrouting_chain=postrouting_miniupnpd\n"
+            f"uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07d\nlease_file={tmp_path / 'leases'}\n"
+            "allow 1024-65535 10.77.0.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+        )
+        log = tmp_path / "miniupnpd.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", r, mini, "-d", "-f", str(conf), "-P", str(tmp_path / "pid")],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until("miniupnpd", proc, lambda: "Listening for NAT-PMP" in log.read_text())
+        yield {"client": c, "outer": o, "inside": "10.77.0.1", "outside": "11.77.0.1"}
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        for n in (r, c, o):
+            subprocess.run(["ip", "netns", "del", n], stderr=subprocess.DEVNULL)
+
+
+CLIENT = """
+import json, socket, sys, threading, portmgr
+port, proto = int(sys.argv[1]), sys.argv[2]
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", port)); l.listen()
+m = portmgr.nat_map(port, proto, lifetime=600)
+print(json.dumps([m.gateway, m.protocol, m.internal_port, m.external_port, m.lifetime]), flush=True)
+c, _ = l.accept(); c.sendall(b"hello"); c.close()
+sys.stdin.readline()
+portmgr.nat_unmap(port, proto)
+print("unmapped", flush=True)
+"""
+
+OUTER = """
+import socket, sys
+try:
+    s = socket.create_connection(("11.77.0.1", int(sys.argv[1])), timeout=3)
+    print(s.recv(10).decode() or "empty")
+except ConnectionRefusedError:
+    print("refused")
+"""
+
+
+@pytest.mark.parametrize("proto,port", [("natpmp", 17260), ("upnp", 17261)])
+def test_nat_map_and_unmap_through_miniupnpd(natlab: dict[str, str], proto: str, port: int) -> None:
+    import json
+    import sys
+
+    def outside() -> str:
+        out = subprocess.run(
+            ["ip", "netns", "exec", natlab["outer"], sys.executable, "-c", OUTER, str(port)],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+
+    with subprocess.Popen(
+        ["ip", "netns", "exec", natlab["client"], sys.executable, "-c", CLIENT, str(port), proto],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as client:
+        try:
+            assert client.stdout is not None and client.stdin is not None
+            gateway, protocol, internal, external, lifetime = json.loads(client.stdout.readline())
+            assert (gateway, protocol, internal, external) == (natlab["inside"], "tcp", port, port)
+            assert 0 < lifetime <= 600
+            assert outside() == "hello"
+            client.stdin.write("\n")
+            client.stdin.flush()
+            assert client.stdout.readline().strip() == "unmapped"
+            assert outside() == "refused"
+        finally:
+            client.kill()
