@@ -76,3 +76,41 @@ fn stun_external_address_through_the_c_abi() {
     let s = unsafe { portmgr_stun_external_address(server.as_ptr(), 0, tiny.as_mut_ptr(), tiny.len(), &mut port) };
     assert_eq!(s as u32, 1);
 }
+
+#[test]
+fn nat_map_and_unmap_through_the_c_abi() {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    let lab = netserv::NatLab::start(8);
+    let listener = lab.run_in("c", || TcpListener::bind("0.0.0.0:17018").unwrap());
+    let server = std::thread::spawn(move || {
+        if let Some(s) = listener.incoming().next() {
+            let _ = s.unwrap().write_all(b"hi");
+        }
+    });
+    let (ext, life) = lab.run_in("c", || {
+        let (mut ext, mut life) = (0u16, 0u32);
+        let proto = CString::new("natpmp").unwrap();
+        // SAFETY: a valid string, NULL gateway, writable out-pointers.
+        ok(unsafe { portmgr_nat_map(17018, proto.as_ptr(), ptr::null(), 300, false, &mut ext, &mut life) });
+        (ext, life)
+    });
+    assert_eq!(ext, 17018);
+    assert!(life > 0 && life <= 300);
+    let reach = |lab: &netserv::NatLab| {
+        lab.run_in("o", || {
+            let addr = format!("{}:17018", netserv::LAB_ROUTER_OUTSIDE).parse().unwrap();
+            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map(drop).map_err(|e| e.kind())
+        })
+    };
+    assert_eq!(reach(&lab), Ok(()));
+    server.join().unwrap();
+    // SAFETY: NULL strings are allowed (auto, the default gateway).
+    lab.run_in("c", || ok(unsafe { portmgr_nat_unmap(17018, ptr::null(), ptr::null(), false) }));
+    assert_eq!(reach(&lab), Err(std::io::ErrorKind::ConnectionRefused));
+    let bad = CString::new("pcp").unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { portmgr_nat_map(17018, bad.as_ptr(), ptr::null(), 300, false, ptr::null_mut(), ptr::null_mut()) } as u32, 1);
+}
