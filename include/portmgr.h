@@ -219,6 +219,13 @@ typedef struct portmgr_registry portmgr_registry;
 typedef struct portmgr_request portmgr_request;
 
 /**
+ * A caching DNS resolver with a pick policy (see `portmgr_resolver_new`).
+ *
+ * Thread-safety: one handle may be used by any number of threads at once.
+ */
+typedef struct portmgr_resolver portmgr_resolver;
+
+/**
  * An opaque Unix-socket path held for this process (see `portmgr_unix_path_new`).
  */
 typedef struct portmgr_unix_path portmgr_unix_path;
@@ -922,6 +929,129 @@ portmgr_status portmgr_reserved_json(const portmgr_registry *reg,
                                      char *buf,
                                      size_t len,
                                      size_t *out_len);
+
+/**
+ * Make a resolver. `servers` is NULL (the system's DNS configuration) or a
+ * comma-separated list of `IP:PORT` / `[IPV6]:PORT` DNS servers; `policy` is NULL
+ * (`"round-robin"`), `"round-robin"`, `"weighted"` or `"priority"`. Answers are cached
+ * for their TTL, clamped to `min_ttl_ms`..`max_ttl_ms` (0 and 0: the defaults, 0 s and
+ * one day); a name that does not exist is remembered for `negative_ttl_ms` (0: 30 s).
+ * Each DNS query times out after 2 s. Free it with `portmgr_resolver_free`.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` for a NULL `out`, a bad server or policy, or
+ * `min_ttl_ms` above a non-zero `max_ttl_ms`; `PORTMGR_OS` when the system's DNS
+ * configuration cannot be read. Thread-safe.
+ *
+ * # Safety
+ * `servers` and `policy` are NULL or NUL-terminated strings; `out` is NULL or valid
+ * for writing a pointer.
+ */
+portmgr_status portmgr_resolver_new(const char *servers,
+                                    const char *policy,
+                                    uint64_t min_ttl_ms,
+                                    uint64_t max_ttl_ms,
+                                    uint64_t negative_ttl_ms,
+                                    portmgr_resolver **out);
+
+/**
+ * Free a resolver (its cache goes with it). NULL is accepted (a no-op). Errors:
+ * `PORTMGR_INVALID_ARGUMENT` for a handle already freed or not made by
+ * `portmgr_resolver_new`. Thread-safe.
+ */
+portmgr_status portmgr_resolver_free(portmgr_resolver *resolver);
+
+/**
+ * Every endpoint of `name` (`"HOST:PORT"`, `"[IPV6]:PORT"` or an SRV name
+ * `"_service._proto.domain"`) as a JSON array of objects with `address`, `port`,
+ * `target`, `priority`, `weight` (new keys may be added), sorted by priority, target,
+ * address; from the cache while the TTLs last. The JSON is copied into `buf` as
+ * `portmgr_registry_list_json` does (`*out_len` is its full length).
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (a bad handle or name, NULL `out_len`),
+ * `PORTMGR_NOT_FOUND` (NXDOMAIN, no address), `PORTMGR_TIMEOUT` (no DNS answer in time),
+ * `PORTMGR_OS` (any other DNS failure). Thread-safe.
+ *
+ * # Safety
+ * `name` is NULL or NUL-terminated; `buf` is NULL or valid for writing `len` bytes;
+ * `out_len` is NULL or valid for writing a `size_t`.
+ */
+portmgr_status portmgr_resolver_resolve_json(const portmgr_resolver *resolver,
+                                             const char *name,
+                                             char *buf,
+                                             size_t len,
+                                             size_t *out_len);
+
+/**
+ * One endpoint of `name`, chosen by the resolver's policy: its IP address as text into
+ * `buf` (46 bytes hold any address; a smaller `buf` that does not hold it is
+ * `PORTMGR_INVALID_ARGUMENT` and nothing is written) and its port into `*out_port`.
+ * Errors as `portmgr_resolver_resolve_json`. Thread-safe.
+ *
+ * # Safety
+ * `name` is NULL or NUL-terminated; `buf` is NULL or valid for writing `len` bytes;
+ * `out_port` is NULL or valid for writing a `uint16_t`.
+ */
+portmgr_status portmgr_resolver_pick(const portmgr_resolver *resolver,
+                                     const char *name,
+                                     char *buf,
+                                     size_t len,
+                                     uint16_t *out_port);
+
+/**
+ * This host's address as the STUN server `server` (`"HOST:PORT"`) sees it: a binding
+ * request (RFC 8489) over UDP from `local_port` (0: any port), retransmitted with a
+ * doubling timeout from 500 ms, 7 sends, then 8 s (39.5 s in all). The address as text
+ * goes into `buf` (46 bytes hold any), the port into `*out_port`.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (a bad server, NULL or short `buf`, NULL
+ * `out_port`), `PORTMGR_TIMEOUT` (no answer), `PORTMGR_OS` (the local port cannot be
+ * bound, an error response, an answer without a mapped address). Thread-safe.
+ *
+ * # Safety
+ * `server` is NULL or NUL-terminated; `buf` is NULL or valid for writing `len` bytes;
+ * `out_port` is NULL or valid for writing a `uint16_t`.
+ */
+portmgr_status portmgr_stun_external_address(const char *server,
+                                             uint16_t local_port,
+                                             char *buf,
+                                             size_t len,
+                                             uint16_t *out_port);
+
+/**
+ * Map `port` of this host on the gateway for TCP (or UDP when `udp`) for
+ * `lifetime_s` seconds, asking for the same external port; call again to renew.
+ * `protocol` is NULL or `"auto"` (NAT-PMP, then UPnP IGD), `"natpmp"` or `"upnp"`;
+ * `gateway` is NULL (NAT-PMP: the default route's gateway; UPnP: SSDP multicast) or an
+ * IPv4 address. On `PORTMGR_OK`, `*out_external_port` and `*out_lifetime_s` (each may
+ * be NULL) hold what the gateway granted.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (port 0, lifetime 0, a bad protocol or gateway),
+ * `PORTMGR_TIMEOUT` (no gateway answered), `PORTMGR_NOT_FOUND` (no default route),
+ * `PORTMGR_OS` (a refusal, with the gateway's reason in the message). Thread-safe.
+ *
+ * # Safety
+ * `protocol` and `gateway` are NULL or NUL-terminated; the out-pointers are NULL or
+ * valid for writing.
+ */
+portmgr_status portmgr_nat_map(uint16_t port,
+                               const char *protocol,
+                               const char *gateway,
+                               uint32_t lifetime_s,
+                               bool udp,
+                               uint16_t *out_external_port,
+                               uint32_t *out_lifetime_s);
+
+/**
+ * Delete the gateway's mapping of `port` (TCP, or UDP when `udp`); `protocol` and
+ * `gateway` as for `portmgr_nat_map`. Errors as there. Thread-safe.
+ *
+ * # Safety
+ * `protocol` and `gateway` are NULL or NUL-terminated.
+ */
+portmgr_status portmgr_nat_unmap(uint16_t port,
+                                 const char *protocol,
+                                 const char *gateway,
+                                 bool udp);
 
 /**
  * The (first) port of the lease: for a multi-port lease the first of

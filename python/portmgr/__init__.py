@@ -47,6 +47,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Opt
 
 from . import _native
 from ._native import (
+    Endpoint,
+    Resolver,
+    stun_external_address,
+    PortMapping,
+    nat_map,
+    nat_unmap,
     Candidate,
     FirstReachable,
     HealthEntry,
@@ -98,6 +104,13 @@ from .errors import (
 __version__: str = _native.__version__
 
 __all__ = [
+    # name resolution and NAT traversal (portmgr::resolve, portmgr::nat)
+    "Endpoint",
+    "Resolver",
+    "stun_external_address",
+    "PortMapping",
+    "nat_map",
+    "nat_unmap",
     # allocation
     "allocate",
     "allocate_bound",

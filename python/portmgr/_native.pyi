@@ -13,6 +13,12 @@ from typing_extensions import Self
 
 __all__ = [
     "__version__",
+    "Endpoint",
+    "Resolver",
+    "stun_external_address",
+    "PortMapping",
+    "nat_map",
+    "nat_unmap",
     "Registry",
     "Lease",
     "UnixSocketPath",
@@ -897,3 +903,89 @@ def cli_main(argv: builtins.list[str]) -> int:
 
 def _after_fork_child() -> None: ...
 
+@final
+class Endpoint:
+    """One address a name resolved to."""
+
+    @property
+    def address(self) -> str:
+        """The IP address, as text."""
+    @property
+    def port(self) -> int: ...
+    @property
+    def target(self) -> str:
+        """The host name the address belongs to (the SRV target, or the name's host)."""
+    @property
+    def priority(self) -> int:
+        """The SRV priority (0 for an A/AAAA name)."""
+    @property
+    def weight(self) -> int:
+        """The SRV weight (1 for an A/AAAA name)."""
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Resolver:
+    """A caching DNS resolver with a pick policy (round-robin, weighted, priority)."""
+
+    def __new__(
+        cls,
+        servers: Optional[Sequence[str]] = None,
+        policy: Literal["round-robin", "weighted", "priority"] = "round-robin",
+        *,
+        min_ttl: float = 0.0,
+        max_ttl: float = 86400.0,
+        negative_ttl: float = 30.0,
+        timeout: float = 2.0,
+    ) -> Self: ...
+    def resolve(self, name: str) -> builtins.list[Endpoint]:
+        """Every endpoint of ``name`` (``HOST:PORT`` or ``_service._proto.domain``)."""
+    def pick(self, name: str) -> Endpoint:
+        """One endpoint of ``name``, chosen by the policy."""
+    @property
+    def policy(self) -> str: ...
+    @property
+    def queries(self) -> int:
+        """How many DNS queries this resolver has sent."""
+    def clear_cache(self) -> None:
+        """Forget every cached answer."""
+
+def stun_external_address(server: str, local_port: Optional[int] = None) -> tuple[str, int]:
+    """This host's (address, port) as the STUN server ``server`` (``HOST:PORT``) sees it."""
+
+@final
+class PortMapping:
+    """A port mapping a gateway granted (``Mapping`` in issue 19's text: ``Mapping`` is
+    ``typing.Mapping`` in this package)."""
+
+    @property
+    def gateway(self) -> str: ...
+    @property
+    def protocol(self) -> str:
+        """"tcp" or "udp"."""
+    @property
+    def internal_port(self) -> int: ...
+    @property
+    def external_port(self) -> int: ...
+    @property
+    def lifetime(self) -> float:
+        """Seconds the gateway keeps it unless renewed (map again to renew)."""
+
+def nat_map(
+    port: int,
+    protocol: Literal["natpmp", "upnp", "auto"] = "auto",
+    *,
+    gateway: Optional[str] = None,
+    lifetime: float = 3600.0,
+    udp: bool = False,
+) -> PortMapping:
+    """Map ``port`` of this host on the gateway (NAT-PMP, UPnP IGD, or auto: NAT-PMP then UPnP)."""
+
+def nat_unmap(
+    port: int,
+    protocol: Literal["natpmp", "upnp", "auto"] = "auto",
+    *,
+    gateway: Optional[str] = None,
+    udp: bool = False,
+) -> None:
+    """Delete the gateway's mapping of ``port``."""

@@ -338,6 +338,22 @@ kernel's socket table; a non-loopback address needs --token-file, and then every
 request needs `Authorization: Bearer TOKEN`. Leases it grants are ordinary registry
 leases: stopping the server loses nothing. See docs/serve.md.")]
     Serve(ServeArgs),
+    /// Resolve a name (HOST:PORT or an SRV name) to endpoints, with a TTL cache and a pick policy
+    #[command(after_help = "\
+Examples:
+  portmgr resolve db.internal:5432
+  portmgr resolve _postgres._tcp.example.com --policy priority
+  portmgr resolve _db._tcp.example.test --server 127.0.0.1:5353 --json
+
+Without --policy every endpoint is printed, one per line (address, target, SRV
+priority and weight); with it, only the one the policy picks. Status 5 when the name
+does not exist or has no address, 7 when no DNS server answered in time.")]
+    Resolve(super::resolve::ResolveArgs),
+    /// NAT traversal: this host's address as seen from outside (STUN)
+    Nat {
+        #[command(subcommand)]
+        cmd: super::nat::NatCmd,
+    },
     /// Groups: named members at offsets from one base port, allocated all or none
     #[command(after_help = "\
 Examples:

@@ -45,9 +45,11 @@
 mod args;
 mod health;
 mod leases;
+mod nat;
 mod output;
 mod overview;
 mod reserved;
+mod resolve;
 mod run;
 mod serve;
 mod services;
@@ -243,6 +245,8 @@ fn dispatch(cli: &Cli) -> R<i32> {
         Cmd::Run(r) => run::run(cli, r),
         Cmd::Reserved { cmd } => reserved::reserved(cli, fmt, cmd),
         Cmd::Serve(a) => serve::serve(cli, a),
+        Cmd::Resolve(a) => resolve::resolve(fmt, a),
+        Cmd::Nat { cmd } => nat::nat(fmt, cmd),
     }
 }
 

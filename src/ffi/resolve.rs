@@ -50,7 +50,7 @@ fn resolver_of(p: *const portmgr_resolver, take: bool) -> Result<Arc<Resolver>> 
 ///
 /// Errors: `PORTMGR_INVALID_ARGUMENT` for a NULL `out`, a bad server or policy, or
 /// `min_ttl_ms` above a non-zero `max_ttl_ms`; `PORTMGR_OS` when the system's DNS
-/// configuration cannot be read.
+/// configuration cannot be read. Thread-safe.
 ///
 /// # Safety
 /// `servers` and `policy` are NULL or NUL-terminated strings; `out` is NULL or valid
@@ -96,8 +96,9 @@ pub unsafe extern "C" fn portmgr_resolver_new(
     })
 }
 
-/// Free a resolver (its cache goes with it). NULL is accepted; a second free is
-/// `PORTMGR_INVALID_ARGUMENT`. Thread-safe.
+/// Free a resolver (its cache goes with it). NULL is accepted (a no-op). Errors:
+/// `PORTMGR_INVALID_ARGUMENT` for a handle already freed or not made by
+/// `portmgr_resolver_new`. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_resolver_free(resolver: *mut portmgr_resolver) -> portmgr_status {
     guard(|| {

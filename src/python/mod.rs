@@ -34,6 +34,7 @@ mod probe;
 mod registry;
 mod request;
 mod reservation;
+mod resolve;
 mod unixpath;
 mod views;
 
@@ -59,6 +60,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lease::_after_fork_child, m)?)?;
     mapping::register(m)?;
     health::register(m)?;
+    resolve::register(m)?;
     monitor::register(m)?;
     probe::register(m)?;
     Ok(())
