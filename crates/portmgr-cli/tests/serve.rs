@@ -427,3 +427,21 @@ fn socket_activation_serves_the_passed_socket() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// CORS headers only for the `--cors-origin` origins.
+#[test]
+fn cors_headers_only_for_the_given_origin() {
+    let s = start(&["--http", "127.0.0.1:0", "--cors-origin", "http://dash.localhost:3000"]);
+    let a = agent();
+    let url = format!("{}/ports/directory", s.url);
+    let r = a.get(&url).header("origin", "http://dash.localhost:3000").call().unwrap();
+    assert_eq!(
+        r.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_string()),
+        Some("http://dash.localhost:3000".into())
+    );
+    let r = a.get(&url).header("origin", "http://evil.localhost").call().unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let plain = start(&["--http", "127.0.0.1:0"]);
+    let r = a.get(&format!("{}/ports/directory", plain.url)).header("origin", "http://dash.localhost:3000").call().unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "no --cors-origin, no CORS headers");
+}
