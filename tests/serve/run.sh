@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-BIN="$PWD/target/release/portmgr"
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/portmgr"
 [ -x "$BIN" ] || cargo build --release -p portmgr-cli
 VENV="${PORTMGR_SERVE_VENV:-.venv-serve}"
 if [ ! -x "$VENV/bin/python" ]; then
