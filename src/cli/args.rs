@@ -349,7 +349,7 @@ Without --policy every endpoint is printed, one per line (address, target, SRV
 priority and weight); with it, only the one the policy picks. Status 5 when the name
 does not exist or has no address, 7 when no DNS server answered in time.")]
     Resolve(super::resolve::ResolveArgs),
-    /// NAT traversal: this host's address as seen from outside (STUN)
+    /// NAT traversal: the external address (STUN), port mappings on the gateway (NAT-PMP, UPnP IGD)
     Nat {
         #[command(subcommand)]
         cmd: super::nat::NatCmd,
