@@ -130,3 +130,17 @@ fn auto_falls_back_to_upnp_when_the_gateway_has_no_natpmp() {
     lab.run_in("c", || unmap_port(17040, MapProtocol::Tcp, MapMethod::Auto, None).unwrap());
     assert_eq!(from_outside(&lab, 17040).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
 }
+
+#[test]
+fn stun_from_behind_the_router_reports_the_routers_outer_address() {
+    use portmgr::nat::{StunOptions, stun_binding};
+    let lab = NatLab::start(9);
+    let coturn = netserv::Coturn::start_at(Some(&lab.ns("o")), "11.77.0.2", 17045);
+    let server: std::net::SocketAddr = "11.77.0.2:17045".parse().unwrap();
+    let opts = StunOptions { local_port: Some(17046), rto: Duration::from_millis(100), ..Default::default() };
+    let got = lab.run_in("c", move || stun_binding(server, &opts).unwrap());
+    // The router's outer address, not the client's 10.77.0.2.
+    assert_eq!(got.mapped.ip().to_string(), LAB_ROUTER_OUTSIDE, "{got:?}");
+    assert_eq!(got.local.port(), 17046);
+    drop(coturn);
+}

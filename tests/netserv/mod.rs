@@ -135,12 +135,26 @@ pub struct Coturn {
 
 impl Coturn {
     pub fn start(port: u16) -> Coturn {
+        Coturn::start_at(None, "127.0.0.1", port)
+    }
+
+    /// In network namespace `ns` (`ip netns exec`), on `ip`; readiness is then the
+    /// caller's to check (the probe below runs on the host).
+    pub fn start_at(ns: Option<&str>, ip: &str, port: u16) -> Coturn {
         let bin = ensure("turnserver", "coturn");
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("turn.log");
-        let mut child = Command::new(bin)
+        let mut cmd = match ns {
+            Some(n) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", n]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = cmd
             .arg("-n")
-            .arg("--listening-ip=127.0.0.1")
+            .arg(format!("--listening-ip={ip}"))
             .arg(format!("--listening-port={port}"))
             .args(["--no-tls", "--no-dtls", "--stun-only", "--no-cli", "--simple-log"])
             .arg(format!("--log-file={}", log.display()))
@@ -155,6 +169,15 @@ impl Coturn {
         probe.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let mut req = vec![0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
         req.extend_from_slice(&[9; 12]);
+        if ns.is_some() {
+            // Ready when its log says it listens (the host cannot reach the namespace).
+            let l = log.clone();
+            wait_for("turnserver", &mut child, &log, || {
+                std::fs::read_to_string(&l).is_ok_and(|t| t.contains("listener opened on") || t.contains("Total General servers"))
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            return Coturn { child, port, dir };
+        }
         wait_for("turnserver", &mut child, &log, || {
             let _ = probe.send_to(&req, ("127.0.0.1", port));
             let mut b = [0u8; 512];
