@@ -181,7 +181,7 @@ pub unsafe extern "C" fn portmgr_unix_path_new(
 }
 
 /// Copy the path into `buf` snprintf-style (at most `len - 1` bytes and a NUL) and return
-/// its full length (0 for an invalid handle; the last error says why).
+/// its full length (0 for an invalid handle; the last error says why). Thread-safe.
 ///
 /// # Safety
 /// `buf` is NULL (with `len` 0) or valid for writing `len` bytes.
@@ -202,9 +202,11 @@ pub unsafe extern "C" fn portmgr_unix_path_get(path: *const portmgr_unix_path, b
     })
 }
 
-/// Remove the path (and any socket file there) and free the handle. A second call (an
-/// invalid handle) gives `PORTMGR_INVALID_ARGUMENT` and does nothing. In a forked child
-/// the path is the parent's: the handle is freed, the path left alone. Thread-safe.
+/// Remove the path (and any socket file there) and free the handle. In a forked child
+/// the path is the parent's: the handle is freed, the path left alone.
+///
+/// Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle (a second call does nothing
+/// else), `PORTMGR_OS` when the file cannot be removed. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_unix_path_release(path: *mut portmgr_unix_path) -> portmgr_status {
     guard(|| {
