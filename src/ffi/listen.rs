@@ -180,8 +180,9 @@ pub unsafe extern "C" fn portmgr_unix_path_new(
     })
 }
 
-/// Copy the path into `buf` snprintf-style (at most `len - 1` bytes and a NUL) and return
-/// its full length (0 for an invalid handle; the last error says why). Thread-safe.
+/// Copy the path into `buf` snprintf-style (at most `len - 1` bytes and a NUL). Returns
+/// the path's full length; 0 for an invalid handle (the last error says why).
+/// Thread-safe.
 ///
 /// # Safety
 /// `buf` is NULL (with `len` 0) or valid for writing `len` bytes.
