@@ -20,7 +20,7 @@ use super::errors::detached;
 use super::health::PyHealth;
 use super::lease::{ACTIVE, KEPT, PyLease, RELEASED, abandon};
 use super::registry::PyRegistry;
-use super::request::{RequestArgs, metadata_arg, spec_arg, with_internal_ports};
+use super::request::{RequestArgs, metadata_arg, spec_arg};
 use crate::error::{Error, Result};
 use crate::mapping::{
     ExportFormat, GroupInfo, GroupLease, GroupMemberInfo, GroupOptions, ImportFormat,
@@ -603,7 +603,7 @@ impl PyServices {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyLease> {
         let args = RequestArgs::from_kwargs("allocate", kwargs, &[])?;
-        let spec = with_internal_ports(spec_arg(r#type, metadata_arg(metadata.as_ref())?), internal_ports)?;
+        let spec = spec_arg(r#type, metadata_arg(metadata.as_ref())?, internal_ports)?;
         let lease = detached(py, || self.svc()?.allocate(&args.request()?, &spec))?;
         Ok(PyLease::new(lease, &self.reg).with_spec(&spec))
     }
@@ -621,7 +621,7 @@ impl PyServices {
     ) -> PyResult<(PyService, Option<PyLease>)> {
         let mut args = RequestArgs::from_kwargs("get_or_allocate", kwargs, &["name"])?;
         args.name = Some(name);
-        let spec = spec_arg(r#type, metadata);
+        let spec = spec_arg(r#type, metadata, None)?;
         let (s, lease) = detached(py, || self.svc()?.get_or_allocate(&args.request()?, &spec))?;
         Ok((s.into(), lease.map(|l| PyLease::new(l, &self.reg))))
     }

@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 use super::args::{port_arg, protocols_arg, seconds_arg, spans_arg};
 use super::errors::detached;
 use super::lease::{PyLease, abandon, release_abandoned, take_abandoned};
-use super::request::{RequestArgs, metadata_arg, spec_arg, with_internal_ports};
+use super::request::{RequestArgs, metadata_arg, spec_arg};
 use super::unixpath::PyUnixPath;
 use super::views::{PyLeaseInfo, PyReservedRange, PyStats};
 use crate::error::Error;
@@ -79,7 +79,7 @@ impl PyRegistry {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyLease> {
         let args = RequestArgs::from_kwargs("allocate", kwargs, &[])?;
-        let spec = with_internal_ports(spec_arg(r#type, metadata_arg(metadata.as_ref())?), internal_ports)?;
+        let spec = spec_arg(r#type, metadata_arg(metadata.as_ref())?, internal_ports)?;
         let reg = &self.reg;
         let lease = detached(py, || mapping::allocate(reg, &args.request()?, &spec))?;
         Ok(PyLease::new(lease, reg).with_spec(&spec))
@@ -98,7 +98,7 @@ impl PyRegistry {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<(PyLease, Vec<Bound<'py, PyAny>>)> {
         let args = RequestArgs::from_kwargs("allocate_bound", kwargs, &[])?;
-        let spec = with_internal_ports(spec_arg(r#type, metadata_arg(metadata.as_ref())?), internal_ports)?;
+        let spec = spec_arg(r#type, metadata_arg(metadata.as_ref())?, internal_ports)?;
         let reg = &self.reg;
         let (lease, socks) =
             detached(py, || mapping::allocate_bound(reg, &args.request()?, &spec))?;

@@ -227,26 +227,25 @@ impl RequestArgs {
     }
 }
 
-/// The service spec of an allocation: its `type` and `metadata` keywords. Without
-/// either it is the plain spec, and the core takes the plain path
-/// ([`crate::mapping::allocate`]).
-pub(super) fn spec_arg(service_type: Option<String>, metadata: Option<Metadata>) -> ServiceSpec {
-    ServiceSpec {
+/// The service spec of an allocation: its `type`, `metadata` and `internal_ports`
+/// keywords (a module's internal ports, one external port each). Without any of them it
+/// is the plain spec, and the core takes the plain path ([`crate::mapping::allocate`]).
+pub(super) fn spec_arg(
+    service_type: Option<String>,
+    metadata: Option<Metadata>,
+    internal_ports: Option<Vec<i64>>,
+) -> Result<ServiceSpec> {
+    let internal_ports = internal_ports
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| port_arg("internal_ports", p))
+        .collect::<Result<_>>()?;
+    Ok(ServiceSpec {
         service_type,
         metadata: metadata.unwrap_or_default(),
+        internal_ports,
         ..ServiceSpec::default()
-    }
-}
-
-/// `internal_ports`: a module's internal ports (one external port each); None is none.
-pub(super) fn with_internal_ports(mut spec: ServiceSpec, ports: Option<Vec<i64>>) -> Result<ServiceSpec> {
-    if let Some(ports) = ports {
-        spec.internal_ports = ports
-            .into_iter()
-            .map(|p| port_arg("internal_ports", p))
-            .collect::<Result<_>>()?;
-    }
-    Ok(spec)
+    })
 }
 
 /// `metadata`: a dict, or any mapping (read as `dict(metadata)`), of str to str; None is
