@@ -89,6 +89,16 @@ impl ListenOptions {
     }
 }
 
+/// An address of a listener set as a caller writes it: `127.0.0.1`, `::1`, or `[::1]`
+/// (brackets allowed around IPv6). The one rule every skin uses.
+pub fn parse_address(text: &str) -> Result<IpAddr> {
+    let t = text.trim();
+    let inner = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(t);
+    inner.parse().map_err(|_| {
+        Error::invalid(format!("{text:?} is not an IP address: give addresses such as \"127.0.0.1\" or \"::1\""))
+    })
+}
+
 /// One socket of a listener set.
 #[derive(Debug)]
 pub struct Listener {

@@ -86,9 +86,8 @@ pub unsafe extern "C" fn portmgr_allocate_listeners(
             let p = unsafe { *addresses.add(i) };
             // SAFETY: each is NULL or NUL-terminated (contract); NULL is refused by c_str.
             let text = unsafe { c_str(p, "addresses[i]") }?;
-            addrs.push(text.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
-                Error::invalid(format!("addresses[{i}] {text:?} is not an IP address (\"127.0.0.1\", \"::1\")"))
-            })?);
+            // The message names the address itself.
+            addrs.push(crate::listen::parse_address(text)?);
         }
         if flags & !(PORTMGR_LISTEN_REUSE_ADDR | PORTMGR_LISTEN_REUSE_PORT | PORTMGR_LISTEN_IPV6_ONLY | PORTMGR_LISTEN_DUAL_STACK) != 0 {
             return Err(Error::invalid(format!("unknown flags {flags:#x}: use PORTMGR_LISTEN_* values")));

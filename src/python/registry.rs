@@ -164,11 +164,7 @@ impl PyRegistry {
         let addresses = addresses
             .unwrap_or_default()
             .iter()
-            .map(|a| {
-                a.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().map_err(|_| {
-                    Error::invalid(format!("{a:?} is not an IP address: give addresses such as \"127.0.0.1\" or \"::1\""))
-                })
-            })
+            .map(|a| crate::listen::parse_address(a))
             .collect::<Result<Vec<_>, Error>>()?;
         let opts = crate::listen::ListenOptions { addresses, reuse_addr, reuse_port, workers, ipv6_only, backlog };
         let reg = &self.reg;
