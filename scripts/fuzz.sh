@@ -24,7 +24,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   echo "fuzz: installing cargo-fuzz (a few minutes)" >&2
   cargo install cargo-fuzz --locked
 fi
-for t in range_parse registry_file c_api_sequence; do
+for t in range_parse registry_file c_api_sequence natpmp_reply; do
   mkdir -p "corpus/$t"
   echo "== fuzz $t for ${secs}s"
   # One job; -rss_limit_mb guards OOM; a crash leaves fuzz/artifacts/$t/crash-* and fails.

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 #[path = "../fuzz/bodies/c_api_sequence.rs"]
 mod c_api_sequence;
+#[path = "../fuzz/bodies/natpmp_reply.rs"]
+mod natpmp_reply;
 #[path = "../fuzz/bodies/range_parse.rs"]
 mod range_parse;
 #[path = "../fuzz/bodies/registry_file.rs"]
@@ -21,8 +23,12 @@ mod registry_file;
 /// A fuzz target's name and body.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: &[Target] =
-    &[("range_parse", range_parse::run), ("registry_file", registry_file::run), ("c_api_sequence", c_api_sequence::run)];
+const TARGETS: &[Target] = &[
+    ("range_parse", range_parse::run),
+    ("registry_file", registry_file::run),
+    ("c_api_sequence", c_api_sequence::run),
+    ("natpmp_reply", natpmp_reply::run),
+];
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
@@ -69,6 +75,11 @@ fn replay(target: &str, run: fn(&[u8])) {
 
 fn body_of(target: &str) -> fn(&[u8]) {
     TARGETS.iter().find(|(t, _)| *t == target).unwrap().1
+}
+
+#[test]
+fn natpmp_reply_corpus() {
+    replay("natpmp_reply", body_of("natpmp_reply"));
 }
 
 #[test]

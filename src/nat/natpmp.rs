@@ -44,6 +44,10 @@ impl MapProtocol {
             MapProtocol::Tcp => "tcp",
         }
     }
+    /// UDP when `udp`, else TCP (the skins' `udp` flag).
+    pub fn of_udp(udp: bool) -> Self {
+        if udp { MapProtocol::Udp } else { MapProtocol::Tcp }
+    }
     fn opcode(self) -> u8 {
         match self {
             MapProtocol::Udp => 1,
@@ -141,8 +145,12 @@ fn protocol_error(what: String) -> Error {
 
 /// Read a datagram answering request opcode `op` (0, 1 or 2): `Ok(None)` when it is not
 /// such an answer (too short, another version or opcode), an error for a non-zero result
-/// code.
+/// code, and an invalid argument for another `op`. Fuzzed: `fuzz/bodies/natpmp_reply.rs`.
 pub fn parse_reply(op: u8, d: &[u8]) -> Result<Option<Reply>> {
+    if op > 2 {
+        // (Found by the fuzz target: 128 + op overflowed.)
+        return Err(Error::invalid(format!("NAT-PMP requests are opcodes 0 (address), 1 (UDP) and 2 (TCP), not {op}")));
+    }
     if d.len() < 8 || d[0] != 0 || d[1] != 128 + op {
         return Ok(None);
     }
@@ -318,6 +326,7 @@ mod tests {
             parse_reply(2, &m).unwrap(),
             Some(Reply::Mapping { epoch: 9, internal_port: 8080, external_port: 18080, lifetime: 3600 })
         );
+        assert_eq!(parse_reply(200, &m).unwrap_err().code(), crate::ErrorCode::InvalidArgument, "no such request");
         // Any bytes: never a panic.
         for len in 0..20 {
             for b in 0..=255u8 {
