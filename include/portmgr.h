@@ -74,6 +74,22 @@
 #define PORTMGR_PROTO_BOTH 3
 
 /**
+ * `portmgr_nat_mapping_info`'s state: on the gateway, renewed while its lease lives.
+ */
+#define PORTMGR_NAT_ACTIVE 0
+
+/**
+ * Its lease was released or expired and the mapping deleted (see
+ * `portmgr_nat_mapping_error` for a failed deletion).
+ */
+#define PORTMGR_NAT_LEASE_ENDED 1
+
+/**
+ * `portmgr_nat_mapping_delete` was called.
+ */
+#define PORTMGR_NAT_DELETED 2
+
+/**
  * Strategy: uniform over the free ports of the range (the default).
  */
 #define PORTMGR_STRATEGY_RANDOM 0
@@ -174,6 +190,13 @@ typedef uint32_t portmgr_status;
  * It stays valid after its registry handle is closed.
  */
 typedef struct portmgr_lease portmgr_lease;
+
+/**
+ * A gateway mapping tied to the lease holding its port (see `portmgr_nat_mapping_new`).
+ *
+ * Thread-safety: one handle may be used by any number of threads at once.
+ */
+typedef struct portmgr_nat_mapping portmgr_nat_mapping;
 
 /**
  * A handle on one registry directory: the shared, crash-safe table of who holds which
@@ -466,6 +489,138 @@ portmgr_status portmgr_first_reachable_json(const char *const *targets,
                                             size_t len,
                                             size_t *out_len,
                                             bool *out_found);
+
+/**
+ * This host's address as the STUN server `server` (`"HOST:PORT"`) sees it: a binding
+ * request (RFC 8489) over UDP from `local_port` (0: any port), retransmitted with a
+ * doubling timeout from 500 ms, 7 sends, then 8 s (39.5 s in all). The address as text
+ * goes into `buf` (46 bytes hold any), the port into `*out_port`.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (a bad server, NULL or short `buf`, NULL
+ * `out_port`), `PORTMGR_TIMEOUT` (no answer), `PORTMGR_OS` (the local port cannot be
+ * bound, an error response, an answer without a mapped address). Thread-safe.
+ *
+ * # Safety
+ * `server` is NULL or NUL-terminated; `buf` is NULL or valid for writing `len` bytes;
+ * `out_port` is NULL or valid for writing a `uint16_t`.
+ */
+portmgr_status portmgr_stun_external_address(const char *server,
+                                             uint16_t local_port,
+                                             char *buf,
+                                             size_t len,
+                                             uint16_t *out_port);
+
+/**
+ * Map `port` of this host on the gateway for TCP (or UDP when `udp`) for
+ * `lifetime_s` seconds, asking for the same external port; call again to renew.
+ * `protocol` is NULL or `"auto"` (NAT-PMP, then UPnP IGD), `"natpmp"` or `"upnp"`;
+ * `gateway` is NULL (NAT-PMP: the default route's gateway; UPnP: SSDP multicast) or an
+ * IPv4 address. On `PORTMGR_OK`, `*out_external_port` and `*out_lifetime_s` (each may
+ * be NULL) hold what the gateway granted.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` (port 0, lifetime 0, a bad protocol or gateway),
+ * `PORTMGR_TIMEOUT` (no gateway answered), `PORTMGR_NOT_FOUND` (no default route),
+ * `PORTMGR_OS` (a refusal, with the gateway's reason in the message). Thread-safe.
+ *
+ * # Safety
+ * `protocol` and `gateway` are NULL or NUL-terminated; the out-pointers are NULL or
+ * valid for writing.
+ */
+portmgr_status portmgr_nat_map(uint16_t port,
+                               const char *protocol,
+                               const char *gateway,
+                               uint32_t lifetime_s,
+                               bool udp,
+                               uint16_t *out_external_port,
+                               uint32_t *out_lifetime_s);
+
+/**
+ * Delete the gateway's mapping of `port` (TCP, or UDP when `udp`); `protocol` and
+ * `gateway` as for `portmgr_nat_map`. Errors as there. Thread-safe.
+ *
+ * # Safety
+ * `protocol` and `gateway` are NULL or NUL-terminated.
+ */
+portmgr_status portmgr_nat_unmap(uint16_t port,
+                                 const char *protocol,
+                                 const char *gateway,
+                                 bool udp);
+
+/**
+ * Map `port` on the gateway (`protocol`, `gateway`, `lifetime_s` and `udp` as for
+ * `portmgr_nat_map`) and, when a live lease in `reg` holds `port`, tie the mapping to
+ * it: a thread renews it at half the granted lifetime while the lease lives and
+ * deletes it (best effort; see `portmgr_nat_mapping_error`) within 250 ms of the
+ * lease's release or expiry, by any process. A port no lease holds is mapped once for
+ * `lifetime_s`. `*out` receives the handle; `portmgr_nat_mapping_free` frees it
+ * without deleting the mapping (its lease decides), `portmgr_nat_mapping_delete`
+ * deletes it at once.
+ *
+ * Errors: those of `portmgr_nat_map`; `PORTMGR_INVALID_ARGUMENT` also for an invalid
+ * registry handle or a NULL `out`. Thread-safe.
+ *
+ * # Safety
+ * `protocol` and `gateway` are NULL or NUL-terminated; `out` is NULL or valid for
+ * writing a pointer.
+ */
+portmgr_status portmgr_nat_mapping_new(const portmgr_registry *reg,
+                                       uint16_t port,
+                                       const char *protocol,
+                                       const char *gateway,
+                                       uint32_t lifetime_s,
+                                       bool udp,
+                                       portmgr_nat_mapping **out);
+
+/**
+ * What the mapping stands at: the external port and lifetime last granted, the lease
+ * id it is tied to (0: none), and its state (`PORTMGR_NAT_ACTIVE`, `_LEASE_ENDED`,
+ * `_DELETED`). Each out-pointer may be NULL.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle. Thread-safe.
+ *
+ * # Safety
+ * The out-pointers are NULL or valid for writing.
+ */
+portmgr_status portmgr_nat_mapping_info(const portmgr_nat_mapping *mapping,
+                                        uint16_t *out_external_port,
+                                        uint32_t *out_lifetime_s,
+                                        uint64_t *out_lease_id,
+                                        int32_t *out_state);
+
+/**
+ * Wait until the mapping ended (its lease's end, or `portmgr_nat_mapping_delete`) and
+ * its deletion was tried, at most `timeout_ms` (negative: no limit). Whether it ended;
+ * false also for an invalid handle. Thread-safe.
+ */
+bool portmgr_nat_mapping_wait_ended(const portmgr_nat_mapping *mapping, int64_t timeout_ms);
+
+/**
+ * Copy the last failure of a renewal or of the deletion after the lease ended into
+ * `buf` snprintf-style; returns its full length, 0 when there is none (or for an
+ * invalid handle). Thread-safe.
+ *
+ * # Safety
+ * `buf` is NULL (with `len` 0) or valid for writing `len` bytes.
+ */
+size_t portmgr_nat_mapping_error(const portmgr_nat_mapping *mapping, char *buf, size_t len);
+
+/**
+ * Delete the mapping on the gateway now and stop following its lease; the handle stays
+ * valid (free it with `portmgr_nat_mapping_free`). Idempotent.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle; those of
+ * `portmgr_nat_unmap` when the gateway's deletion failed. Thread-safe.
+ */
+portmgr_status portmgr_nat_mapping_delete(const portmgr_nat_mapping *mapping);
+
+/**
+ * Free the handle. The mapping itself is left to its lease (renewed while it lives,
+ * deleted when it ends) or to its lifetime.
+ *
+ * Errors: `PORTMGR_INVALID_ARGUMENT` for an invalid handle (a second call does nothing
+ * else). Thread-safe.
+ */
+portmgr_status portmgr_nat_mapping_free(portmgr_nat_mapping *mapping);
 
 /**
  * Open (creating it if needed) the registry in directory `dir`, or, when `dir` is NULL,
@@ -999,62 +1154,6 @@ portmgr_status portmgr_resolver_pick(const portmgr_resolver *resolver,
                                      char *buf,
                                      size_t len,
                                      uint16_t *out_port);
-
-/**
- * This host's address as the STUN server `server` (`"HOST:PORT"`) sees it: a binding
- * request (RFC 8489) over UDP from `local_port` (0: any port), retransmitted with a
- * doubling timeout from 500 ms, 7 sends, then 8 s (39.5 s in all). The address as text
- * goes into `buf` (46 bytes hold any), the port into `*out_port`.
- *
- * Errors: `PORTMGR_INVALID_ARGUMENT` (a bad server, NULL or short `buf`, NULL
- * `out_port`), `PORTMGR_TIMEOUT` (no answer), `PORTMGR_OS` (the local port cannot be
- * bound, an error response, an answer without a mapped address). Thread-safe.
- *
- * # Safety
- * `server` is NULL or NUL-terminated; `buf` is NULL or valid for writing `len` bytes;
- * `out_port` is NULL or valid for writing a `uint16_t`.
- */
-portmgr_status portmgr_stun_external_address(const char *server,
-                                             uint16_t local_port,
-                                             char *buf,
-                                             size_t len,
-                                             uint16_t *out_port);
-
-/**
- * Map `port` of this host on the gateway for TCP (or UDP when `udp`) for
- * `lifetime_s` seconds, asking for the same external port; call again to renew.
- * `protocol` is NULL or `"auto"` (NAT-PMP, then UPnP IGD), `"natpmp"` or `"upnp"`;
- * `gateway` is NULL (NAT-PMP: the default route's gateway; UPnP: SSDP multicast) or an
- * IPv4 address. On `PORTMGR_OK`, `*out_external_port` and `*out_lifetime_s` (each may
- * be NULL) hold what the gateway granted.
- *
- * Errors: `PORTMGR_INVALID_ARGUMENT` (port 0, lifetime 0, a bad protocol or gateway),
- * `PORTMGR_TIMEOUT` (no gateway answered), `PORTMGR_NOT_FOUND` (no default route),
- * `PORTMGR_OS` (a refusal, with the gateway's reason in the message). Thread-safe.
- *
- * # Safety
- * `protocol` and `gateway` are NULL or NUL-terminated; the out-pointers are NULL or
- * valid for writing.
- */
-portmgr_status portmgr_nat_map(uint16_t port,
-                               const char *protocol,
-                               const char *gateway,
-                               uint32_t lifetime_s,
-                               bool udp,
-                               uint16_t *out_external_port,
-                               uint32_t *out_lifetime_s);
-
-/**
- * Delete the gateway's mapping of `port` (TCP, or UDP when `udp`); `protocol` and
- * `gateway` as for `portmgr_nat_map`. Errors as there. Thread-safe.
- *
- * # Safety
- * `protocol` and `gateway` are NULL or NUL-terminated.
- */
-portmgr_status portmgr_nat_unmap(uint16_t port,
-                                 const char *protocol,
-                                 const char *gateway,
-                                 bool udp);
 
 /**
  * The (first) port of the lease: for a multi-port lease the first of

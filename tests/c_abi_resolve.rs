@@ -114,3 +114,64 @@ fn nat_map_and_unmap_through_the_c_abi() {
     // SAFETY: as above.
     assert_eq!(unsafe { portmgr_nat_map(17018, bad.as_ptr(), ptr::null(), 300, false, ptr::null_mut(), ptr::null_mut()) } as u32, 1);
 }
+
+#[test]
+fn a_nat_mapping_handle_follows_its_lease_through_the_c_abi() {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    let lab = netserv::NatLab::start(13);
+    let dir = tempfile::tempdir().unwrap();
+    let cdir = CString::new(dir.path().to_str().unwrap()).unwrap();
+    // Handles are identifiers (usize), so they cross into the namespace thread as numbers.
+    let (reg, lease, mapping) = lab.run_in("c", move || {
+        let (mut reg, mut req, mut lease, mut m) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        // SAFETY: valid strings and writable out-pointers; handles made just above.
+        unsafe {
+            ok(portmgr_registry_open(cdir.as_ptr(), &mut reg));
+            ok(portmgr_request_new(&mut req));
+            ok(portmgr_request_set_range(req, 17019, 17019));
+            ok(portmgr_allocate(reg, req, &mut lease));
+            portmgr_request_free(req);
+            let proto = CString::new("natpmp").unwrap();
+            ok(portmgr_nat_mapping_new(reg, 17019, proto.as_ptr(), ptr::null(), 300, false, &mut m));
+        }
+        (reg as usize, lease as usize, m as usize)
+    });
+    let (reg, lease, mapping) = (reg as *mut portmgr_registry, lease as *mut portmgr_lease, mapping as *mut portmgr_nat_mapping);
+    let listener = lab.run_in("c", || TcpListener::bind("0.0.0.0:17019").unwrap());
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let _ = s.unwrap().write_all(b"hi");
+        }
+    });
+    let (mut ext, mut life, mut id, mut state) = (0u16, 0u32, 0u64, -1i32);
+    // SAFETY: live handles and writable out-pointers.
+    ok(unsafe { portmgr_nat_mapping_info(mapping, &mut ext, &mut life, &mut id, &mut state) });
+    assert_eq!((ext, id, state), (17019, portmgr_lease_id(lease), PORTMGR_NAT_ACTIVE));
+    assert!(life > 0 && life <= 300);
+    let reach = |lab: &netserv::NatLab| {
+        lab.run_in("o", || {
+            let addr = format!("{}:17019", netserv::LAB_ROUTER_OUTSIDE).parse().unwrap();
+            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map(drop).map_err(|e| e.kind())
+        })
+    };
+    assert_eq!(reach(&lab), Ok(()));
+    // Releasing the lease deletes the mapping; the handle reports it.
+    ok(portmgr_lease_release(lease));
+    assert!(portmgr_nat_mapping_wait_ended(mapping, 5000));
+    // SAFETY: as above; NULL out-pointers are skipped.
+    ok(unsafe { portmgr_nat_mapping_info(mapping, ptr::null_mut(), ptr::null_mut(), ptr::null_mut(), &mut state) });
+    assert_eq!(state, PORTMGR_NAT_LEASE_ENDED);
+    // SAFETY: NULL buffer with length 0 asks for the length.
+    assert_eq!(unsafe { portmgr_nat_mapping_error(mapping, ptr::null_mut(), 0) }, 0, "the deletion succeeded");
+    assert_eq!(reach(&lab), Err(std::io::ErrorKind::ConnectionRefused));
+    ok(portmgr_nat_mapping_delete(mapping)); // idempotent once ended
+    ok(portmgr_nat_mapping_free(mapping));
+    assert_eq!(portmgr_nat_mapping_free(mapping) as u32, 1, "a freed handle is an invalid argument");
+    assert!(!portmgr_nat_mapping_wait_ended(mapping, 0));
+    // A registry handle is not a mapping handle.
+    assert_eq!(portmgr_nat_mapping_delete(reg.cast()) as u32, 1);
+    portmgr_registry_close(reg);
+}

@@ -1,7 +1,7 @@
 //! Issue 19.3: NAT-PMP (RFC 6886) against a real miniupnpd (nftables backend) as the
 //! gateway of a router namespace that masquerades a client namespace onto an outer
 //! one, all made by this test (tests/netserv) and removed at the end. Ports
-//! 17030-17049 (inside the namespaces only).
+//! 17030-17059 (inside the namespaces only).
 
 mod netserv;
 
@@ -143,4 +143,99 @@ fn stun_from_behind_the_router_reports_the_routers_outer_address() {
     assert_eq!(got.mapped.ip().to_string(), LAB_ROUTER_OUTSIDE, "{got:?}");
     assert_eq!(got.local.port(), 17046);
     drop(coturn);
+}
+
+/// A listener in the client namespace at `port` that answers "hello" to every
+/// connection, for the rest of the test: a refused connection then means the mapping is
+/// gone, not the listener.
+fn hello_server(lab: &NatLab, port: u16) {
+    let listener = lab.run_in("c", move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            let _ = c.unwrap().write_all(b"hello");
+        }
+    });
+}
+
+fn tied_opts(lifetime: Duration) -> portmgr::nat::MapOptions {
+    portmgr::nat::MapOptions {
+        method: portmgr::nat::MapMethod::NatPmp,
+        gateway: Some(LAB_ROUTER_INSIDE.parse().unwrap()),
+        lifetime,
+        poll: Duration::from_millis(100),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_mapping_tied_to_its_lease_is_renewed_while_it_lives_and_deleted_when_it_is_released() {
+    use portmgr::nat::{Mapping, MappingState, map};
+    use portmgr::{Registry, Request};
+    let lab = NatLab::start(10);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    // Allocated (and probed) in the client namespace, where the listeners are.
+    let (reg, mut lease, m): (Registry, portmgr::Lease, Mapping) = lab.run_in("c", move || {
+        let reg = Registry::open(&d).unwrap();
+        let lease = reg.allocate(&Request::new().preferred(17050, true)).unwrap();
+        let m = map(&reg, 17050, &tied_opts(Duration::from_secs(2))).unwrap();
+        (reg, lease, m)
+    });
+    assert_eq!(m.lease_id(), Some(lease.id()));
+    assert_eq!(m.method(), portmgr::nat::MapMethod::NatPmp);
+    assert_eq!(m.granted().lifetime, Duration::from_secs(2), "miniupnpd runs with min_lifetime=1");
+    hello_server(&lab, 17050);
+    // The control: a mapping nobody renews, with the same 2 s lifetime, on 17052.
+    hello_server(&lab, 17052);
+    lab.run_in("c", || natpmp::map(17052, MapProtocol::Tcp, 17052, Duration::from_secs(2), &opts()).unwrap());
+    assert_eq!(from_outside(&lab, 17052).unwrap(), b"hello");
+
+    // Three lifetimes later: the gateway dropped the control, the tied one was renewed.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(from_outside(&lab, 17052).unwrap_err(), std::io::ErrorKind::ConnectionRefused, "miniupnpd expires mappings");
+    assert_eq!(from_outside(&lab, 17050).unwrap(), b"hello");
+    assert!(m.renewals() >= 3, "renewed at half the lifetime: {} renewals", m.renewals());
+    assert_eq!((m.state(), m.last_error()), (MappingState::Active, None));
+
+    // Released (from the host: the registry is a file) => deleted by the follower.
+    lease.release().unwrap();
+    assert!(m.wait_ended(Some(Duration::from_secs(5))), "deleted within the 100 ms poll");
+    assert_eq!((m.state(), m.last_error()), (MappingState::LeaseEnded, None));
+    assert_eq!(from_outside(&lab, 17050).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    // Ended: renewing is refused, deleting again is a no-op.
+    assert_eq!(m.renew().unwrap_err().code(), ErrorCode::InvalidArgument);
+    m.delete().unwrap();
+    drop(reg);
+}
+
+#[test]
+fn a_failed_deletion_after_the_lease_ends_is_reported_and_an_untied_mapping_is_not_followed() {
+    use portmgr::nat::{MappingState, map};
+    use portmgr::{Registry, Request};
+    let mut lab = NatLab::start(11);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let (reg, lease, m, untied) = lab.run_in("c", move || {
+        let reg = Registry::open(&d).unwrap();
+        let lease = reg.allocate(&Request::new().preferred(17054, true).ttl(Duration::from_secs(60))).unwrap();
+        let m = map(&reg, 17054, &tied_opts(Duration::from_secs(600))).unwrap();
+        // 17055 is held by no lease: mapped once, nothing follows it.
+        let untied = map(&reg, 17055, &tied_opts(Duration::from_secs(600))).unwrap();
+        (reg, lease, m, untied)
+    });
+    assert_eq!(untied.lease_id(), None);
+    assert!(!untied.wait_ended(Some(Duration::from_millis(300))), "an untied mapping ends only by delete");
+    lab.run_in("c", move || untied.delete().unwrap());
+
+    // The gateway goes away, then the lease is released by id from another handle:
+    // the lease is free, and the failed deletion is kept, not raised.
+    lab.stop_gateway();
+    let other = Registry::open(dir.path()).unwrap();
+    assert_eq!(other.release_id(lease.id()).unwrap(), vec![17054]);
+    assert!(m.wait_ended(Some(Duration::from_secs(10))));
+    assert_eq!(m.state(), MappingState::LeaseEnded);
+    let e = m.last_error().expect("the failed deletion is reported");
+    assert!(e.contains("deleting the gateway mapping of port 17054") && e.contains("no NAT-PMP server"), "{e}");
+    assert!(reg.get_by_port(17054).unwrap().is_none());
+    drop(lease);
 }

@@ -43,15 +43,15 @@ import socket
 import sys
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Optional, Sequence, TypedDict, Union
+from collections.abc import Mapping as _Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Optional, Sequence, TypedDict, Union
 
 from . import _native
 from ._native import (
     Endpoint,
     Resolver,
     stun_external_address,
-    PortMapping,
-    nat_map,
+    Mapping,
     nat_unmap,
     Candidate,
     FirstReachable,
@@ -108,6 +108,7 @@ __all__ = [
     "Endpoint",
     "Resolver",
     "stun_external_address",
+    "Mapping",
     "PortMapping",
     "nat_map",
     "nat_unmap",
@@ -239,7 +240,7 @@ if TYPE_CHECKING:
         count: int
         contiguous: bool
         type: Optional[str]
-        metadata: Optional[Mapping[str, str]]
+        metadata: Optional[_Mapping[str, str]]
         internal_ports: Optional[Sequence[int]]
 
 # The default registry, opened on first use and again when PORTMGR_DIR changes.
@@ -261,6 +262,34 @@ def registry() -> Registry:
             _default = Registry()
             _default_key = key
         return _default
+
+
+_registry = registry
+
+#: The name ``nat_map`` returned before it became a live, lease-tied handle.
+PortMapping = Mapping
+
+
+def nat_map(
+    port: int,
+    protocol: Literal["natpmp", "upnp", "auto"] = "auto",
+    *,
+    gateway: Optional[str] = None,
+    lifetime: float = 3600.0,
+    udp: bool = False,
+    registry: Optional[Registry] = None,
+) -> Mapping:
+    """Map ``port`` of this host on the gateway (NAT-PMP, UPnP IGD, or ``"auto"``:
+    NAT-PMP, then UPnP IGD) for ``lifetime`` seconds, asking for the same external port.
+
+    When a lease in ``registry`` (default: the shared one) holds ``port``, the mapping is
+    tied to it: renewed at half its lifetime while the lease lives, deleted when the
+    lease is released or expires (best effort; a failure is in :attr:`Mapping.error`).
+    Otherwise it lasts ``lifetime``. ``Mapping.delete()`` (or leaving ``with``) deletes it
+    at once."""
+    return _native.nat_map(
+        port, protocol, gateway=gateway, lifetime=lifetime, udp=udp, registry=registry if registry is not None else _registry()
+    )
 
 
 def _after_fork_in_child() -> None:
@@ -615,7 +644,7 @@ def get_or_allocate_service(
     name: str,
     *,
     type: Optional[str] = None,
-    metadata: Optional[Mapping[str, str]] = None,
+    metadata: Optional[_Mapping[str, str]] = None,
     proto: Proto = "tcp",
     count: int = 1,
     contiguous: bool = False,
@@ -666,7 +695,7 @@ def services_by_group(group: str) -> builtins.list[Service]:
 
 
 def update_metadata(
-    name: str, set: Optional[Mapping[str, str]] = None, *, remove: Sequence[str] = ()
+    name: str, set: Optional[_Mapping[str, str]] = None, *, remove: Sequence[str] = ()
 ) -> Service:
     """Change the metadata of the live service ``name``: ``set`` entries added or
     replaced, ``remove`` keys removed; returns the service as it now is."""
@@ -682,9 +711,9 @@ def service_types() -> builtins.list[ServiceType]:
 
 def allocate_group(
     name: str,
-    layout: Union[str, Mapping[str, Union[int, tuple[int, Optional[str]]]], None] = None,
+    layout: Union[str, _Mapping[str, Union[int, tuple[int, Optional[str]]]], None] = None,
     *,
-    metadata: Optional[Mapping[str, str]] = None,
+    metadata: Optional[_Mapping[str, str]] = None,
     range: Optional[RangeLike] = None,
     strategy: StrategyName = "random",
     max_attempts: int = 2000,

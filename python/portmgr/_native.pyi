@@ -7,7 +7,8 @@ releases the GIL. Errors are subclasses of :class:`portmgr.errors.PortError`.
 import builtins
 import os
 import socket
-from typing import Any, Callable, Iterable, Literal, Mapping, Optional, Sequence, Union, final
+from collections.abc import Mapping as _Mapping
+from typing import Any, Callable, Iterable, Literal, Optional, Sequence, Union, final
 
 from typing_extensions import Self
 
@@ -16,7 +17,7 @@ __all__ = [
     "Endpoint",
     "Resolver",
     "stun_external_address",
-    "PortMapping",
+    "Mapping",
     "nat_map",
     "nat_unmap",
     "Registry",
@@ -61,7 +62,7 @@ _RangeLike = Union[tuple[int, int], str, range]
 _SpanLike = Union[int, tuple[int, int], str]
 _SpansLike = Union[_SpanLike, Iterable[_SpanLike]]
 _Metadata = dict[str, str]
-_MetadataLike = Mapping[str, str]
+_MetadataLike = _Mapping[str, str]
 
 @final
 class Lease:
@@ -641,7 +642,7 @@ class Health:
     @property
     def problems(self) -> builtins.list[Problem]: ...
 
-_Layout = Union[str, Mapping[str, Union[int, tuple[int, Optional[str]]]]]
+_Layout = Union[str, _Mapping[str, Union[int, tuple[int, Optional[str]]]]]
 
 @final
 class Services:
@@ -954,9 +955,9 @@ def stun_external_address(server: str, local_port: Optional[int] = None) -> tupl
     """This host's (address, port) as the STUN server ``server`` (``HOST:PORT``) sees it."""
 
 @final
-class PortMapping:
-    """A port mapping a gateway granted (``Mapping`` in issue 19's text: ``Mapping`` is
-    ``typing.Mapping`` in this package)."""
+class Mapping:
+    """A port mapping a gateway granted, tied to the lease that holds the port: renewed
+    while the lease lives, deleted when it is released or expires."""
 
     @property
     def gateway(self) -> str: ...
@@ -964,12 +965,31 @@ class PortMapping:
     def protocol(self) -> str:
         """"tcp" or "udp"."""
     @property
+    def method(self) -> str:
+        """"natpmp" or "upnp": the gateway protocol that granted it."""
+    @property
     def internal_port(self) -> int: ...
     @property
     def external_port(self) -> int: ...
     @property
     def lifetime(self) -> float:
-        """Seconds the gateway keeps it unless renewed (map again to renew)."""
+        """Seconds the gateway keeps it unless renewed (the last grant)."""
+    @property
+    def lease_id(self) -> Optional[int]:
+        """The lease it is tied to; None when no lease held the port."""
+    @property
+    def state(self) -> Literal["active", "lease_ended", "deleted"]: ...
+    @property
+    def renewals(self) -> int: ...
+    @property
+    def error(self) -> Optional[str]:
+        """The last failure of a renewal or of the deletion after the lease ended."""
+    def renew(self) -> None: ...
+    def delete(self) -> None:
+        """Delete it now (idempotent); raises when the gateway's deletion failed."""
+    def wait_ended(self, timeout: Optional[float] = None) -> bool: ...
+    def __enter__(self) -> "Mapping": ...
+    def __exit__(self, *args: object) -> bool: ...
 
 def nat_map(
     port: int,
@@ -978,8 +998,9 @@ def nat_map(
     gateway: Optional[str] = None,
     lifetime: float = 3600.0,
     udp: bool = False,
-) -> PortMapping:
-    """Map ``port`` of this host on the gateway (NAT-PMP, UPnP IGD, or auto: NAT-PMP then UPnP)."""
+    registry: Registry,
+) -> Mapping:
+    """Map ``port`` of this host on the gateway, tied to the lease in ``registry`` that holds it."""
 
 def nat_unmap(
     port: int,

@@ -246,7 +246,7 @@ fn dispatch(cli: &Cli) -> R<i32> {
         Cmd::Reserved { cmd } => reserved::reserved(cli, fmt, cmd),
         Cmd::Serve(a) => serve::serve(cli, a),
         Cmd::Resolve(a) => resolve::resolve(fmt, a),
-        Cmd::Nat { cmd } => nat::nat(fmt, cmd),
+        Cmd::Nat { cmd } => nat::nat(cli, fmt, cmd),
     }
 }
 

@@ -9,8 +9,9 @@ use serde_json::json;
 
 use super::args::{Format, parse_duration};
 use super::output::{emit, emit_json, no_env};
-use super::{EXIT_OK, R};
-use crate::nat::{MapMethod, MapProtocol, StunOptions, map_port, stun_query, unmap_port};
+use super::{Cli, EXIT_OK, EXIT_OTHER, EXIT_USAGE, R, fail, open_registry};
+use crate::nat::{MapMethod, MapOptions, MapProtocol, Mapping, MappingState, PortMapping, StunOptions, stun_query, unmap_port};
+use crate::sys::SignalSet;
 
 #[derive(Subcommand, Debug, Clone)]
 pub(super) enum NatCmd {
@@ -36,9 +37,16 @@ Examples:
   portmgr nat map 8080
   portmgr nat map 5353 --udp --lifetime 2h --gateway 192.168.1.1 --json
 
+  portmgr nat map 8080 --follow --lifetime 10m     # renewed until 8080's lease ends
+
 Asks for the same external port; prints the gateway's external address and the port
 granted. Run it again before the lifetime ends to renew. auto tries NAT-PMP, then
-UPnP IGD (SSDP discovery; --gateway sends the search to that address only).")]
+UPnP IGD (SSDP discovery; --gateway sends the search to that address only).
+
+--follow ties the mapping to the lease holding PORT: portmgr stays running, renews at
+half the granted lifetime, and deletes the mapping when the lease is released or
+expires (status 0, or 1 with the error when the deletion failed) or on SIGINT/SIGTERM
+(status 0). Without it, the mapping lasts its lifetime.")]
     Map {
         /// This host's port
         port: u16,
@@ -54,6 +62,9 @@ UPnP IGD (SSDP discovery; --gateway sends the search to that address only).")]
         /// Map UDP instead of TCP
         #[arg(long)]
         udp: bool,
+        /// Stay running: renew while the lease holding PORT lives, delete it when the lease ends
+        #[arg(long)]
+        follow: bool,
     },
     /// Delete the gateway's mapping of PORT
     Unmap {
@@ -76,10 +87,10 @@ fn parse_method(s: &str) -> Result<MapMethod, String> {
 }
 
 fn transport(udp: bool) -> MapProtocol {
-    if udp { MapProtocol::Udp } else { MapProtocol::Tcp }
+    MapProtocol::of_udp(udp)
 }
 
-pub(super) fn nat(fmt: Format, cmd: &NatCmd) -> R<i32> {
+pub(super) fn nat(cli: &Cli, fmt: Format, cmd: &NatCmd) -> R<i32> {
     match cmd {
         NatCmd::ExternalIp { stun, local_port } => {
             no_env(fmt, "nat external-ip")?;
@@ -96,25 +107,16 @@ pub(super) fn nat(fmt: Format, cmd: &NatCmd) -> R<i32> {
             }
             Ok(EXIT_OK)
         }
-        NatCmd::Map { port, protocol, gateway, lifetime, udp } => {
+        NatCmd::Map { port, protocol, gateway, lifetime, udp, follow: false } => {
             no_env(fmt, "nat map")?;
-            let m = map_port(*port, transport(*udp), *protocol, *gateway, *lifetime)?;
-            // The external address, for the output only (a failure leaves it out).
-            let ext = crate::nat::external_address(*protocol, Some(m.gateway)).map(|a| a.to_string()).ok();
-            if fmt == Format::Json {
-                emit_json(&json!({
-                    "gateway": m.gateway.to_string(),
-                    "protocol": m.protocol.as_str(),
-                    "internal_port": m.internal_port,
-                    "external_address": ext,
-                    "external_port": m.external_port,
-                    "lifetime_s": m.lifetime.as_secs(),
-                }))?;
-            } else {
-                let at = ext.map_or(format!("port {}", m.external_port), |a| format!("{a}:{}", m.external_port));
-                emit(&format!("{at} ({}) -> this host's port {} for {} s\n", m.protocol, m.internal_port, m.lifetime.as_secs()))?;
-            }
+            let (m, method) = crate::nat::map_with(*port, transport(*udp), *protocol, *gateway, *lifetime)?;
+            print_mapping(fmt, &m, method, None, false)?;
             Ok(EXIT_OK)
+        }
+        NatCmd::Map { port, protocol, gateway, lifetime, udp, follow: true } => {
+            no_env(fmt, "nat map")?;
+            let opts = MapOptions { method: *protocol, gateway: *gateway, transport: transport(*udp), lifetime: *lifetime, ..Default::default() };
+            follow(cli, fmt, *port, &opts)
         }
         NatCmd::Unmap { port, protocol, gateway, udp } => {
             no_env(fmt, "nat unmap")?;
@@ -127,4 +129,72 @@ pub(super) fn nat(fmt: Format, cmd: &NatCmd) -> R<i32> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// The granted mapping: `EXT_ADDR:EXT_PORT (tcp) -> ...`, or the JSON object (on one
+/// line when `line`: `--follow` prints JSON lines).
+fn print_mapping(fmt: Format, m: &PortMapping, method: MapMethod, lease_id: Option<u64>, line: bool) -> R<()> {
+    // The external address, for the output only (a failure leaves it out).
+    let ext = crate::nat::external_address(method, Some(m.gateway)).map(|a| a.to_string()).ok();
+    if fmt == Format::Json {
+        json_out(line, &json!({
+            "gateway": m.gateway.to_string(),
+            "protocol": m.protocol.as_str(),
+            "method": method.as_str(),
+            "internal_port": m.internal_port,
+            "external_address": ext,
+            "external_port": m.external_port,
+            "lifetime_s": m.lifetime.as_secs(),
+            "lease_id": lease_id,
+        }))
+    } else {
+        let at = ext.map_or(format!("port {}", m.external_port), |a| format!("{a}:{}", m.external_port));
+        let tie = lease_id.map_or(String::new(), |id| format!(", renewed while lease {id} lives"));
+        emit(&format!("{at} ({}) -> this host's port {} for {} s{tie}\n", m.protocol, m.internal_port, m.lifetime.as_secs()))
+    }
+}
+
+/// `nat map --follow`: the core's lease-tied [`Mapping`]; this thread waits for its end
+/// while another takes SIGINT/SIGTERM and deletes it.
+fn follow(cli: &Cli, fmt: Format, port: u16, opts: &MapOptions) -> R<i32> {
+    let reg = open_registry(cli)?;
+    if reg.get_by_port(port)?.is_none() {
+        return Err(fail(
+            EXIT_USAGE,
+            format!("port {port} is not held by a lease, so --follow has nothing to follow: allocate it first (portmgr alloc --port {port} --required --ttl 1h), or map it without --follow"),
+        ));
+    }
+    // Blocked before the follower thread starts (it inherits the mask).
+    let set = SignalSet::of(&[libc::SIGINT, libc::SIGTERM]);
+    set.block().map_err(|e| fail(EXIT_OTHER, format!("blocking SIGINT and SIGTERM: {e}")))?;
+    let m: Mapping = crate::nat::map(&reg, port, opts)?;
+    print_mapping(fmt, &m.granted(), m.method(), m.lease_id(), true)?;
+    let on_signal = m.clone();
+    std::thread::Builder::new()
+        .name("portmgr-signals".into())
+        .spawn(move || {
+            while let Err(e) = set.wait() {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            let _ = on_signal.delete();
+        })
+        .map_err(|e| fail(EXIT_OTHER, format!("starting the signal thread: {e}")))?;
+    m.wait_ended(None);
+    let (state, error) = (m.state(), m.last_error());
+    if fmt == Format::Json {
+        json_out(true, &json!({ "port": port, "state": state.as_str(), "renewals": m.renewals(), "error": error }))?;
+    } else if error.is_none() {
+        let why = if state == MappingState::LeaseEnded { "its lease ended" } else { "stopped" };
+        emit(&format!("unmapped {port} ({}): {why}\n", opts.transport))?;
+    }
+    match error {
+        Some(e) => Err(fail(EXIT_OTHER, e)),
+        None => Ok(EXIT_OK),
+    }
+}
+
+fn json_out(line: bool, v: &serde_json::Value) -> R<()> {
+    if line { emit(&format!("{v}\n")) } else { emit_json(v) }
 }

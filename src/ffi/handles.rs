@@ -46,6 +46,8 @@ pub(crate) enum Entry {
     Request(Arc<Mutex<RequestEntry>>),
     Lease(Arc<LeaseEntry>),
     UnixPath(Arc<UnixPathEntry>),
+    /// A gateway mapping (shares its state with the thread following its lease).
+    NatMapping(crate::nat::Mapping),
 }
 
 /// A Unix-socket path as the C API holds it: the path (fixed) and the core's holder
@@ -62,6 +64,7 @@ impl Entry {
             Entry::Request(_) => "portmgr_request",
             Entry::Lease(_) => "portmgr_lease",
             Entry::UnixPath(_) => "portmgr_unix_path",
+            Entry::NatMapping(_) => "portmgr_nat_mapping",
         }
     }
 }
@@ -154,6 +157,14 @@ pub(crate) fn lease<T>(p: *const T, what: &str, take: bool) -> Result<Arc<LeaseE
 pub(crate) fn unix_path<T>(p: *const T, what: &str, take: bool) -> Result<Arc<UnixPathEntry>> {
     lookup(p, what, "portmgr_unix_path", take, |e| match e {
         Entry::UnixPath(u) => Some(u.clone()),
+        _ => None,
+    })
+}
+
+/// The gateway mapping behind handle `p`; `take` also removes the handle.
+pub(crate) fn nat_mapping<T>(p: *const T, what: &str, take: bool) -> Result<crate::nat::Mapping> {
+    lookup(p, what, "portmgr_nat_mapping", take, |e| match e {
+        Entry::NatMapping(m) => Some(m.clone()),
         _ => None,
     })
 }

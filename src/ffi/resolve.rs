@@ -1,5 +1,5 @@
-//! `portmgr_resolver` (the core's [`crate::resolve::Resolver`]) and the STUN call
-//! (`crate::nat`): conversions only.
+//! `portmgr_resolver` (the core's [`crate::resolve::Resolver`]): conversions only.
+//! The STUN and gateway-mapping calls are in `ffi/nat.rs`.
 //!
 //! Resolver handles live in a table of their own (this file), with the conventions of
 //! every other handle: the pointer is an identifier, never dereferenced; identifiers are
@@ -149,7 +149,7 @@ pub unsafe extern "C" fn portmgr_resolver_resolve_json(
 ///
 /// # Safety
 /// `buf` NULL or writable for `len` bytes, `out_port` writable.
-unsafe fn addr_out(addr: std::net::SocketAddr, buf: *mut c_char, len: usize, out_port: *mut u16) -> Result<()> {
+pub(super) unsafe fn addr_out(addr: std::net::SocketAddr, buf: *mut c_char, len: usize, out_port: *mut u16) -> Result<()> {
     let text = addr.ip().to_string();
     if len <= text.len() {
         return Err(Error::invalid(format!("`buf` has {len} bytes; the address needs {}", text.len() + 1)));
@@ -186,106 +186,5 @@ pub unsafe extern "C" fn portmgr_resolver_pick(
         let e = r.pick(name)?;
         // SAFETY: forwarded contract; both pointers checked non-NULL.
         unsafe { addr_out(e.addr, buf, len, out_port) }
-    })
-}
-
-/// This host's address as the STUN server `server` (`"HOST:PORT"`) sees it: a binding
-/// request (RFC 8489) over UDP from `local_port` (0: any port), retransmitted with a
-/// doubling timeout from 500 ms, 7 sends, then 8 s (39.5 s in all). The address as text
-/// goes into `buf` (46 bytes hold any), the port into `*out_port`.
-///
-/// Errors: `PORTMGR_INVALID_ARGUMENT` (a bad server, NULL or short `buf`, NULL
-/// `out_port`), `PORTMGR_TIMEOUT` (no answer), `PORTMGR_OS` (the local port cannot be
-/// bound, an error response, an answer without a mapped address). Thread-safe.
-///
-/// # Safety
-/// `server` is NULL or NUL-terminated; `buf` is NULL or valid for writing `len` bytes;
-/// `out_port` is NULL or valid for writing a `uint16_t`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn portmgr_stun_external_address(
-    server: *const c_char,
-    local_port: u16,
-    buf: *mut c_char,
-    len: usize,
-    out_port: *mut u16,
-) -> portmgr_status {
-    guard(|| {
-        need(out_port, "out_port")?;
-        need(buf, "buf")?;
-        // SAFETY: NULL or NUL-terminated (the contract); c_str checks NULL.
-        let server = unsafe { c_str(server, "server") }?;
-        let a = crate::nat::stun_external_address(server, (local_port != 0).then_some(local_port))?;
-        // SAFETY: forwarded contract; both pointers checked non-NULL.
-        unsafe { addr_out(a, buf, len, out_port) }
-    })
-}
-
-fn map_args(protocol: *const c_char, gateway: *const c_char) -> Result<(crate::nat::MapMethod, Option<std::net::Ipv4Addr>)> {
-    let method = if protocol.is_null() {
-        crate::nat::MapMethod::Auto
-    } else {
-        // SAFETY: non-NULL and NUL-terminated (the caller's contract).
-        unsafe { c_str(protocol, "protocol") }?.parse()?
-    };
-    let gateway = if gateway.is_null() {
-        None
-    } else {
-        // SAFETY: non-NULL and NUL-terminated (the caller's contract).
-        let g = unsafe { c_str(gateway, "gateway") }?;
-        Some(g.parse().map_err(|_| Error::invalid(format!("gateway {g:?} must be an IPv4 address"))))
-            .transpose()?
-    };
-    Ok((method, gateway))
-}
-
-fn transport(udp: bool) -> crate::nat::MapProtocol {
-    if udp { crate::nat::MapProtocol::Udp } else { crate::nat::MapProtocol::Tcp }
-}
-
-/// Map `port` of this host on the gateway for TCP (or UDP when `udp`) for
-/// `lifetime_s` seconds, asking for the same external port; call again to renew.
-/// `protocol` is NULL or `"auto"` (NAT-PMP, then UPnP IGD), `"natpmp"` or `"upnp"`;
-/// `gateway` is NULL (NAT-PMP: the default route's gateway; UPnP: SSDP multicast) or an
-/// IPv4 address. On `PORTMGR_OK`, `*out_external_port` and `*out_lifetime_s` (each may
-/// be NULL) hold what the gateway granted.
-///
-/// Errors: `PORTMGR_INVALID_ARGUMENT` (port 0, lifetime 0, a bad protocol or gateway),
-/// `PORTMGR_TIMEOUT` (no gateway answered), `PORTMGR_NOT_FOUND` (no default route),
-/// `PORTMGR_OS` (a refusal, with the gateway's reason in the message). Thread-safe.
-///
-/// # Safety
-/// `protocol` and `gateway` are NULL or NUL-terminated; the out-pointers are NULL or
-/// valid for writing.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn portmgr_nat_map(
-    port: u16,
-    protocol: *const c_char,
-    gateway: *const c_char,
-    lifetime_s: u32,
-    udp: bool,
-    out_external_port: *mut u16,
-    out_lifetime_s: *mut u32,
-) -> portmgr_status {
-    guard(|| {
-        let (method, gw) = map_args(protocol, gateway)?;
-        let m = crate::nat::map_port(port, transport(udp), method, gw, Duration::from_secs(u64::from(lifetime_s)))?;
-        // SAFETY: NULL (skipped by put) or writable (the contract).
-        unsafe { put(out_external_port, m.external_port) };
-        // SAFETY: as above.
-        unsafe { put(out_lifetime_s, u32::try_from(m.lifetime.as_secs()).unwrap_or(u32::MAX)) };
-        Ok(())
-    })
-}
-
-/// Delete the gateway's mapping of `port` (TCP, or UDP when `udp`); `protocol` and
-/// `gateway` as for `portmgr_nat_map`. Errors as there. Thread-safe.
-///
-/// # Safety
-/// `protocol` and `gateway` are NULL or NUL-terminated.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn portmgr_nat_unmap(port: u16, protocol: *const c_char, gateway: *const c_char, udp: bool) -> portmgr_status {
-    guard(|| {
-        let (method, gw) = map_args(protocol, gateway)?;
-        crate::nat::unmap_port(port, transport(udp), method, gw)
     })
 }

@@ -2,8 +2,11 @@
 //!
 //! [`stun`] sends a STUN binding request (RFC 8489) over UDP and reads the mapped
 //! address from the response. [`natpmp`] maps a port on the gateway with NAT-PMP
-//! (RFC 6886), [`upnp`] with UPnP IGD; [`map_port`] chooses between them.
+//! (RFC 6886), [`upnp`] with UPnP IGD; [`map_port`] chooses between them, and
+//! [`mapping::map`] ties a mapping to the lease that holds the port (renewed while the
+//! lease lives, deleted when it is released).
 
+pub mod mapping;
 pub mod natpmp;
 pub mod stun;
 pub mod upnp;
@@ -15,6 +18,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+pub use mapping::{MapOptions, Mapping, MappingState, map};
 pub use natpmp::{MapProtocol, NatPmpOptions, PortMapping};
 
 /// Which gateway protocol maps a port: NAT-PMP, UPnP IGD, or `Auto` (NAT-PMP, then
@@ -70,16 +74,30 @@ fn both_failed(natpmp: Error, upnp: Error) -> Error {
 
 /// Map `port` of this host on the gateway (`gateway`, else the default route's for
 /// NAT-PMP, or the first IGD found for UPnP) for `protocol` and `lifetime`, asking for
-/// the same external port. Calling it again renews.
+/// the same external port. Calling it again renews. [`map`] also ties the mapping to
+/// the lease that holds the port.
 pub fn map_port(port: u16, protocol: MapProtocol, method: MapMethod, gateway: Option<Ipv4Addr>, lifetime: Duration) -> Result<PortMapping> {
+    map_with(port, protocol, method, gateway, lifetime).map(|(m, _)| m)
+}
+
+/// [`map_port`], and the method that granted the mapping (never `Auto`).
+pub(crate) fn map_with(
+    port: u16,
+    protocol: MapProtocol,
+    method: MapMethod,
+    gateway: Option<Ipv4Addr>,
+    lifetime: Duration,
+) -> Result<(PortMapping, MapMethod)> {
     let up = upnp::UpnpOptions { gateway, ..Default::default() };
+    let natpmp = |o: &NatPmpOptions| natpmp::map(port, protocol, port, lifetime, o).map(|m| (m, MapMethod::NatPmp));
+    let upnp = || upnp::map(port, protocol, port, lifetime, &up).map(|m| (m, MapMethod::Upnp));
     match method {
-        MapMethod::NatPmp => natpmp::map(port, protocol, port, lifetime, &NatPmpOptions { gateway, ..Default::default() }),
-        MapMethod::Upnp => upnp::map(port, protocol, port, lifetime, &up),
-        MapMethod::Auto => match natpmp::map(port, protocol, port, lifetime, &auto_natpmp(gateway)) {
+        MapMethod::NatPmp => natpmp(&NatPmpOptions { gateway, ..Default::default() }),
+        MapMethod::Upnp => upnp(),
+        MapMethod::Auto => match natpmp(&auto_natpmp(gateway)) {
             Ok(m) => Ok(m),
             Err(e) if e.code() == crate::ErrorCode::InvalidArgument => Err(e),
-            Err(n) => upnp::map(port, protocol, port, lifetime, &up).map_err(|u| both_failed(n, u)),
+            Err(n) => upnp().map_err(|u| both_failed(n, u)),
         },
     }
 }

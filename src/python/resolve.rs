@@ -118,27 +118,103 @@ pub(super) fn stun_external_address(py: Python<'_>, server: &str, local_port: Op
     Ok((a.ip().to_string(), a.port()))
 }
 
-/// A port mapping a gateway granted.
-#[pyclass(name = "PortMapping", module = "portmgr", frozen, get_all)]
+/// A port mapping a gateway granted, tied to the lease that holds the port (see
+/// `portmgr::nat::mapping`): renewed while the lease lives, deleted when it ends.
+#[pyclass(name = "Mapping", module = "portmgr", frozen)]
 pub(super) struct PyMapping {
-    /// The gateway's address.
-    gateway: String,
-    /// "tcp" or "udp".
-    protocol: &'static str,
-    /// This host's port.
-    internal_port: u16,
-    /// The port on the gateway's external address.
-    external_port: u16,
-    /// Seconds the gateway keeps it unless renewed (map again to renew).
-    lifetime: f64,
+    inner: crate::nat::Mapping,
 }
 
 #[pymethods]
 impl PyMapping {
+    /// The gateway's address.
+    #[getter]
+    fn gateway(&self) -> String {
+        self.inner.granted().gateway.to_string()
+    }
+    /// "tcp" or "udp".
+    #[getter]
+    fn protocol(&self) -> &'static str {
+        self.inner.granted().protocol.as_str()
+    }
+    /// "natpmp" or "upnp": the gateway protocol that granted it.
+    #[getter]
+    fn method(&self) -> &'static str {
+        self.inner.method().as_str()
+    }
+    /// This host's port.
+    #[getter]
+    fn internal_port(&self) -> u16 {
+        self.inner.granted().internal_port
+    }
+    /// The port on the gateway's external address.
+    #[getter]
+    fn external_port(&self) -> u16 {
+        self.inner.granted().external_port
+    }
+    /// Seconds the gateway keeps it unless renewed (the last grant).
+    #[getter]
+    fn lifetime(&self) -> f64 {
+        self.inner.granted().lifetime.as_secs_f64()
+    }
+    /// The id of the lease it is tied to; None when no lease held the port.
+    #[getter]
+    fn lease_id(&self) -> Option<u64> {
+        self.inner.lease_id()
+    }
+    /// "active", "lease_ended" or "deleted".
+    #[getter]
+    fn state(&self) -> &'static str {
+        self.inner.state().as_str()
+    }
+    /// How many renewals succeeded.
+    #[getter]
+    fn renewals(&self) -> u64 {
+        self.inner.renewals()
+    }
+    /// The last failure of a renewal or of the deletion after the lease ended, or None.
+    #[getter]
+    fn error(&self) -> Option<String> {
+        self.inner.last_error()
+    }
+    /// Renew now (map again).
+    fn renew(&self, py: Python<'_>) -> PyResult<()> {
+        detached(py, || self.inner.renew())?;
+        Ok(())
+    }
+    /// Delete the mapping now (idempotent); raises when the gateway's deletion failed.
+    fn delete(&self, py: Python<'_>) -> PyResult<()> {
+        detached(py, || self.inner.delete())?;
+        Ok(())
+    }
+    /// Wait until it ended (its lease's end or delete()) and the deletion was tried, at
+    /// most `timeout` seconds (None: no limit); whether it ended.
+    #[pyo3(signature = (timeout = None))]
+    fn wait_ended(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let t = timeout.map(|t| seconds_arg("timeout", t, true)).transpose()?;
+        Ok(py.detach(|| self.inner.wait_ended(t)))
+    }
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    /// Leaving a `with` block deletes the mapping.
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.delete(py)?;
+        Ok(false)
+    }
     fn __repr__(&self) -> String {
+        let g = self.inner.granted();
         format!(
-            "PortMapping(gateway={:?}, protocol={:?}, internal_port={}, external_port={}, lifetime={})",
-            self.gateway, self.protocol, self.internal_port, self.external_port, self.lifetime
+            "Mapping(gateway={:?}, protocol={:?}, method={:?}, internal_port={}, external_port={}, lifetime={}, lease_id={}, state={:?})",
+            g.gateway.to_string(),
+            g.protocol.as_str(),
+            self.inner.method().as_str(),
+            g.internal_port,
+            g.external_port,
+            g.lifetime.as_secs_f64(),
+            self.inner.lease_id().map_or("None".to_string(), |i| i.to_string()),
+            self.inner.state().as_str(),
         )
     }
 }
@@ -149,14 +225,10 @@ fn gateway_arg(gateway: Option<&str>) -> crate::Result<Option<std::net::Ipv4Addr
         .transpose()
 }
 
-fn transport(udp: bool) -> crate::nat::MapProtocol {
-    if udp { crate::nat::MapProtocol::Udp } else { crate::nat::MapProtocol::Tcp }
-}
-
 /// Map `port` of this host on the gateway ("natpmp", "upnp" or "auto": NAT-PMP, then
-/// UPnP IGD) for `lifetime` seconds; call again to renew.
+/// UPnP IGD) for `lifetime` seconds, tied to the lease in `registry` that holds it.
 #[pyfunction]
-#[pyo3(signature = (port, protocol = "auto", *, gateway = None, lifetime = 3600.0, udp = false))]
+#[pyo3(signature = (port, protocol = "auto", *, gateway = None, lifetime = 3600.0, udp = false, registry))]
 pub(super) fn nat_map(
     py: Python<'_>,
     port: u16,
@@ -164,18 +236,20 @@ pub(super) fn nat_map(
     gateway: Option<&str>,
     lifetime: f64,
     udp: bool,
+    registry: PyRef<'_, super::registry::PyRegistry>,
 ) -> PyResult<PyMapping> {
-    let m = detached(py, || {
-        let method = protocol.parse::<crate::nat::MapMethod>()?;
-        crate::nat::map_port(port, transport(udp), method, gateway_arg(gateway)?, seconds_arg("lifetime", lifetime, false)?)
+    let reg = registry.reg.clone();
+    let inner = detached(py, || {
+        let opts = crate::nat::MapOptions {
+            method: protocol.parse()?,
+            gateway: gateway_arg(gateway)?,
+            transport: crate::nat::MapProtocol::of_udp(udp),
+            lifetime: seconds_arg("lifetime", lifetime, false)?,
+            ..Default::default()
+        };
+        crate::nat::map(&reg, port, &opts)
     })?;
-    Ok(PyMapping {
-        gateway: m.gateway.to_string(),
-        protocol: m.protocol.as_str(),
-        internal_port: m.internal_port,
-        external_port: m.external_port,
-        lifetime: m.lifetime.as_secs_f64(),
-    })
+    Ok(PyMapping { inner })
 }
 
 /// Delete the gateway's mapping of `port`.
@@ -184,7 +258,7 @@ pub(super) fn nat_map(
 pub(super) fn nat_unmap(py: Python<'_>, port: u16, protocol: &str, gateway: Option<&str>, udp: bool) -> PyResult<()> {
     detached(py, || {
         let method = protocol.parse::<crate::nat::MapMethod>()?;
-        crate::nat::unmap_port(port, transport(udp), method, gateway_arg(gateway)?)
+        crate::nat::unmap_port(port, crate::nat::MapProtocol::of_udp(udp), method, gateway_arg(gateway)?)
     })?;
     Ok(())
 }

@@ -266,7 +266,7 @@ impl NatLab {
                 "ext_ifname=px{tag}\nlisting_ip=pr{tag}\nenable_natpmp={}\nenable_upnp=yes\nsecure_mode=yes\n\
 upnp_table_name=miniupnpd\nupnp_nat_table_name=miniupnpd\nupnp_forward_chain=miniupnpd\n\
 upnp_nat_chain=prerouting_miniupnpd\nupnp_nat_postrouting_chain=postrouting_miniupnpd\n\
-uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07d\nlease_file={}\n\
+uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07d\nlease_file={}\nmin_lifetime=1\n\
 allow 1024-65535 10.77.0.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
                 if natpmp { "yes" } else { "no" },
                 lab.dir.path().join("leases").display()
@@ -303,6 +303,14 @@ allow 1024-65535 10.77.0.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
             std::thread::sleep(Duration::from_millis(50));
         }
         lab
+    }
+
+    /// Stop miniupnpd: the gateway then answers NAT-PMP with ICMP port unreachable.
+    pub fn stop_gateway(&mut self) {
+        if let Some(mut c) = self.miniupnpd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// The name of namespace `which` ("r" router, "c" client, "o" outer).

@@ -203,7 +203,7 @@ def natlab(tmp_path: Path) -> Iterator[dict[str, str]]:
             f"ext_ifname=px{t}\nlistening_ip=pr{t}\nenable_natpmp=yes\nenable_upnp=yes\nsecure_mode=yes\n"
             "upnp_table_name=miniupnpd\nupnp_nat_table_name=miniupnpd\nupnp_forward_chain=miniupnpd\n"
             "upnp_nat_chain=prerouting_miniupnpd\nupnp_nat_postrouting_chain=postrouting_miniupnpd\n"
-            f"uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07d\nlease_file={tmp_path / 'leases'}\n"
+            f"uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07d\nlease_file={tmp_path / 'leases'}\nmin_lifetime=1\n"
             "allow 1024-65535 10.77.0.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
         )
         log = tmp_path / "miniupnpd.log"
@@ -275,5 +275,67 @@ def test_nat_map_and_unmap_through_miniupnpd(natlab: dict[str, str], proto: str,
             client.stdin.flush()
             assert client.stdout.readline().strip() == "unmapped"
             assert outside() == "refused"
+        finally:
+            client.kill()
+
+
+TIED = """
+import json, socket, sys, portmgr
+port = int(sys.argv[1])
+lease = portmgr.allocate(range=(port, port))
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", port)); l.listen()
+def serve():
+    while True:
+        c, _ = l.accept(); c.sendall(b"hello"); c.close()
+import threading; threading.Thread(target=serve, daemon=True).start()
+m = portmgr.nat_map(port, "natpmp", lifetime=2)
+assert isinstance(m, portmgr.Mapping) and portmgr.PortMapping is portmgr.Mapping
+print(json.dumps([m.lease_id == lease.id, m.method, m.state, m.lifetime, m.external_port]), flush=True)
+sys.stdin.readline()
+print(json.dumps([m.renewals, m.error]), flush=True)
+lease.release()
+ended = m.wait_ended(5)
+print(json.dumps([ended, m.state, m.error]), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_nat_map_is_tied_to_the_lease_renewed_then_deleted_on_release(natlab: dict[str, str]) -> None:
+    import json
+    import sys
+    import time
+
+    port = 17262
+
+    def outside() -> str:
+        out = subprocess.run(
+            ["ip", "netns", "exec", natlab["outer"], sys.executable, "-c", OUTER, str(port)],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+
+    with subprocess.Popen(
+        ["ip", "netns", "exec", natlab["client"], sys.executable, "-c", TIED, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as client:
+        try:
+            assert client.stdout is not None and client.stdin is not None
+            assert json.loads(client.stdout.readline()) == [True, "natpmp", "active", 2.0, port]
+            time.sleep(5)  # past two lifetimes of 2 s: only the renewals keep it
+            assert outside() == "hello"
+            client.stdin.write("\n")
+            client.stdin.flush()
+            renewals, error = json.loads(client.stdout.readline())
+            assert renewals >= 3 and error is None
+            # Released: deleted by the follower; the listener is still there.
+            assert json.loads(client.stdout.readline()) == [True, "lease_ended", None]
+            assert outside() == "refused"
+            client.stdin.write("\n")
+            client.stdin.flush()
+            assert client.wait(10) == 0
         finally:
             client.kill()

@@ -1,6 +1,6 @@
 //! Issue 19 through the real `portmgr` binary: `portmgr resolve` against a real dnsmasq
 //! and `portmgr nat external-ip` against a real coturn, both started here on 127.0.0.1.
-//! Ports 17100-17199.
+//! Ports 17100-17199 (17140-17141: `nat map --follow`).
 
 #[path = "../../../tests/netserv/mod.rs"]
 mod netserv;
@@ -123,4 +123,86 @@ fn nat_map_and_unmap_through_a_real_miniupnpd() {
     assert_eq!(reach(17131), Err(std::io::ErrorKind::ConnectionRefused));
     // An unknown protocol is a usage error.
     assert_eq!(portmgr_in(&c, &["nat", "map", "17131", "--protocol", "pcp"]).status.code(), Some(2));
+}
+
+#[test]
+fn nat_map_follow_renews_until_the_lease_is_released_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let lab = netserv::NatLab::start(12);
+    let c = lab.ns("c");
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("registry");
+    let cmd = |args: &[&str]| {
+        let mut k = Command::new("ip");
+        k.args(["netns", "exec", &c, env!("CARGO_BIN_EXE_portmgr")]).env("PORTMGR_DIR", &reg).args(args);
+        k
+    };
+    let outside = |port: u16| {
+        lab.run_in("o", move || {
+            let addr = format!("{}:{port}", netserv::LAB_ROUTER_OUTSIDE).parse().unwrap();
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.kind())?;
+            let mut b = Vec::new();
+            s.read_to_end(&mut b).map_err(|e| e.kind())?;
+            Ok::<_, std::io::ErrorKind>(b)
+        })
+    };
+    // --follow needs a lease to follow.
+    let o = cmd(&["nat", "map", "17140", "--follow"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not held by a lease"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let ids: Vec<String> = [17140, 17141]
+        .iter()
+        .map(|p| {
+            let out = stdout(&cmd(&["alloc", "--preferred", &p.to_string(), "--required", "--ttl", "1h", "--json"]).output().unwrap());
+            let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+            j["lease_id"].to_string()
+        })
+        .collect();
+    // Allocated first (probed free); then every connection to 17140 or 17141 in the client namespace is answered "hello".
+    for port in [17140u16, 17141] {
+        let l = lab.run_in("c", move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let _ = s.unwrap().write_all(b"hello");
+            }
+        });
+    }
+    let start = |port: &str| {
+        let mut child = cmd(&["nat", "map", port, "--protocol", "natpmp", "--lifetime", "2s", "--follow", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        (child, lines, first)
+    };
+
+    // Released => the follower deletes the mapping and exits 0.
+    let (mut child, mut lines, first) = start("17140");
+    assert_eq!((first["lease_id"].to_string(), first["method"].as_str(), first["lifetime_s"].as_u64()), (ids[0].clone(), Some("natpmp"), Some(2)));
+    std::thread::sleep(Duration::from_secs(5)); // past two lifetimes: renewed
+    assert_eq!(outside(17140).unwrap(), b"hello");
+    stdout(&cmd(&["release", "17140"]).output().unwrap());
+    let last: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!((last["state"].as_str(), last["error"].is_null()), (Some("lease_ended"), true), "{last}");
+    assert!(last["renewals"].as_u64().unwrap() >= 3, "{last}");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(outside(17140).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+
+    // SIGTERM => deleted, status 0, the lease untouched.
+    let (mut child, mut lines, _) = start("17141");
+    assert_eq!(outside(17141).unwrap(), b"hello");
+    // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs portmgr).
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let last: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(last["state"], "deleted", "{last}");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(outside(17141).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    assert!(stdout(&cmd(&["list", "--port", "17141"]).output().unwrap()).contains("17141"));
 }
