@@ -25,12 +25,12 @@ import java.nio.channels.ServerSocketChannel;
 public final class BoundServerSocket implements AutoCloseable {
     private final Lease lease;
     private final ServerSocketChannel channel;
-    private final boolean raceFree;
+    private final boolean handedOver;
 
-    BoundServerSocket(Lease lease, ServerSocketChannel channel, boolean raceFree) {
+    BoundServerSocket(Lease lease, ServerSocketChannel channel, boolean handedOver) {
         this.lease = lease;
         this.channel = channel;
-        this.raceFree = raceFree;
+        this.handedOver = handedOver;
     }
 
     /** The listening socket (the channel's adaptor). */
@@ -53,10 +53,10 @@ public final class BoundServerSocket implements AutoCloseable {
         return lease.port();
     }
 
-    /** True when the socket is the library's own bound socket, handed over; false when Java
-     * bound the held port itself. */
-    public boolean raceFree() {
-        return raceFree;
+    /** True when the socket is the library's own, handed over; false when Java took the port
+     * over from it (both keep the port bound throughout). */
+    public boolean handedOver() {
+        return handedOver;
     }
 
     /** Closes the socket, then releases the lease. Idempotent. */

@@ -18,7 +18,7 @@ import java.nio.channels.spi.SelectorProvider;
  * reflection, and only when the JVM was started with
  * {@code --add-opens java.base/sun.nio.ch=ALL-UNNAMED} (or the binding's module): then
  * {@link #available()} is true. Without it nothing here touches JDK internals, and {@link
- * Registry#serverSocket} binds in Java while the registry holds the port.
+ * Registry#serverSocket} takes the port over from the library's socket instead.
  */
 final class HandOver {
     private HandOver() {}

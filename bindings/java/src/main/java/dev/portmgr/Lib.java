@@ -144,5 +144,15 @@ final class Lib {
         static native int close(int fd);
 
         static native int getsockname(int fd, byte[] addr, int[] addrLen);
+
+        static native int shutdown(int fd, int how);
+
+        static native int setsockopt(int fd, int level, int name, int[] value, int len);
+
+        /** shutdown(2): stop receiving; on a listening socket, stop listening. */
+        static final int SHUT_RD = 0;
+        /** Linux's SOL_SOCKET and SO_REUSEADDR. */
+        static final int SOL_SOCKET = 1;
+        static final int SO_REUSEADDR = 2;
     }
 }

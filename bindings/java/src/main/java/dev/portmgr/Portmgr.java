@@ -39,9 +39,9 @@ public final class Portmgr {
         return Registry.version();
     }
 
-    /** Whether {@link #boundServerSocket()} hands over the library's own bound socket (true
-     * when the JVM runs with {@code --add-opens java.base/sun.nio.ch=ALL-UNNAMED}) or binds
-     * the held port in Java (false); see {@link Registry#serverSocket}. */
+    /** Whether {@link #boundServerSocket()} adopts the library's own bound socket (true when
+     * the JVM runs with {@code --add-opens java.base/sun.nio.ch=ALL-UNNAMED}) or Java takes
+     * the port over from it (false); both are race-free, see {@link Registry#serverSocket}. */
     public static boolean handOverAvailable() {
         return HandOver.available();
     }
@@ -67,7 +67,7 @@ public final class Portmgr {
      * A {@link ServerSocket} listening on a held TCP port allocated as {@code request} asks
      * (null: the defaults). The port stays held until {@code
      * Portmgr.release(socket.getLocalPort())} or JVM exit; closing the socket does not release
-     * it. How race-free the hand-over is: {@link Registry#serverSocket}.
+     * it. Race-free: see {@link Registry#serverSocket}.
      */
     public static ServerSocket boundServerSocket(Request request) {
         BoundServerSocket bound = registry().serverSocket(request);

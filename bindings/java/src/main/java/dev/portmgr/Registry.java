@@ -170,21 +170,23 @@ public final class Registry implements AutoCloseable {
      * {@link Request.Builder#host host} or the dual-stack wildcard (which accepts 127.0.0.1
      * too). Closing the result closes the socket, then releases the lease.
      *
-     * <p><b>How race-free it is.</b> The library allocates the port <em>bound</em>
+     * <p><b>Race-free.</b> The library allocates the port <em>bound</em>
      * ({@code portmgr_allocate_bound}): a socket listening on it before the registry's lock is
-     * let go. Java has no public way to adopt a socket descriptor, so:
+     * let go. From then on the port is never unbound. Java has no public way to adopt a socket
+     * descriptor, so:
      * <ul>
      * <li>when the JVM runs with {@code --add-opens java.base/sun.nio.ch=ALL-UNNAMED}, that very
-     * socket is handed over (the JDK's own channel class, through reflection): truly race-free,
-     * the port is never unbound; {@link BoundServerSocket#raceFree()} is true;</li>
-     * <li>otherwise the library's socket is closed and Java binds the port at once (an unbound
-     * channel is made first, so the gap is one {@code close} and one {@code bind} call, a few
-     * microseconds) while the registry still holds it: no portmgr user, in any language, can
-     * be handed the port in between, and {@code bind(0)} and outgoing connections cannot land
-     * on it (the default pool lies outside the kernel's ephemeral range); only a program that
-     * binds this exact port by number, outside portmgr, in those microseconds could. Should
-     * that happen, the bind fails, and the port is released and another allocated (3 tries);
-     * the socket you get is always bound. {@code raceFree()} is false.</li>
+     * socket is handed over (the JDK's own channel class, through reflection);
+     * {@link BoundServerSocket#handedOver()} is true;</li>
+     * <li>otherwise Java <em>takes the port over</em> without letting it go: the library's
+     * socket stops listening but stays bound ({@code shutdown(SHUT_RD)} of a listener), allows
+     * address reuse, a Java channel with {@code SO_REUSEADDR} binds and listens beside it
+     * (Linux allows that while the first is not listening), and only then is the library's
+     * socket closed. Nothing can bind the port in between except a program that binds this
+     * exact port with {@code SO_REUSEADDR} <em>and</em> listens on it within those
+     * microseconds; then Java's bind fails, and the port is released and another allocated
+     * (3 tries). Either way the socket you get is bound, listening, and the only one on its
+     * port. {@code handedOver()} is false.</li>
      * </ul>
      *
      * @throws InvalidArgumentException a request that is not for one TCP port
@@ -217,13 +219,22 @@ public final class Registry implements AutoCloseable {
                 ch.setOption(StandardSocketOptions.SO_REUSEADDR, true);
                 InetAddress addr = r.host() == null ? null : InetAddress.getByName(r.host());
                 InetSocketAddress sa = new InetSocketAddress(addr, lease.port());
-                Lib.C.close(fd); // the gap starts: the registry still holds the port
-                fd = -1;
+                // Stop the library's socket listening, keeping its port bound, and let a
+                // second socket bind beside it: the port is never free.
+                if (Lib.C.shutdown(fd, Lib.C.SHUT_RD) != 0
+                        || Lib.C.setsockopt(fd, Lib.C.SOL_SOCKET, Lib.C.SO_REUSEADDR, new int[] {1}, 4) != 0) {
+                    throw new IOException("preparing the library's socket for the take-over: errno " + Native.getLastError());
+                }
                 ch.bind(sa, 1024);
+                Lib.C.close(fd); // Java's socket listens: the library's may go
+                fd = -1;
                 ok = true;
                 return new BoundServerSocket(lease, ch, false);
             } catch (BindException e) {
-                last = e; // a program outside portmgr bound the port in the gap: another one
+                // a program bound this port with SO_REUSEADDR and listened in the microseconds
+                // of the take-over: another port
+                TAKEOVER_RETRIES.incrementAndGet();
+                last = e;
             } catch (IOException e) {
                 last = e;
                 break;
@@ -239,6 +250,10 @@ public final class Registry implements AutoCloseable {
         }
         throw new OsErrorException("binding the held port in Java failed: " + last, 0);
     }
+
+    /** How many take-overs failed because another program listened on the port first (a
+     * test's witness that nothing else can). */
+    static final java.util.concurrent.atomic.AtomicInteger TAKEOVER_RETRIES = new java.util.concurrent.atomic.AtomicInteger();
 
     private static void closeQuietly(ServerSocketChannel ch) {
         if (ch != null) {

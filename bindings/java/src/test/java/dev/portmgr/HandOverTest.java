@@ -22,7 +22,7 @@ class HandOverTest {
                 before = TestDirs.openFds();
             }
             try (BoundServerSocket b = Portmgr.registry().serverSocket(Request.builder().host(i % 2 == 0 ? "127.0.0.1" : null).build())) {
-                assertTrue(b.raceFree());
+                assertTrue(b.handedOver());
                 ServerSocket s = b.socket();
                 assertEquals(b.port(), s.getLocalPort());
                 assertEquals(b.port(), ((java.net.InetSocketAddress) b.channel().getLocalAddress()).getPort());

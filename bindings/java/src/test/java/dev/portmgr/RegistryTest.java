@@ -148,7 +148,7 @@ class RegistryTest {
             ServerSocket s = b.socket();
             assertTrue(s.isBound());
             assertEquals(b.port(), s.getLocalPort());
-            assertEquals(Portmgr.handOverAvailable(), b.raceFree());
+            assertEquals(Portmgr.handOverAvailable(), b.handedOver());
             try (java.net.Socket c = new java.net.Socket("127.0.0.1", b.port()); java.net.Socket in = s.accept()) {
                 c.getOutputStream().write(42);
                 assertEquals(42, in.getInputStream().read());
