@@ -282,6 +282,25 @@ portmgr_status portmgr_registry_health_json(const portmgr_registry *reg,
                                             size_t *out_len);
 
 /**
+ * Run one health check (as `portmgr_registry_health_json` with `threshold`) and record
+ * it in the registry's health history, as `portmgr health --watch` does each interval:
+ * a C supervisor calls this on its own schedule. The recorded entry (the shape of one
+ * element of `portmgr_registry_health_history_json`, with its `seq`) is copied into
+ * `buf` and sized as `portmgr_registry_stats_json`.
+ *
+ * Errors: those of `portmgr_registry_health_json`, and those of
+ * `portmgr_registry_health_history_json` for the history file. Thread-safe.
+ *
+ * # Safety
+ * As `portmgr_registry_list_json`.
+ */
+portmgr_status portmgr_registry_record_health_json(const portmgr_registry *reg,
+                                                   double threshold,
+                                                   char *buf,
+                                                   size_t len,
+                                                   size_t *out_len);
+
+/**
  * The overview (the one `portmgr overview --json` and Python's `portmgr.overview()`
  * give) as a JSON object: `services` (every live named service by name: `name`,
  * `port`, `ports`, `protocols`, `type`, `group`, `member`, `metadata`, `lease_id`,
@@ -589,8 +608,8 @@ portmgr_status portmgr_nat_mapping_info(const portmgr_nat_mapping *mapping,
 
 /**
  * Wait until the mapping ended (its lease's end, or `portmgr_nat_mapping_delete`) and
- * its deletion was tried, at most `timeout_ms` (negative: no limit). Whether it ended;
- * false also for an invalid handle. Thread-safe.
+ * its deletion was tried, at most `timeout_ms` (negative: no limit). Returns whether
+ * it ended; false also for an invalid handle (the last error says why). Thread-safe.
  */
 bool portmgr_nat_mapping_wait_ended(const portmgr_nat_mapping *mapping, int64_t timeout_ms);
 

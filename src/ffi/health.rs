@@ -1,5 +1,6 @@
-//! The health report and the overview through the C ABI: `portmgr_registry_health_json`,
-//! `portmgr_registry_overview_json`.
+//! The health report, its history and the overview through the C ABI:
+//! `portmgr_registry_health_json`, `portmgr_registry_record_health_json`,
+//! `portmgr_registry_health_history_json`, `portmgr_registry_overview_json`.
 
 use std::os::raw::c_char;
 
@@ -33,6 +34,29 @@ pub unsafe extern "C" fn portmgr_registry_health_json(
 ) -> portmgr_status {
     // SAFETY: forwarded contract.
     unsafe { registry_json(reg, buf, len, out_len, |r| Services::new(r)?.health(threshold)) }
+}
+
+/// Run one health check (as `portmgr_registry_health_json` with `threshold`) and record
+/// it in the registry's health history, as `portmgr health --watch` does each interval:
+/// a C supervisor calls this on its own schedule. The recorded entry (the shape of one
+/// element of `portmgr_registry_health_history_json`, with its `seq`) is copied into
+/// `buf` and sized as `portmgr_registry_stats_json`.
+///
+/// Errors: those of `portmgr_registry_health_json`, and those of
+/// `portmgr_registry_health_history_json` for the history file. Thread-safe.
+///
+/// # Safety
+/// As `portmgr_registry_list_json`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn portmgr_registry_record_health_json(
+    reg: *const portmgr_registry,
+    threshold: f64,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> portmgr_status {
+    // SAFETY: forwarded contract.
+    unsafe { registry_json(reg, buf, len, out_len, |r| Services::new(r)?.record_health(threshold)) }
 }
 
 /// The overview (the one `portmgr overview --json` and Python's `portmgr.overview()`

@@ -206,8 +206,8 @@ pub unsafe extern "C" fn portmgr_nat_mapping_info(
 }
 
 /// Wait until the mapping ended (its lease's end, or `portmgr_nat_mapping_delete`) and
-/// its deletion was tried, at most `timeout_ms` (negative: no limit). Whether it ended;
-/// false also for an invalid handle. Thread-safe.
+/// its deletion was tried, at most `timeout_ms` (negative: no limit). Returns whether
+/// it ended; false also for an invalid handle (the last error says why). Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn portmgr_nat_mapping_wait_ended(mapping: *const portmgr_nat_mapping, timeout_ms: i64) -> bool {
     guard_or(false, || {

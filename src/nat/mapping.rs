@@ -119,7 +119,14 @@ impl Shared {
 
     fn renew(&self) -> Result<PortMapping> {
         let g = self.lock().granted;
-        map_port(self.port, self.opts.transport, self.method, Some(g.gateway), self.opts.lifetime)
+        match self.method {
+            // RFC 6886 §3.3: a renewal asks for the external port granted before.
+            MapMethod::NatPmp => {
+                let o = super::NatPmpOptions { gateway: Some(g.gateway), ..Default::default() };
+                super::natpmp::map(self.port, self.opts.transport, g.external_port, self.opts.lifetime, &o)
+            }
+            m => map_port(self.port, self.opts.transport, m, Some(g.gateway), self.opts.lifetime),
+        }
     }
 
     fn unmap(&self) -> Result<()> {

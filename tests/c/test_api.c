@@ -516,8 +516,65 @@ static void test_health(void) {
     for (int i = 0; i < 9; i++) CHECK_OK(portmgr_lease_release(l[i]));
     CHECK_OK(portmgr_registry_health_json(h, 0.9, json, sizeof json, &n));
     CHECK(strstr(json, "\"ok\":true") != NULL);
+
+    /* The history: empty, then three recorded checks (healthy, full, healthy), oldest
+     * first, the middle one unhealthy and each a change of state. */
+    CHECK_OK(portmgr_registry_health_history_json(h, json, sizeof json, &n));
+    CHECK(strcmp(json, "[]") == 0);
+    CHECK_OK(portmgr_registry_record_health_json(h, 0.9, json, sizeof json, &n));
+    CHECK(strstr(json, "\"ok\":true") != NULL && strstr(json, "\"seq\":") != NULL);
+    for (int i = 0; i < 9; i++) REQUIRE_OK(portmgr_allocate(h, req, &l[i]));
+    CHECK_OK(portmgr_registry_record_health_json(h, 0.9, json, sizeof json, &n));
+    CHECK(strstr(json, "\"ok\":false") != NULL && strstr(json, "\"kind\":\"exhausted\"") != NULL);
+    for (int i = 0; i < 9; i++) CHECK_OK(portmgr_lease_release(l[i]));
+    CHECK_OK(portmgr_registry_record_health_json(h, 0.9, json, sizeof json, &n));
+    CHECK_OK(portmgr_registry_health_history_json(h, json, sizeof json, &n));
+    const char *first = strstr(json, "\"ok\":true");
+    const char *bad = strstr(json, "\"ok\":false");
+    const char *last = first ? strstr(first + 1, "\"ok\":true") : NULL;
+    CHECK(first != NULL && bad != NULL && last != NULL && first < bad && bad < last);
+    CHECK(strstr(bad, "26390") != NULL);
+    CHECK_ST(portmgr_registry_record_health_json(h, -0.5, json, sizeof json, &n), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_registry_health_history_json(h, json, sizeof json, NULL), PORTMGR_INVALID_ARGUMENT);
     portmgr_request_free(req);
     portmgr_registry_close(h);
+}
+
+/* The first reachable of several endpoints (ports 26481-26483): a closed port, a
+ * listening one, a closed one: the listening one wins, each outcome is reported. */
+static void test_first_reachable(void) {
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(s >= 0);
+    if (s < 0) return;
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(26482);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int bound = bind(s, (struct sockaddr *)&a, sizeof a) == 0 && listen(s, 16) == 0;
+    CHECK(bound);
+    if (!bound) {
+        close(s);
+        return;
+    }
+    const char *targets[] = {"127.0.0.1:26481", "127.0.0.1:26482", "127.0.0.1:26483"};
+    char json[8192];
+    size_t n = 0;
+    bool found = false;
+    CHECK_OK(portmgr_first_reachable_json(targets, 3, 2000, json, sizeof json, &n, &found));
+    CHECK(found);
+    CHECK(strlen(json) == n);
+    CHECK(strstr(json, "\"reachable\":\"127.0.0.1:26482\"") != NULL);
+    CHECK(strstr(json, "\"winner\":1") != NULL);
+    CHECK(strstr(json, "\"outcome\":\"refused\"") != NULL);
+    close(s);
+    /* None answers: a result, not an error. */
+    CHECK_OK(portmgr_first_reachable_json(targets, 1, 500, json, sizeof json, &n, &found));
+    CHECK(!found);
+    CHECK(strstr(json, "\"reachable\":null") != NULL);
+    CHECK_ST(portmgr_first_reachable_json(targets, 0, 500, json, sizeof json, &n, &found), PORTMGR_INVALID_ARGUMENT);
+    CHECK_ST(portmgr_first_reachable_json(targets, 3, 0, json, sizeof json, &n, &found), PORTMGR_INVALID_ARGUMENT);
+    const char *bad[] = {"127.0.0.1:notaport"};
+    CHECK_ST(portmgr_first_reachable_json(bad, 1, 500, json, sizeof json, &n, &found), PORTMGR_INVALID_ARGUMENT);
 }
 
 /* Registry-wide reservations (ports 26400-26429): never handed out, a required one is
@@ -692,6 +749,7 @@ int main(int argc, char **argv) {
     test_keep_renew_views();
     test_lease_ids();
     test_health();
+    test_first_reachable();
     test_reserved();
     test_listeners();
     test_fork();
