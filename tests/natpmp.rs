@@ -5,8 +5,8 @@
 
 mod netserv;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 use netserv::{LAB_ROUTER_INSIDE, LAB_ROUTER_OUTSIDE, NatLab};
@@ -15,19 +15,6 @@ use portmgr::nat::natpmp::{self, MapProtocol, NatPmpOptions};
 
 fn opts() -> NatPmpOptions {
     NatPmpOptions { gateway: Some(LAB_ROUTER_INSIDE.parse().unwrap()), ..Default::default() }
-}
-
-/// Connect from the outer namespace to the router's external address and `port`; the
-/// bytes read back, or the error kind.
-fn from_outside(lab: &NatLab, port: u16) -> Result<Vec<u8>, std::io::ErrorKind> {
-    lab.run_in("o", move || {
-        let addr = format!("{LAB_ROUTER_OUTSIDE}:{port}").parse().unwrap();
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.kind())?;
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut b = Vec::new();
-        s.read_to_end(&mut b).map_err(|e| e.kind())?;
-        Ok(b)
-    })
 }
 
 #[test]
@@ -48,7 +35,7 @@ fn natpmp_maps_reaches_the_inner_listener_and_unmaps() {
     let m = lab.run_in("c", || natpmp::map(17030, MapProtocol::Tcp, 17031, Duration::from_secs(600), &opts()).unwrap());
     assert_eq!((m.internal_port, m.external_port, m.protocol), (17030, 17031, MapProtocol::Tcp));
     assert!(m.lifetime > Duration::ZERO && m.lifetime <= Duration::from_secs(600), "{m:?}");
-    assert_eq!(from_outside(&lab, 17031).unwrap(), b"hello");
+    assert_eq!(lab.from_outside(17031).unwrap(), b"hello");
     server.join().unwrap();
 
     // Renewing is mapping again: the same external port.
@@ -56,7 +43,7 @@ fn natpmp_maps_reaches_the_inner_listener_and_unmaps() {
     assert_eq!(again.external_port, 17031);
 
     lab.run_in("c", || natpmp::unmap(17030, MapProtocol::Tcp, &opts()).unwrap());
-    assert_eq!(from_outside(&lab, 17031).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(lab.from_outside(17031).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
 }
 
 #[test]
@@ -105,12 +92,12 @@ fn upnp_igd_maps_reaches_the_inner_listener_and_unmaps() {
     let server = hello_listener(&lab, 17035);
     let m = lab.run_in("c", || upnp::map(17035, MapProtocol::Tcp, 17036, Duration::from_secs(600), &UpnpOptions::default()).unwrap());
     assert_eq!((m.gateway.to_string().as_str(), m.external_port), (LAB_ROUTER_INSIDE, 17036));
-    assert_eq!(from_outside(&lab, 17036).unwrap(), b"hello");
+    assert_eq!(lab.from_outside(17036).unwrap(), b"hello");
     server.join().unwrap();
     // Unicast discovery of a given gateway, then DeletePortMapping.
     let o = UpnpOptions { gateway: Some(LAB_ROUTER_INSIDE.parse().unwrap()), ..Default::default() };
     lab.run_in("c", move || upnp::unmap(17036, MapProtocol::Tcp, &o).unwrap());
-    assert_eq!(from_outside(&lab, 17036).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(lab.from_outside(17036).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
 }
 
 #[test]
@@ -122,13 +109,13 @@ fn auto_falls_back_to_upnp_when_the_gateway_has_no_natpmp() {
     let m = lab.run_in("c", || map_port(17040, MapProtocol::Tcp, MapMethod::Auto, None, Duration::from_secs(600)).unwrap());
     assert!(t.elapsed() < Duration::from_secs(5), "a closed NAT-PMP port ends NAT-PMP at once: {:?}", t.elapsed());
     assert_eq!(m.external_port, 17040);
-    assert_eq!(from_outside(&lab, 17040).unwrap(), b"hello");
+    assert_eq!(lab.from_outside(17040).unwrap(), b"hello");
     server.join().unwrap();
     // NAT-PMP alone says the port is closed.
     let e = lab.run_in("c", || map_port(17041, MapProtocol::Tcp, MapMethod::NatPmp, None, Duration::from_secs(60)).unwrap_err());
     assert!(e.to_string().contains("no NAT-PMP server"), "{e}");
     lab.run_in("c", || unmap_port(17040, MapProtocol::Tcp, MapMethod::Auto, None).unwrap());
-    assert_eq!(from_outside(&lab, 17040).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(lab.from_outside(17040).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
 }
 
 #[test]
@@ -188,12 +175,12 @@ fn a_mapping_tied_to_its_lease_is_renewed_while_it_lives_and_deleted_when_it_is_
     // The control: a mapping nobody renews, with the same 2 s lifetime, on 17052.
     hello_server(&lab, 17052);
     lab.run_in("c", || natpmp::map(17052, MapProtocol::Tcp, 17052, Duration::from_secs(2), &opts()).unwrap());
-    assert_eq!(from_outside(&lab, 17052).unwrap(), b"hello");
+    assert_eq!(lab.from_outside(17052).unwrap(), b"hello");
 
     // Three lifetimes later: the gateway dropped the control, the tied one was renewed.
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(from_outside(&lab, 17052).unwrap_err(), std::io::ErrorKind::ConnectionRefused, "miniupnpd expires mappings");
-    assert_eq!(from_outside(&lab, 17050).unwrap(), b"hello");
+    assert_eq!(lab.from_outside(17052).unwrap_err(), std::io::ErrorKind::ConnectionRefused, "miniupnpd expires mappings");
+    assert_eq!(lab.from_outside(17050).unwrap(), b"hello");
     assert!(m.renewals() >= 3, "renewed at half the lifetime: {} renewals", m.renewals());
     assert_eq!((m.state(), m.last_error()), (MappingState::Active, None));
 
@@ -201,7 +188,7 @@ fn a_mapping_tied_to_its_lease_is_renewed_while_it_lives_and_deleted_when_it_is_
     lease.release().unwrap();
     assert!(m.wait_ended(Some(Duration::from_secs(5))), "deleted within the 100 ms poll");
     assert_eq!((m.state(), m.last_error()), (MappingState::LeaseEnded, None));
-    assert_eq!(from_outside(&lab, 17050).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(lab.from_outside(17050).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
     // Ended: renewing is refused, deleting again is a no-op.
     assert_eq!(m.renew().unwrap_err().code(), ErrorCode::InvalidArgument);
     m.delete().unwrap();
@@ -238,4 +225,39 @@ fn a_failed_deletion_after_the_lease_ends_is_reported_and_an_untied_mapping_is_n
     assert!(e.contains("deleting the gateway mapping of port 17054") && e.contains("no NAT-PMP server"), "{e}");
     assert!(reg.get_by_port(17054).unwrap().is_none());
     drop(lease);
+}
+
+/// Send `n` datagrams from the outer namespace to the router's external address at
+/// `port`, one every 50 ms.
+fn udp_from_outside(lab: &NatLab, port: u16, n: usize) {
+    lab.run_in("o", move || {
+        let s = UdpSocket::bind("11.77.0.2:0").unwrap();
+        for i in 0..n {
+            s.send_to(format!("ping {i}").as_bytes(), (LAB_ROUTER_OUTSIDE, port)).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
+#[test]
+fn udp_mappings_forward_datagrams_until_unmapped_by_natpmp_and_by_upnp() {
+    use portmgr::nat::{MapMethod, map_port, unmap_port};
+    let lab = NatLab::start(14);
+    for (method, port) in [(MapMethod::NatPmp, 17056u16), (MapMethod::Upnp, 17057)] {
+        let inner = lab.run_in("c", move || UdpSocket::bind(("0.0.0.0", port)).unwrap());
+        inner.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let m = lab.run_in("c", move || map_port(port, MapProtocol::Udp, method, None, Duration::from_secs(600)).unwrap());
+        assert_eq!((m.protocol, m.external_port), (MapProtocol::Udp, port), "{method:?}");
+        udp_from_outside(&lab, port, 3);
+        let mut buf = [0u8; 64];
+        let (n, from) = inner.recv_from(&mut buf).expect("a datagram through the mapping");
+        assert!(buf[..n].starts_with(b"ping "), "{method:?}");
+        assert_eq!(from.ip().to_string(), "11.77.0.2", "{method:?}: the sender's address, not the router's");
+        while inner.recv_from(&mut buf).is_ok() {} // drain
+        lab.run_in("c", move || unmap_port(port, MapProtocol::Udp, method, None).unwrap());
+        // The conntrack entry of the first flow would still forward its datagrams: a new
+        // source port is a new flow.
+        udp_from_outside(&lab, port, 3);
+        assert!(inner.recv_from(&mut buf).is_err(), "{method:?}: nothing arrives after unmap");
+    }
 }

@@ -313,6 +313,21 @@ allow 1024-65535 10.77.0.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
         }
     }
 
+    /// Connect from the outer namespace to the router's external address at `port` (what
+    /// a host on the internet would do): the bytes read until the other side closes, or
+    /// the error kind (`ConnectionRefused` once no mapping forwards the port).
+    pub fn from_outside(&self, port: u16) -> Result<Vec<u8>, std::io::ErrorKind> {
+        use std::io::Read;
+        self.run_in("o", move || {
+            let addr = format!("{LAB_ROUTER_OUTSIDE}:{port}").parse().unwrap();
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.kind())?;
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut b = Vec::new();
+            s.read_to_end(&mut b).map_err(|e| e.kind())?;
+            Ok(b)
+        })
+    }
+
     /// The name of namespace `which` ("r" router, "c" client, "o" outer).
     pub fn ns(&self, which: &str) -> String {
         format!("h19{which}{}", self.tag)

@@ -245,19 +245,27 @@ except ConnectionRefusedError:
 """
 
 
+def from_outside(natlab: dict[str, str], port: int) -> str:
+    """Connect from the outer namespace to the router's outer address at ``port``: what
+    the listener sent, or "refused"."""
+    import sys
+
+    out = subprocess.run(
+        ["ip", "netns", "exec", natlab["outer"], sys.executable, "-c", OUTER, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
 @pytest.mark.parametrize("proto,port", [("natpmp", 17260), ("upnp", 17261)])
 def test_nat_map_and_unmap_through_miniupnpd(natlab: dict[str, str], proto: str, port: int) -> None:
     import json
     import sys
 
     def outside() -> str:
-        out = subprocess.run(
-            ["ip", "netns", "exec", natlab["outer"], sys.executable, "-c", OUTER, str(port)],
-            stdout=subprocess.PIPE,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip()
+        return from_outside(natlab, port)
 
     with subprocess.Popen(
         ["ip", "netns", "exec", natlab["client"], sys.executable, "-c", CLIENT, str(port), proto],
@@ -308,13 +316,7 @@ def test_nat_map_is_tied_to_the_lease_renewed_then_deleted_on_release(natlab: di
     port = 17262
 
     def outside() -> str:
-        out = subprocess.run(
-            ["ip", "netns", "exec", natlab["outer"], sys.executable, "-c", OUTER, str(port)],
-            stdout=subprocess.PIPE,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip()
+        return from_outside(natlab, port)
 
     with subprocess.Popen(
         ["ip", "netns", "exec", natlab["client"], sys.executable, "-c", TIED, str(port)],
