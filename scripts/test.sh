@@ -35,14 +35,24 @@ bash tests/python/run.sh
 echo "== tests/serve/run.sh (portmgr serve: the real portpicker from 8 processes, schemathesis on the REST API)"
 bash tests/serve/run.sh
 
-echo "== bindings/go/run.sh (Go binding: go vet, go test, many test binaries, bench smoke test, Go clients in the cross-language run)"
+# Each binding leaves its reliability worker in one directory, for one cross-language
+# run with all of them at once (below) instead of one run per binding.
+xlang_dir="$(mktemp -d)"
+export PORTMGR_XLANG_WORKERS="$xlang_dir"
+trap 'rm -rf "$xlang_dir"' EXIT
+
+echo "== bindings/go/run.sh (Go binding: go vet, go test, many test binaries, bench smoke test)"
 bash bindings/go/run.sh
 
-echo "== bindings/node/run.sh (Node binding: npm install ./bindings/node, node --test incl. get-port drop-in and 8 processes x 200 x 5, bench smoke test, Node clients in the cross-language run)"
+echo "== bindings/node/run.sh (Node binding: npm install ./bindings/node, node --test incl. get-port drop-in and 8 processes x 200 x 5, bench smoke test)"
 bash bindings/node/run.sh
 
-echo "== bindings/java/run.sh (Java binding: mvn verify with 4 Surefire forks, bench smoke test, Java clients in the cross-language run)"
+echo "== bindings/java/run.sh (Java binding: mvn verify with 4 Surefire forks, bench smoke test)"
 bash bindings/java/run.sh
+
+echo "== cross-language: one mixed concurrency run, Rust, C, Python, Go, Java and Node clients on one registry at once"
+bash scripts/xlang.sh "$xlang_dir"
+unset PORTMGR_XLANG_WORKERS
 
 echo "== bench --quick (smoke test of the benchmarks against the peers; no figures asserted)"
 # Reuses the Python build of tests/python/run.sh.

@@ -14,7 +14,9 @@
 #      (tests/reliability/concurrency.rs) with 4 Go client processes beside the Rust, C
 #      and Python ones (Python when a Python with portmgr is there): 0 duplicates, exact
 #      audit. It builds the Rust test suite if it is not built yet (scripts/test.sh has
-#      built it by then); PORTMGR_GO_XLANG=0 skips it.
+#      built it by then); PORTMGR_GO_XLANG=0 skips it; under
+#      scripts/test.sh (PORTMGR_XLANG_WORKERS set) the worker is left for its one run of every
+#      binding at once (scripts/xlang.sh).
 #
 # Registries: temp directories only. Ports: 61000-61999 (see main_test.go); step 5 uses
 # the reliability suite's own.
@@ -30,8 +32,15 @@ if ! command -v pkg-config >/dev/null 2>&1; then
     || { $sudo apt-get update >/dev/null 2>&1 && $sudo apt-get install -y --no-install-recommends pkg-config >/dev/null; }
 fi
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+# With PORTMGR_XLANG_WORKERS (scripts/test.sh), the work directory is kept there for the
+# one cross-language run of every binding; alone, it is a temp directory.
+if [ -n "${PORTMGR_XLANG_WORKERS:-}" ]; then
+  work="$PORTMGR_XLANG_WORKERS/go"
+  mkdir -p "$work"
+else
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+fi
 export PORTMGR_DIR="$work/registry"   # never the user's registry (each test sets its own too)
 
 echo "== building libportmgr and installing it into a temp prefix"
@@ -60,20 +69,16 @@ echo "== go test -bench (smoke test: Allocate+Release vs net.Listen(127.0.0.1:0)
 go test -count=1 -run '^$' -bench . -benchtime "${PORTMGR_GO_BENCHTIME:-200ms}" . | grep -E '^Benchmark|^ok' \
   || fail "go test -bench"
 
-if [ "${PORTMGR_GO_XLANG:-1}" = 1 ]; then
-  echo "== cross-language: the reliability suite's mixed concurrency run with Go clients"
-  go build -buildvcs=false -o "$work/portmgr-worker" ./cmd/portmgr-worker || fail "go build ./cmd/portmgr-worker"
-  cd "$root"
-  if ! PORTMGR_RELIABILITY_GO_WORKER="$work/portmgr-worker" PORTMGR_RELIABILITY_GO_PROCS=4 \
-      cargo test --quiet --release --test reliability -- concurrency:: --nocapture >"$work/xlang.log" 2>&1; then
-    cat "$work/xlang.log" >&2
-    fail "the mixed concurrency run with Go clients"
+if [ -n "${PORTMGR_XLANG_WORKERS:-}" ] || [ "${PORTMGR_GO_XLANG:-1}" = 1 ]; then
+  (cd "$root/bindings/go" && go build -buildvcs=false -o "$work/go-worker" ./cmd/portmgr-worker) || fail "go build ./cmd/portmgr-worker"
+  if [ -n "${PORTMGR_XLANG_WORKERS:-}" ]; then
+    echo "== cross-language: the Go worker is left for scripts/test.sh's one run of every binding"
+    ln -sf "$work/go-worker" "$PORTMGR_XLANG_WORKERS/go-worker"
+  else
+    echo "== cross-language: the reliability suite's mixed concurrency run with Go clients"
+    mkdir -p "$work/xlang"
+    ln -sf "$work/go-worker" "$work/xlang/go-worker"
+    "$root/scripts/xlang.sh" "$work/xlang"
   fi
-  result="$(grep '^RESULT concurrency' "$work/xlang.log" || true)"
-  echo "$result"
-  case "$result" in
-    *"Go clients 4"*) ;;
-    *) fail "the concurrency run had no Go clients: $result" ;;
-  esac
 fi
 echo "== Go: all passed"

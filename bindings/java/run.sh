@@ -14,7 +14,9 @@
 #   4. cross-language: the reliability suite's mixed concurrency run
 #      (tests/reliability/concurrency.rs) with 4 Java client processes beside the Rust, C
 #      and Python ones: 0 duplicates, exact audit. It builds the Rust test suite if it is not
-#      built yet; PORTMGR_JAVA_XLANG=0 skips it.
+#      built yet; PORTMGR_JAVA_XLANG=0 skips it; under
+#      scripts/test.sh (PORTMGR_XLANG_WORKERS set) the worker is left for its one run of every
+#      binding at once (scripts/xlang.sh).
 #
 # Registries: temp directories only. Ports: 63000-63999 (see pom.xml); step 4 uses the
 # reliability suite's own.
@@ -30,8 +32,15 @@ if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
     || fail "no JDK 17+ and Maven (apt-get install openjdk-17-jdk-headless maven)"
 fi
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+# With PORTMGR_XLANG_WORKERS (scripts/test.sh), the work directory is kept there for the
+# one cross-language run of every binding; alone, it is a temp directory.
+if [ -n "${PORTMGR_XLANG_WORKERS:-}" ]; then
+  work="$PORTMGR_XLANG_WORKERS/java"
+  mkdir -p "$work"
+else
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+fi
 export PORTMGR_DIR="$work/registry"   # never the user's registry (each test sets its own too)
 
 echo "== building libportmgr and installing it into a temp prefix"
@@ -59,24 +68,20 @@ echo "== benchmark (smoke test: allocate+release vs new ServerSocket(0)+close; f
 java -Djna.library.path="$lib" -Dportmgr.test.tmp="$work/bench" -cp "$cp" dev.portmgr.BenchMain \
   "${PORTMGR_JAVA_BENCH_ROUNDS:-5}" "${PORTMGR_JAVA_BENCH_ROUND:-500}" || fail "BenchMain"
 
-if [ "${PORTMGR_JAVA_XLANG:-1}" = 1 ]; then
-  echo "== cross-language: the reliability suite's mixed concurrency run with Java clients"
+if [ -n "${PORTMGR_XLANG_WORKERS:-}" ] || [ "${PORTMGR_JAVA_XLANG:-1}" = 1 ]; then
   cat >"$work/java-worker" <<LAUNCH
 #!/bin/sh
 exec java -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djna.library.path="$lib" -cp "$root/bindings/java/$(echo "$cp" | sed "s|:target/|:$root/bindings/java/target/|g")" dev.portmgr.ReliabilityWorker "\$@"
 LAUNCH
   chmod +x "$work/java-worker"
-  cd "$root"
-  if ! PORTMGR_RELIABILITY_JAVA_WORKER="$work/java-worker" PORTMGR_RELIABILITY_JAVA_PROCS=4 \
-      cargo test --quiet --release --test reliability -- concurrency:: --nocapture >"$work/xlang.log" 2>&1; then
-    cat "$work/xlang.log" >&2
-    fail "the mixed concurrency run with Java clients"
+  if [ -n "${PORTMGR_XLANG_WORKERS:-}" ]; then
+    echo "== cross-language: the Java worker is left for scripts/test.sh's one run of every binding"
+    ln -sf "$work/java-worker" "$PORTMGR_XLANG_WORKERS/java-worker"
+  else
+    echo "== cross-language: the reliability suite's mixed concurrency run with Java clients"
+    mkdir -p "$work/xlang"
+    ln -sf "$work/java-worker" "$work/xlang/java-worker"
+    "$root/scripts/xlang.sh" "$work/xlang"
   fi
-  result="$(grep '^RESULT concurrency' "$work/xlang.log" || true)"
-  echo "$result"
-  case "$result" in
-    *"Java clients 4"*) ;;
-    *) fail "the concurrency run had no Java clients: $result" ;;
-  esac
 fi
 echo "== Java: all passed"

@@ -14,7 +14,9 @@
 #   4. the benchmark (allocate + release against net.createServer().listen(0) + close), briefly;
 #   5. cross-language: the reliability suite's mixed concurrency run
 #      (tests/reliability/concurrency.rs) with 4 Node client processes beside the Rust, C
-#      and Python ones: 0 duplicates, exact audit. PORTMGR_NODE_XLANG=0 skips it.
+#      and Python ones: 0 duplicates, exact audit. PORTMGR_NODE_XLANG=0 skips it; under
+#      scripts/test.sh (PORTMGR_XLANG_WORKERS set) the worker is left for its one run of every
+#      binding at once (scripts/xlang.sh).
 #
 # Registries: temp directories only. Ports: 62000-62999 (see test/helpers.js); step 5
 # uses the reliability suite's own.
@@ -28,8 +30,15 @@ command -v npm >/dev/null 2>&1 || fail "no npm on PATH"
 major="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$major" -ge 20 ] || fail "Node $(node --version): the binding needs Node 20 or newer"
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+# With PORTMGR_XLANG_WORKERS (scripts/test.sh), the work directory is kept there for the
+# one cross-language run of every binding; alone, it is a temp directory.
+if [ -n "${PORTMGR_XLANG_WORKERS:-}" ]; then
+  work="$PORTMGR_XLANG_WORKERS/node"
+  mkdir -p "$work"
+else
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+fi
 export PORTMGR_DIR="$work/registry"   # never the user's registry (each test sets its own too)
 unset PORTMGR_LIB                      # the package's own copy, as installed
 
@@ -60,19 +69,16 @@ grep -E '^ℹ (tests|pass|fail|skipped)|parallel' "$work/test.log" || true
 echo "== benchmark (smoke test: allocate+release vs net.createServer().listen(0)+close)"
 node bench/bench.js --ops "${PORTMGR_NODE_BENCH_OPS:-300}" --rounds 3 || fail "bench/bench.js"
 
-if [ "${PORTMGR_NODE_XLANG:-1}" = 1 ]; then
-  echo "== cross-language: the reliability suite's mixed concurrency run with Node clients"
-  cd "$root"
-  if ! PORTMGR_RELIABILITY_NODE_WORKER="$root/bindings/node/bin/reliability-worker.js" PORTMGR_RELIABILITY_NODE_PROCS=4 \
-      cargo test --quiet --release --test reliability -- concurrency:: --nocapture >"$work/xlang.log" 2>&1; then
-    cat "$work/xlang.log" >&2
-    fail "the mixed concurrency run with Node clients"
+if [ -n "${PORTMGR_XLANG_WORKERS:-}" ] || [ "${PORTMGR_NODE_XLANG:-1}" = 1 ]; then
+  ln -sf "$root/bindings/node/bin/reliability-worker.js" "$work/node-worker"
+  if [ -n "${PORTMGR_XLANG_WORKERS:-}" ]; then
+    echo "== cross-language: the Node worker is left for scripts/test.sh's one run of every binding"
+    ln -sf "$work/node-worker" "$PORTMGR_XLANG_WORKERS/node-worker"
+  else
+    echo "== cross-language: the reliability suite's mixed concurrency run with Node clients"
+    mkdir -p "$work/xlang"
+    ln -sf "$work/node-worker" "$work/xlang/node-worker"
+    "$root/scripts/xlang.sh" "$work/xlang"
   fi
-  result="$(grep '^RESULT concurrency' "$work/xlang.log" || true)"
-  echo "$result"
-  case "$result" in
-    *"Node clients 4"*) ;;
-    *) fail "the concurrency run had no Node clients: $result" ;;
-  esac
 fi
 echo "== Node: all passed"
