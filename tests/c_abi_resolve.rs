@@ -98,7 +98,7 @@ fn nat_map_and_unmap_through_the_c_abi() {
     });
     assert_eq!(ext, 17018);
     assert!(life > 0 && life <= 300);
-    let reach = |lab: &netserv::NatLab| lab.from_outside(17018).map(drop);
+    let reach = |lab: &netserv::NatLab| lab.connect_from_outside(17018).map(drop);
     assert_eq!(reach(&lab), Ok(()));
     server.join().unwrap();
     // SAFETY: NULL strings are allowed (auto, the default gateway).
@@ -144,7 +144,7 @@ fn a_nat_mapping_handle_follows_its_lease_through_the_c_abi() {
     ok(unsafe { portmgr_nat_mapping_info(mapping, &mut ext, &mut life, &mut id, &mut state) });
     assert_eq!((ext, id, state), (17019, portmgr_lease_id(lease), PORTMGR_NAT_ACTIVE));
     assert!(life > 0 && life <= 300);
-    let reach = |lab: &netserv::NatLab| lab.from_outside(17019).map(drop);
+    let reach = |lab: &netserv::NatLab| lab.connect_from_outside(17019).map(drop);
     assert_eq!(reach(&lab), Ok(()));
     // Releasing the lease deletes the mapping; the handle reports it.
     ok(portmgr_lease_release(lease));

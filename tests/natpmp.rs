@@ -35,7 +35,7 @@ fn natpmp_maps_reaches_the_inner_listener_and_unmaps() {
     let m = lab.run_in("c", || natpmp::map(17030, MapProtocol::Tcp, 17031, Duration::from_secs(600), &opts()).unwrap());
     assert_eq!((m.internal_port, m.external_port, m.protocol), (17030, 17031, MapProtocol::Tcp));
     assert!(m.lifetime > Duration::ZERO && m.lifetime <= Duration::from_secs(600), "{m:?}");
-    assert_eq!(lab.from_outside(17031).unwrap(), b"hello");
+    assert_eq!(lab.connect_from_outside(17031).unwrap(), b"hello");
     server.join().unwrap();
 
     // Renewing is mapping again: the same external port.
@@ -43,7 +43,7 @@ fn natpmp_maps_reaches_the_inner_listener_and_unmaps() {
     assert_eq!(again.external_port, 17031);
 
     lab.run_in("c", || natpmp::unmap(17030, MapProtocol::Tcp, &opts()).unwrap());
-    assert_eq!(lab.from_outside(17031).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(lab.connect_from_outside(17031).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
 }
 
 #[test]
@@ -92,12 +92,12 @@ fn upnp_igd_maps_reaches_the_inner_listener_and_unmaps() {
     let server = hello_listener(&lab, 17035);
     let m = lab.run_in("c", || upnp::map(17035, MapProtocol::Tcp, 17036, Duration::from_secs(600), &UpnpOptions::default()).unwrap());
     assert_eq!((m.gateway.to_string().as_str(), m.external_port), (LAB_ROUTER_INSIDE, 17036));
-    assert_eq!(lab.from_outside(17036).unwrap(), b"hello");
+    assert_eq!(lab.connect_from_outside(17036).unwrap(), b"hello");
     server.join().unwrap();
     // Unicast discovery of a given gateway, then DeletePortMapping.
     let o = UpnpOptions { gateway: Some(LAB_ROUTER_INSIDE.parse().unwrap()), ..Default::default() };
     lab.run_in("c", move || upnp::unmap(17036, MapProtocol::Tcp, &o).unwrap());
-    assert_eq!(lab.from_outside(17036).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(lab.connect_from_outside(17036).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
 }
 
 #[test]
@@ -109,13 +109,13 @@ fn auto_falls_back_to_upnp_when_the_gateway_has_no_natpmp() {
     let m = lab.run_in("c", || map_port(17040, MapProtocol::Tcp, MapMethod::Auto, None, Duration::from_secs(600)).unwrap());
     assert!(t.elapsed() < Duration::from_secs(5), "a closed NAT-PMP port ends NAT-PMP at once: {:?}", t.elapsed());
     assert_eq!(m.external_port, 17040);
-    assert_eq!(lab.from_outside(17040).unwrap(), b"hello");
+    assert_eq!(lab.connect_from_outside(17040).unwrap(), b"hello");
     server.join().unwrap();
     // NAT-PMP alone says the port is closed.
     let e = lab.run_in("c", || map_port(17041, MapProtocol::Tcp, MapMethod::NatPmp, None, Duration::from_secs(60)).unwrap_err());
     assert!(e.to_string().contains("no NAT-PMP server"), "{e}");
     lab.run_in("c", || unmap_port(17040, MapProtocol::Tcp, MapMethod::Auto, None).unwrap());
-    assert_eq!(lab.from_outside(17040).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(lab.connect_from_outside(17040).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
 }
 
 #[test]
@@ -175,12 +175,12 @@ fn a_mapping_tied_to_its_lease_is_renewed_while_it_lives_and_deleted_when_it_is_
     // The control: a mapping nobody renews, with the same 2 s lifetime, on 17052.
     hello_server(&lab, 17052);
     lab.run_in("c", || natpmp::map(17052, MapProtocol::Tcp, 17052, Duration::from_secs(2), &opts()).unwrap());
-    assert_eq!(lab.from_outside(17052).unwrap(), b"hello");
+    assert_eq!(lab.connect_from_outside(17052).unwrap(), b"hello");
 
     // Three lifetimes later: the gateway dropped the control, the tied one was renewed.
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(lab.from_outside(17052).unwrap_err(), std::io::ErrorKind::ConnectionRefused, "miniupnpd expires mappings");
-    assert_eq!(lab.from_outside(17050).unwrap(), b"hello");
+    assert_eq!(lab.connect_from_outside(17052).unwrap_err(), std::io::ErrorKind::ConnectionRefused, "miniupnpd expires mappings");
+    assert_eq!(lab.connect_from_outside(17050).unwrap(), b"hello");
     assert!(m.renewals() >= 3, "renewed at half the lifetime: {} renewals", m.renewals());
     assert_eq!((m.state(), m.last_error()), (MappingState::Active, None));
 
@@ -188,7 +188,7 @@ fn a_mapping_tied_to_its_lease_is_renewed_while_it_lives_and_deleted_when_it_is_
     lease.release().unwrap();
     assert!(m.wait_ended(Some(Duration::from_secs(5))), "deleted within the 100 ms poll");
     assert_eq!((m.state(), m.last_error()), (MappingState::LeaseEnded, None));
-    assert_eq!(lab.from_outside(17050).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(lab.connect_from_outside(17050).unwrap_err(), std::io::ErrorKind::ConnectionRefused);
     // Ended: renewing is refused, deleting again is a no-op.
     assert_eq!(m.renew().unwrap_err().code(), ErrorCode::InvalidArgument);
     m.delete().unwrap();

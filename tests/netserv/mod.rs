@@ -316,7 +316,7 @@ allow 1024-65535 10.77.0.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
     /// Connect from the outer namespace to the router's external address at `port` (what
     /// a host on the internet would do): the bytes read until the other side closes, or
     /// the error kind (`ConnectionRefused` once no mapping forwards the port).
-    pub fn from_outside(&self, port: u16) -> Result<Vec<u8>, std::io::ErrorKind> {
+    pub fn connect_from_outside(&self, port: u16) -> Result<Vec<u8>, std::io::ErrorKind> {
         use std::io::Read;
         self.run_in("o", move || {
             let addr = format!("{LAB_ROUTER_OUTSIDE}:{port}").parse().unwrap();

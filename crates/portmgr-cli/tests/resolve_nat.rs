@@ -87,7 +87,7 @@ fn nat_map_and_unmap_through_a_real_miniupnpd() {
     assert_eq!(j["gateway"], netserv::LAB_ROUTER_INSIDE, "the default route's gateway");
     assert_eq!(j["external_address"], netserv::LAB_ROUTER_OUTSIDE);
     assert_eq!(j["external_port"], 17130);
-    let outside = |lab: &netserv::NatLab| lab.from_outside(17130);
+    let outside = |lab: &netserv::NatLab| lab.connect_from_outside(17130);
     assert_eq!(outside(&lab).unwrap(), b"hello");
     server.join().unwrap();
     let plain = stdout(&portmgr_in(&c, &["nat", "unmap", "17130", "--gateway", netserv::LAB_ROUTER_INSIDE]));
@@ -102,7 +102,7 @@ fn nat_map_and_unmap_through_a_real_miniupnpd() {
     });
     let plain = stdout(&portmgr_in(&c, &["nat", "map", "17131", "--protocol", "upnp"]));
     assert_eq!(plain, format!("{}:17131 (tcp) -> this host's port 17131 for 3600 s\n", netserv::LAB_ROUTER_OUTSIDE));
-    let reach = |port: u16| lab.from_outside(port).map(drop);
+    let reach = |port: u16| lab.connect_from_outside(port).map(drop);
     assert_eq!(reach(17131), Ok(()));
     server.join().unwrap();
     stdout(&portmgr_in(&c, &["nat", "unmap", "17131", "--protocol", "upnp"]));
@@ -127,7 +127,7 @@ fn nat_map_follow_renews_until_the_lease_is_released_and_stops_on_sigterm() {
         k.args(["netns", "exec", &c, env!("CARGO_BIN_EXE_portmgr")]).env("PORTMGR_DIR", &reg).args(args);
         k
     };
-    let outside = |port: u16| lab.from_outside(port);
+    let outside = |port: u16| lab.connect_from_outside(port);
     // --follow needs a lease to follow.
     let o = cmd(&["nat", "map", "17140", "--follow"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
