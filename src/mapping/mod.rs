@@ -332,6 +332,14 @@ impl Services {
         Ok(join(&file, &live))
     }
 
+    /// The live ports (as [`Registry::list`]) and the services over them, from one read
+    /// of each table: a view that needs both (the server's allocations) sees them agree.
+    pub fn list_with_leases(&self) -> Result<(Vec<LeaseInfo>, Vec<Service>)> {
+        let (file, live) = store::snapshot(&self.reg)?;
+        let services = join(&file, &live);
+        Ok((live, services))
+    }
+
     /// The live named services (what the exports show), sorted by name.
     pub fn list_named(&self) -> Result<Vec<Service>> {
         let mut v: Vec<Service> = self.list()?.into_iter().filter(|s| s.name.is_some()).collect();

@@ -142,8 +142,7 @@ fn host() -> String {
 
 /// The allocations of the registry, by lease id (views over both tables).
 fn allocations(state: &State, only: impl Fn(&LeaseInfo) -> bool) -> Result<Vec<Allocation>, ApiError> {
-    let live = state.reg.list()?;
-    let services = state.svc.list()?;
+    let (live, services) = state.svc.list_with_leases()?;
     let mut by_lease: BTreeMap<u64, Vec<&LeaseInfo>> = BTreeMap::new();
     for i in live.iter().filter(|i| only(i)) {
         by_lease.entry(i.lease_id).or_default().push(i);
