@@ -161,7 +161,7 @@ fn follow(cli: &Cli, fmt: Format, port: u16, opts: &MapOptions) -> R<i32> {
     if reg.get_by_port(port)?.is_none() {
         return Err(fail(
             EXIT_USAGE,
-            format!("port {port} is not held by a lease, so --follow has nothing to follow: allocate it first (portmgr alloc --port {port} --required --ttl 1h), or map it without --follow"),
+            format!("port {port} is not held by a lease, so --follow has nothing to follow: allocate it first (portmgr alloc --preferred {port} --required --ttl 1h), or map it without --follow"),
         ));
     }
     // Blocked before the follower thread starts (it inherits the mask).

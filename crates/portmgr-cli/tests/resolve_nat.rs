@@ -131,7 +131,8 @@ fn nat_map_follow_renews_until_the_lease_is_released_and_stops_on_sigterm() {
     // --follow needs a lease to follow.
     let o = cmd(&["nat", "map", "17140", "--follow"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not held by a lease"), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not held by a lease") && err.contains("portmgr alloc --preferred 17140 --required"), "{err}");
 
     let ids: Vec<String> = [17140, 17141]
         .iter()
