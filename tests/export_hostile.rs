@@ -19,7 +19,7 @@ mod common;
 mod hostile;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use hostile::hostile_values;
@@ -134,40 +134,6 @@ fn hostile_values_are_refused_by_import() {
         }
     }
 }
-
-fn ensure_nginx() -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ensure-nginx.sh");
-    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("running ensure-nginx.sh");
-    assert!(out.status.success(), "nginx is needed for this test; {} could not provide it", script.display());
-    String::from_utf8(out.stdout).unwrap().lines().last().expect("ensure-nginx.sh printed no path").trim().to_string()
-}
-
-/// Run `nginx -t` on a configuration whose first server includes `dir/*.conf` and whose
-/// second includes `flat`; panics with nginx's words unless the test is successful.
-fn nginx_t(nginx: &str, prefix: &Path, dir: &Path, flat: &Path) {
-    let p = prefix.display();
-    let conf = prefix.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\nevents {{ worker_connections 16; }}\n\
-             http {{\n    access_log off;\n    client_body_temp_path {p}/cb;\n    proxy_temp_path {p}/proxy;\n\
-             fastcgi_temp_path {p}/fcgi;\n    uwsgi_temp_path {p}/uwsgi;\n    scgi_temp_path {p}/scgi;\n\
-             server {{\n        listen 127.0.0.1:30098;\n        include {d}/*.conf;\n    }}\n\
-             server {{\n        listen 127.0.0.1:30099;\n        include {f};\n    }}\n}}\n",
-            d = dir.display(),
-            f = flat.display(),
-        ),
-    )
-    .unwrap();
-    let out = Command::new(nginx)
-        .args(["-e", &format!("{p}/error.log"), "-p", &format!("{p}/"), "-c", &conf.display().to_string(), "-t"])
-        .output()
-        .unwrap();
-    let words = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && words.contains("test is successful"), "nginx -t failed:\n{words}");
-}
-
 /// The lines of an nginx export that are not comments or blank: its directives.
 fn directives(text: &str) -> Vec<String> {
     text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect()
@@ -175,7 +141,7 @@ fn directives(text: &str) -> Vec<String> {
 
 #[test]
 fn nginx_exports_skip_hostile_values_and_pass_a_real_nginx_test() {
-    let nginx = ensure_nginx();
+    let nginx = hostile::ensure_nginx();
     for key in CHECKED.iter().chain([&FREE]) {
         let (good, all) = with_hostile(key);
         let want = directives(&export_nginx(std::slice::from_ref(&good)));
@@ -214,7 +180,7 @@ fn nginx_exports_skip_hostile_values_and_pass_a_real_nginx_test() {
         }
         let flat = tmp.path().join("flat.conf");
         std::fs::write(&flat, &text).unwrap();
-        nginx_t(&nginx, tmp.path(), &dir, &flat);
+        hostile::nginx_t(&nginx, tmp.path(), &dir, &flat, [30098, 30099]);
     }
 }
 

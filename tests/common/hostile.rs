@@ -18,6 +18,9 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+
 /// The literal hostile inputs.
 pub const HOSTILE: &[&str] = &[
     // nginx: end the directive, open or close a block, add a location or a server.
@@ -93,4 +96,46 @@ pub fn hostile_values() -> Vec<String> {
     v.push("$(touch pwned)".repeat(400));
     v.push(format!("/{}/", "x;".repeat(100)));
     v
+}
+
+/// The path of an nginx binary (scripts/ensure-nginx.sh installs one when missing; a
+/// test that needs it fails, never skips, when it cannot be had).
+pub fn ensure_nginx() -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("scripts/ensure-nginx.sh").exists())
+        .expect("the repository root (scripts/ensure-nginx.sh)");
+    let script = repo.join("scripts/ensure-nginx.sh");
+    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("running ensure-nginx.sh");
+    assert!(out.status.success(), "nginx is needed for this test; {} could not provide it", script.display());
+    String::from_utf8(out.stdout).unwrap().lines().last().expect("ensure-nginx.sh printed no path").trim().to_string()
+}
+
+/// Run `nginx -t` on a configuration whose first server (on 127.0.0.1:`listen[0]`)
+/// includes `dir/*.conf` and whose second (on `listen[1]`) includes `flat`; panics with
+/// nginx's words unless the test is successful.
+pub fn nginx_t(nginx: &str, prefix: &Path, dir: &Path, flat: &Path, listen: [u16; 2]) {
+    let p = prefix.display();
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\nevents {{ worker_connections 16; }}\n\
+             http {{\n    access_log off;\n    client_body_temp_path {p}/cb;\n    proxy_temp_path {p}/proxy;\n\
+             fastcgi_temp_path {p}/fcgi;\n    uwsgi_temp_path {p}/uwsgi;\n    scgi_temp_path {p}/scgi;\n\
+             server {{\n        listen 127.0.0.1:{a};\n        include {d}/*.conf;\n    }}\n\
+             server {{\n        listen 127.0.0.1:{b};\n        include {f};\n    }}\n}}\n",
+            a = listen[0],
+            b = listen[1],
+            d = dir.display(),
+            f = flat.display(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(nginx)
+        .args(["-e", &format!("{p}/error.log"), "-p", &format!("{p}/"), "-c", &conf.display().to_string(), "-t"])
+        .output()
+        .unwrap();
+    let words = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && words.contains("test is successful"), "nginx -t failed:\n{words}");
 }

@@ -13,7 +13,7 @@
 mod hostile;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portmgr");
 
@@ -67,43 +67,9 @@ fn files(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
-
-fn ensure_nginx() -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ensure-nginx.sh");
-    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().unwrap();
-    assert!(out.status.success(), "nginx is needed for this test; {} could not provide it", script.display());
-    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string()
-}
-
-/// `nginx -t` on a configuration with one server including `dir/*.conf` and another
-/// including `flat`; panics with nginx's words unless the test is successful.
-fn nginx_t(nginx: &str, prefix: &Path, dir: &Path, flat: &Path) {
-    let p = prefix.display();
-    let conf = prefix.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\nevents {{ worker_connections 16; }}\n\
-             http {{\n    access_log off;\n    client_body_temp_path {p}/cb;\n    proxy_temp_path {p}/proxy;\n\
-             fastcgi_temp_path {p}/fcgi;\n    uwsgi_temp_path {p}/uwsgi;\n    scgi_temp_path {p}/scgi;\n\
-             server {{\n        listen 127.0.0.1:30498;\n        include {d}/*.conf;\n    }}\n\
-             server {{\n        listen 127.0.0.1:30499;\n        include {f};\n    }}\n}}\n",
-            d = dir.display(),
-            f = flat.display(),
-        ),
-    )
-    .unwrap();
-    let out = Command::new(nginx)
-        .args(["-e", &format!("{p}/error.log"), "-p", &format!("{p}/"), "-c", &conf.display().to_string(), "-t"])
-        .output()
-        .unwrap();
-    let words = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && words.contains("test is successful"), "nginx -t failed:\n{words}");
-}
-
 #[test]
 fn alloc_meta_route_and_upstream_host_reach_the_nginx_export() {
-    let nginx = ensure_nginx();
+    let nginx = hostile::ensure_nginx();
     let r = reg();
     let shop = r.port(&[
         "alloc",
@@ -140,14 +106,14 @@ fn alloc_meta_route_and_upstream_host_reach_the_nginx_export() {
     assert!(o.contains("wrote 3 file(s)"), "{o}");
     let flat = r.tmp.path().join("flat.conf");
     std::fs::write(&flat, &text).unwrap();
-    nginx_t(&nginx, r.tmp.path(), &dir, &flat);
+    hostile::nginx_t(&nginx, r.tmp.path(), &dir, &flat, [30498, 30499]);
 
     // Two services with one route: the second (by name) is skipped, nginx -t still passes.
     r.ok(&["alloc", "--name", "zshop", "--range", "30100-30149", "--meta", "route=/shop/api/"]);
     let o = r.ok(&["export", "--format", "nginx", "--dir", dir.to_str().unwrap()]);
     assert!(o.contains("skipped: invalid argument: service \"zshop\": its location") && o.contains("\"shop\""), "{o}");
     std::fs::write(&flat, r.ok(&["export", "--format", "nginx"])).unwrap();
-    nginx_t(&nginx, r.tmp.path(), &dir, &flat);
+    hostile::nginx_t(&nginx, r.tmp.path(), &dir, &flat, [30498, 30499]);
 }
 
 #[test]
@@ -250,7 +216,7 @@ fn shell_in(shell: &str, cwd: &Path, script: &str) -> String {
 /// and keeps them intact in JSON.
 #[test]
 fn hostile_values_in_the_side_file_are_skipped_by_nginx_and_harmless_elsewhere() {
-    let nginx = ensure_nginx();
+    let nginx = hostile::ensure_nginx();
     let r = reg();
     let values = hostile::hostile_values();
     let good = r.port(&["alloc", "--name", "good", "--range", "30250-30399", "--meta", "route=/good/"]);
@@ -289,7 +255,7 @@ fn hostile_values_in_the_side_file_are_skipped_by_nginx_and_harmless_elsewhere()
         }
         let flat = work.path().join("flat.conf");
         std::fs::write(&flat, &text).unwrap();
-        nginx_t(&nginx, work.path(), &dir, &flat);
+        hostile::nginx_t(&nginx, work.path(), &dir, &flat, [30498, 30499]);
 
         // .env: sourced by bash, eval'ed by sh, in an empty directory.
         let env = r.ok(&["export", "--format", "env"]);
