@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. scripts/binding-env.sh
 command -v go >/dev/null 2>&1 || fail "no go command on PATH (install Go 1.22 or newer)"
 if ! command -v pkg-config >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -32,20 +32,9 @@ if ! command -v pkg-config >/dev/null 2>&1; then
     || { $sudo apt-get update >/dev/null 2>&1 && $sudo apt-get install -y --no-install-recommends pkg-config >/dev/null; }
 fi
 
-# With PORTMGR_XLANG_WORKERS (scripts/test.sh), the work directory is kept there for the
-# one cross-language run of every binding; alone, it is a temp directory.
-if [ -n "${PORTMGR_XLANG_WORKERS:-}" ]; then
-  work="$PORTMGR_XLANG_WORKERS/go"
-  mkdir -p "$work"
-else
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
-fi
-export PORTMGR_DIR="$work/registry"   # never the user's registry (each test sets its own too)
+binding_work go
 
-echo "== building libportmgr and installing it into a temp prefix"
-cargo build --quiet --release -p portmgr-capi || fail "cargo build -p portmgr-capi"
-scripts/install-c.sh --prefix "$work/prefix" --no-build >/dev/null
+binding_libportmgr
 export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 export CGO_ENABLED=1
 export CGO_LDFLAGS="-Wl,-rpath,$work/prefix/lib${CGO_LDFLAGS:+ $CGO_LDFLAGS}"

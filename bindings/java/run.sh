@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. scripts/binding-env.sh
 if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven >/dev/null 2>&1 \
@@ -32,20 +32,9 @@ if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
     || fail "no JDK 17+ and Maven (apt-get install openjdk-17-jdk-headless maven)"
 fi
 
-# With PORTMGR_XLANG_WORKERS (scripts/test.sh), the work directory is kept there for the
-# one cross-language run of every binding; alone, it is a temp directory.
-if [ -n "${PORTMGR_XLANG_WORKERS:-}" ]; then
-  work="$PORTMGR_XLANG_WORKERS/java"
-  mkdir -p "$work"
-else
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
-fi
-export PORTMGR_DIR="$work/registry"   # never the user's registry (each test sets its own too)
+binding_work java
 
-echo "== building libportmgr and installing it into a temp prefix"
-cargo build --quiet --release -p portmgr-capi || fail "cargo build -p portmgr-capi"
-scripts/install-c.sh --prefix "$work/prefix" --no-build >/dev/null
+binding_libportmgr
 lib="$work/prefix/lib"
 echo "$(javac -version 2>&1); $(mvn -v 2>/dev/null | head -1 | sed 's/\x1b\[[0-9;]*m//g'); libportmgr from $lib"
 

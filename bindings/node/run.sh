@@ -24,26 +24,16 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. scripts/binding-env.sh
 command -v node >/dev/null 2>&1 || fail "no node on PATH (install Node.js 20 or newer)"
 command -v npm >/dev/null 2>&1 || fail "no npm on PATH"
 major="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$major" -ge 20 ] || fail "Node $(node --version): the binding needs Node 20 or newer"
 
-# With PORTMGR_XLANG_WORKERS (scripts/test.sh), the work directory is kept there for the
-# one cross-language run of every binding; alone, it is a temp directory.
-if [ -n "${PORTMGR_XLANG_WORKERS:-}" ]; then
-  work="$PORTMGR_XLANG_WORKERS/node"
-  mkdir -p "$work"
-else
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
-fi
-export PORTMGR_DIR="$work/registry"   # never the user's registry (each test sets its own too)
+binding_work node
 unset PORTMGR_LIB                      # the package's own copy, as installed
 
-echo "== building libportmgr"
-cargo build --quiet --release -p portmgr-capi || fail "cargo build -p portmgr-capi"
+binding_libportmgr --no-install
 
 echo "== npm install ./bindings/node (from a new project)"
 mkdir "$work/app"
