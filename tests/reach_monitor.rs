@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,26 +18,6 @@ use portmgr::mapping::{
 use portmgr::probe::{self, Reach};
 use portmgr::{ErrorCode, Registry};
 use socket2::{Domain, SockAddr, Socket, Type};
-
-/// A listener on `127.0.0.1:port` whose accept queue is full, so that it drops new SYNs:
-/// `listen(0)` and connections that are never accepted. Returns it and the connections.
-fn syn_dropping_listener(port: u16) -> (Socket, Vec<TcpStream>) {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    s.bind(&SockAddr::from(addr)).unwrap();
-    s.listen(0).unwrap();
-    let mut held = Vec::new();
-    for _ in 0..16 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-            Ok(c) => held.push(c),
-            Err(e) => {
-                assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "filling the backlog: {e}");
-                return (s, held);
-            }
-        }
-    }
-    panic!("the backlog of a listen(0) socket never filled");
-}
 
 /// The child roles; a no-op in a normal test run.
 #[test]

@@ -72,3 +72,26 @@ pub fn assert_distinct(all: &[u16]) {
         panic!("{} duplicate ports handed out: {:?}", dups.len(), &dups[..dups.len().min(20)]);
     }
 }
+
+/// A listener on `127.0.0.1:port` that drops new SYNs (a "down" endpoint that neither
+/// accepts nor refuses): its backlog set to 0 and its accept queue filled with
+/// connections never accepted. Returns it and those connections; keep both alive.
+pub fn syn_dropping_listener(port: u16) -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    // SAFETY: `l` owns an open, listening socket for the whole call; listen(2) on it only
+    // changes its backlog.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)) {
+            Ok(c) => held.push(c),
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "filling the backlog: {e}");
+                return (l, held);
+            }
+        }
+    }
+    panic!("the backlog of a listen(0) socket never filled");
+}

@@ -8,8 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -20,27 +19,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_portmgr");
 
 fn portmgr(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(BIN).arg("--registry").arg(dir).args(args).output().unwrap()
-}
-
-/// A listener on `127.0.0.1:port` that drops new SYNs: its backlog set to 0 (listen
-/// called again) and its accept queue filled with connections never accepted.
-fn syn_dropping_listener(port: u16) -> (TcpListener, Vec<TcpStream>) {
-    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    // SAFETY: `l` owns an open, listening socket for the whole call; listen(2) on it only
-    // changes its backlog.
-    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut held = Vec::new();
-    for _ in 0..16 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-            Ok(c) => held.push(c),
-            Err(e) => {
-                assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "filling the backlog: {e}");
-                return (l, held);
-            }
-        }
-    }
-    panic!("the backlog never filled");
 }
 
 #[test]
