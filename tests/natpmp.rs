@@ -206,7 +206,10 @@ fn a_failed_deletion_after_the_lease_ends_is_reported_and_an_untied_mapping_is_n
         let reg = Registry::open(&d).unwrap();
         let lease = reg.allocate(&Request::new().preferred(17054, true).ttl(Duration::from_secs(60))).unwrap();
         let m = map(&reg, 17054, &tied_opts(Duration::from_secs(600))).unwrap();
-        // 17055 is held by no lease: mapped once, nothing follows it.
+        // 17055 is held by no lease: refused when a lease is required, else mapped once,
+        // and nothing follows it.
+        let required = portmgr::nat::MapOptions { require_lease: true, ..tied_opts(Duration::from_secs(600)) };
+        assert_eq!(map(&reg, 17055, &required).unwrap_err().code(), ErrorCode::NotFound);
         let untied = map(&reg, 17055, &tied_opts(Duration::from_secs(600))).unwrap();
         (reg, lease, m, untied)
     });

@@ -86,10 +86,6 @@ fn parse_method(s: &str) -> Result<MapMethod, String> {
     s.parse().map_err(|e: crate::Error| e.to_string())
 }
 
-fn transport(udp: bool) -> MapProtocol {
-    MapProtocol::of_udp(udp)
-}
-
 pub(super) fn nat(cli: &Cli, fmt: Format, cmd: &NatCmd) -> R<i32> {
     match cmd {
         NatCmd::ExternalIp { stun, local_port } => {
@@ -109,22 +105,29 @@ pub(super) fn nat(cli: &Cli, fmt: Format, cmd: &NatCmd) -> R<i32> {
         }
         NatCmd::Map { port, protocol, gateway, lifetime, udp, follow: false } => {
             no_env(fmt, "nat map")?;
-            let (m, method) = crate::nat::map_with(*port, transport(*udp), *protocol, *gateway, *lifetime)?;
+            let (m, method) = crate::nat::map_with(*port, MapProtocol::of_udp(*udp), *protocol, *gateway, *lifetime)?;
             print_mapping(fmt, &m, method, None, false)?;
             Ok(EXIT_OK)
         }
         NatCmd::Map { port, protocol, gateway, lifetime, udp, follow: true } => {
             no_env(fmt, "nat map")?;
-            let opts = MapOptions { method: *protocol, gateway: *gateway, transport: transport(*udp), lifetime: *lifetime, ..Default::default() };
+            let opts = MapOptions {
+                method: *protocol,
+                gateway: *gateway,
+                transport: MapProtocol::of_udp(*udp),
+                lifetime: *lifetime,
+                require_lease: true,
+                ..Default::default()
+            };
             follow(cli, fmt, *port, &opts)
         }
         NatCmd::Unmap { port, protocol, gateway, udp } => {
             no_env(fmt, "nat unmap")?;
-            unmap_port(*port, transport(*udp), *protocol, *gateway)?;
+            unmap_port(*port, MapProtocol::of_udp(*udp), *protocol, *gateway)?;
             if fmt == Format::Json {
-                emit_json(&json!({ "port": port, "protocol": transport(*udp).as_str(), "unmapped": true }))?;
+                emit_json(&json!({ "port": port, "protocol": MapProtocol::of_udp(*udp).as_str(), "unmapped": true }))?;
             } else {
-                emit(&format!("unmapped {port} ({})\n", transport(*udp)))?;
+                emit(&format!("unmapped {port} ({})\n", MapProtocol::of_udp(*udp)))?;
             }
             Ok(EXIT_OK)
         }
@@ -158,16 +161,19 @@ fn print_mapping(fmt: Format, m: &PortMapping, method: MapMethod, lease_id: Opti
 /// while another takes SIGINT/SIGTERM and deletes it.
 fn follow(cli: &Cli, fmt: Format, port: u16, opts: &MapOptions) -> R<i32> {
     let reg = open_registry(cli)?;
-    if reg.get_by_port(port)?.is_none() {
-        return Err(fail(
-            EXIT_USAGE,
-            format!("port {port} is not held by a lease, so --follow has nothing to follow: allocate it first (portmgr alloc --preferred {port} --required --ttl 1h), or map it without --follow"),
-        ));
-    }
     // Blocked before the follower thread starts (it inherits the mask).
     let set = SignalSet::of(&[libc::SIGINT, libc::SIGTERM]);
     set.block().map_err(|e| fail(EXIT_OTHER, format!("blocking SIGINT and SIGTERM: {e}")))?;
-    let m: Mapping = crate::nat::map(&reg, port, opts)?;
+    let m: Mapping = match crate::nat::map(&reg, port, opts) {
+        Ok(m) => m,
+        Err(e) if e.code() == crate::ErrorCode::NotFound => {
+            return Err(fail(
+                EXIT_USAGE,
+                format!("{e}: allocate it first (portmgr alloc --preferred {port} --required --ttl 1h), or map it without --follow"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     print_mapping(fmt, &m.granted(), m.method(), m.lease_id(), true)?;
     let on_signal = m.clone();
     std::thread::Builder::new()

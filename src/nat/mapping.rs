@@ -52,6 +52,9 @@ pub struct MapOptions {
     pub lifetime: Duration,
     /// How often the lease is checked: the longest a released lease's mapping stays.
     pub poll: Duration,
+    /// Refuse (not found, before asking the gateway) when no lease holds the port,
+    /// instead of mapping it once, untied.
+    pub require_lease: bool,
 }
 
 impl Default for MapOptions {
@@ -62,6 +65,7 @@ impl Default for MapOptions {
             transport: MapProtocol::Tcp,
             lifetime: Duration::from_secs(3600),
             poll: Duration::from_millis(250),
+            require_lease: false,
         }
     }
 }
@@ -180,14 +184,18 @@ impl std::fmt::Debug for Mapping {
 /// Map `port` on the gateway as `opts` says and, when a live lease in `reg` holds the
 /// port, tie the mapping to it (see the module text).
 ///
-/// Errors: those of [`super::map_port`] (invalid argument, timeout, the gateway's
-/// refusal), a registry that cannot be read, an OS error when the follower thread
+/// Errors: not found with [`MapOptions::require_lease`] when no lease holds the port;
+/// those of [`super::map_port`] (invalid argument, timeout, the gateway's refusal), a
+/// registry that cannot be read, an OS error when the follower thread
 /// cannot start (the mapping is then deleted again).
 pub fn map(reg: &Registry, port: u16, opts: &MapOptions) -> Result<Mapping> {
     if opts.poll.is_zero() {
         return Err(Error::invalid("the lease check interval (poll) must be above zero"));
     }
     let lease_id = reg.get_by_port(port)?.map(|i| i.lease_id);
+    if opts.require_lease && lease_id.is_none() {
+        return Err(Error::NotFound(format!("port {port} is not held by a lease, so its mapping has nothing to follow")));
+    }
     // The method that answered (Auto: NAT-PMP or UPnP) renews and deletes it.
     let (granted, method) = super::map_with(port, opts.transport, opts.method, opts.gateway, opts.lifetime)?;
     let shared = Arc::new(Shared {
