@@ -259,20 +259,26 @@ def from_outside(natlab: dict[str, str], port: int) -> str:
     return out.stdout.strip()
 
 
+def in_client(natlab: dict[str, str], script: str, *args: str) -> "subprocess.Popen[str]":
+    """Run the Python `script` with `args` in the client namespace, stdin and stdout piped."""
+    import sys
+
+    return subprocess.Popen(
+        ["ip", "netns", "exec", natlab["client"], sys.executable, "-c", script, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.mark.parametrize("proto,port", [("natpmp", 17260), ("upnp", 17261)])
 def test_nat_map_and_unmap_through_miniupnpd(natlab: dict[str, str], proto: str, port: int) -> None:
     import json
-    import sys
 
     def outside() -> str:
         return from_outside(natlab, port)
 
-    with subprocess.Popen(
-        ["ip", "netns", "exec", natlab["client"], sys.executable, "-c", CLIENT, str(port), proto],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as client:
+    with in_client(natlab, CLIENT, str(port), proto) as client:
         try:
             assert client.stdout is not None and client.stdin is not None
             gateway, protocol, internal, external, lifetime = json.loads(client.stdout.readline())
@@ -310,7 +316,6 @@ sys.stdin.readline()
 
 def test_nat_map_is_tied_to_the_lease_renewed_then_deleted_on_release(natlab: dict[str, str]) -> None:
     import json
-    import sys
     import time
 
     port = 17262
@@ -318,12 +323,7 @@ def test_nat_map_is_tied_to_the_lease_renewed_then_deleted_on_release(natlab: di
     def outside() -> str:
         return from_outside(natlab, port)
 
-    with subprocess.Popen(
-        ["ip", "netns", "exec", natlab["client"], sys.executable, "-c", TIED, str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as client:
+    with in_client(natlab, TIED, str(port)) as client:
         try:
             assert client.stdout is not None and client.stdin is not None
             assert json.loads(client.stdout.readline()) == [True, "natpmp", "active", 2.0, port]
