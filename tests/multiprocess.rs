@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
@@ -54,13 +54,20 @@ fn child_role() {
             let start: u16 = words.next().unwrap().parse().unwrap();
             let len: u16 = words.next().unwrap().parse().unwrap();
             let l = reg.allocate(&req_in(start, len)).unwrap();
-            // SAFETY: the child only sleeps and _exits.
+            // The child says it runs: its fork handler (which drops the inherited registry
+            // fds) has run by then. Until the kernel schedules it, it holds copies of every
+            // fd, as any forked process does, and so the owner lock.
+            let (mut up, mut down) = std::os::unix::net::UnixStream::pair().unwrap();
+            // SAFETY: the child only writes a byte, sleeps and _exits.
             let pid = unsafe { libc::fork() };
             if pid == 0 {
+                let _ = up.write_all(b"r");
                 std::thread::sleep(Duration::from_secs(30));
                 // SAFETY: _exit in the forked child.
                 unsafe { libc::_exit(0) };
             }
+            let mut b = [0u8; 1];
+            down.read_exact(&mut b).unwrap();
             writeln!(out.lock(), "\nPORT {}\nPID {pid}\nREADY", l.port()).unwrap();
             let mut s = String::new();
             let _ = std::io::stdin().read_line(&mut s);
